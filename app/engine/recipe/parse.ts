@@ -1,0 +1,87 @@
+// Reading and writing recipes: YAML or JSON text in, a checked Recipe out, and back to YAML.
+import { Document, isMap, isSeq, parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { MoeError } from '../io.ts';
+import { recipeSchema, type Recipe } from './schema.ts';
+
+/** Parses YAML (JSON is YAML) and checks the shape. Errors name the file and the path, e.g. `rules[2].select.kind`. */
+export function parseRecipe(text: string, fileName = 'recipe'): Recipe {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new MoeError(`not valid YAML or JSON: ${doc.errors[0]!.message}`, fileName);
+  }
+  return checkRecipe(doc.toJS(), fileName);
+}
+
+/** Checks a recipe object (as the studio builds it) against the schema. */
+export function checkRecipe(value: unknown, fileName = 'recipe'): Recipe {
+  const result = recipeSchema.safeParse(value);
+  if (!result.success) throw new MoeError(describeIssues(result.error, value), fileName);
+  return result.data;
+}
+
+function describeIssues(error: z.ZodError, value: unknown): string {
+  return error.issues
+    .map((issue) => {
+      const path = formatPath(issue.path as (string | number)[]);
+      let msg = issue.message;
+      if (issue.code === 'unrecognized_keys') msg = `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+      const rule = ruleIndexOf(issue.path as (string | number)[]);
+      const ruleText = rule !== undefined ? ` (rule ${rule + 1}: ${ruleSummary(value, rule)})` : '';
+      return `${path || 'recipe'}: ${msg}${ruleText}`;
+    })
+    .join('; ');
+}
+
+function formatPath(path: (string | number)[]): string {
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? p : `.${p}`)).join('');
+}
+
+function ruleIndexOf(path: (string | number)[]): number | undefined {
+  return path[0] === 'rules' && typeof path[1] === 'number' ? path[1] : undefined;
+}
+
+function ruleSummary(value: unknown, index: number): string {
+  const rules = (value as { rules?: unknown[] } | null)?.rules;
+  return JSON.stringify(rules?.[index] ?? null);
+}
+
+/** The recipe as the CLI reads it, in a stable key order, selectors and weights on one line each. */
+export function recipeToYaml(recipe: Recipe): string {
+  const ordered: Record<string, unknown> = { parents: recipe.parents };
+  if (recipe.base !== undefined) ordered.base = recipe.base;
+  ordered.rules = recipe.rules.map((r) => {
+    const rule: Record<string, unknown> = { select: r.select };
+    if (r.weights) rule.weights = r.weights;
+    if (r.from !== undefined) rule.from = r.from;
+    return rule;
+  });
+  if (recipe.threshold) ordered.threshold = recipe.threshold;
+  if (recipe.edits.length > 0) ordered.edits = recipe.edits;
+  ordered.output = recipe.output;
+  const doc = new Document(ordered);
+  const flow = (path: (string | number)[]) => {
+    const node = doc.getIn(path, true);
+    if (isMap(node) || isSeq(node)) node.flow = true;
+  };
+  recipe.rules.forEach((r, i) => {
+    flow(['rules', i, 'select']);
+    if (r.weights) flow(['rules', i, 'weights']);
+  });
+  recipe.edits.forEach((_, i) => flow(['edits', i]));
+  if (recipe.threshold) flow(['threshold']);
+  flow(['output']);
+  return doc.toString({ lineWidth: 0, flowCollectionPadding: false });
+}
+
+/** Bytes from "5GB", "500MB", "2GiB" or a number. */
+export function parseByteSize(size: string | number): number {
+  if (typeof size === 'number') return size;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$/i.exec(size);
+  if (!m) throw new MoeError(`not a size: "${size}"`);
+  const unit = (m[2] ?? 'B').toUpperCase();
+  const factors: Record<string, number> = {
+    B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KIB: 2 ** 10, MIB: 2 ** 20, GIB: 2 ** 30, TIB: 2 ** 40,
+  };
+  return Math.round(Number(m[1]) * factors[unit]!);
+}

@@ -1,0 +1,118 @@
+// Colour scales for the difference heatmaps (d3-scale-chromatic). Every metric is shown as a
+// "difference" so that darker is always closer to the base: cosine is drawn as 1 - cosine.
+import { interpolateViridis } from 'd3-scale-chromatic';
+import type { DiffMetric } from '../shared/studio-api.ts';
+
+export const MISSING_RGB: [number, number, number] = [27, 31, 39];
+export const IDENTICAL_RGB: [number, number, number] = [52, 57, 68];
+export const KEPT_RGB: [number, number, number] = [94, 234, 212];
+
+const LUT_SIZE = 256;
+const LUT = new Uint8Array(LUT_SIZE * 3);
+for (let i = 0; i < LUT_SIZE; i++) {
+  const c = interpolateViridis(i / (LUT_SIZE - 1));
+  const m = /rgb\((\d+), ?(\d+), ?(\d+)\)/.exec(c) ?? /#(..)(..)(..)/.exec(c);
+  if (m && c.startsWith('#')) {
+    LUT[i * 3] = parseInt(m[1]!, 16);
+    LUT[i * 3 + 1] = parseInt(m[2]!, 16);
+    LUT[i * 3 + 2] = parseInt(m[3]!, 16);
+  } else if (m) {
+    LUT[i * 3] = Number(m[1]);
+    LUT[i * 3 + 1] = Number(m[2]);
+    LUT[i * 3 + 2] = Number(m[3]);
+  }
+}
+
+export function gradientCss(): string {
+  const stops: string[] = [];
+  for (let i = 0; i <= 10; i++) stops.push(`${interpolateViridis(i / 10)} ${i * 10}%`);
+  return `linear-gradient(to right, ${stops.join(', ')})`;
+}
+
+/** The value drawn for a figure: larger = further from the base. */
+export function shown(metric: DiffMetric, v: number): number {
+  if (metric === 'cosine') return Math.max(0, 1 - v);
+  return v;
+}
+
+export interface Scale {
+  metric: DiffMetric;
+  /** Smallest and largest shown value on the (log) colour axis. */
+  lo: number;
+  hi: number;
+  log: boolean;
+  /** Fills rgb[0..2] for a raw figure. */
+  rgb(v: number, out: Uint8ClampedArray | Uint8Array, at: number): void;
+  /** 0..1 along the colour axis for a raw figure (NaN: no figure, -1: identical). */
+  position(v: number): number;
+  /** Raw figure at a position of the axis, for legend ticks. */
+  valueAt(t: number): number;
+}
+
+/** A scale fitted to the figures present (1st percentile to max, log when they span > 1 decade). */
+export function fitScale(metric: DiffMetric, values: Float32Array): Scale {
+  const xs: number[] = [];
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (!Number.isFinite(v)) continue;
+    const s = shown(metric, v);
+    if (s > 0) xs.push(s);
+  }
+  xs.sort((a, b) => a - b);
+  let lo = xs.length ? xs[Math.floor(xs.length * 0.01)]! : 1e-4;
+  let hi = xs.length ? xs[xs.length - 1]! : 1;
+  if (!(hi > lo)) {
+    hi = lo * 10 || 1;
+    lo = hi / 10;
+  }
+  const log = hi / lo > 10;
+  const llo = Math.log(lo);
+  const lhi = Math.log(hi);
+  const position = (v: number): number => {
+    if (!Number.isFinite(v)) return NaN;
+    const s = shown(metric, v);
+    if (s <= 0) return -1;
+    const t = log ? (Math.log(s) - llo) / (lhi - llo) : (s - lo) / (hi - lo);
+    return Math.min(1, Math.max(0, t));
+  };
+  return {
+    metric,
+    lo,
+    hi,
+    log,
+    position,
+    rgb(v, out, at) {
+      const t = position(v);
+      if (Number.isNaN(t)) {
+        out[at] = MISSING_RGB[0];
+        out[at + 1] = MISSING_RGB[1];
+        out[at + 2] = MISSING_RGB[2];
+      } else if (t < 0) {
+        out[at] = IDENTICAL_RGB[0];
+        out[at + 1] = IDENTICAL_RGB[1];
+        out[at + 2] = IDENTICAL_RGB[2];
+      } else {
+        const k = Math.round(t * (LUT_SIZE - 1)) * 3;
+        out[at] = LUT[k]!;
+        out[at + 1] = LUT[k + 1]!;
+        out[at + 2] = LUT[k + 2]!;
+      }
+    },
+    valueAt(t) {
+      const s = log ? Math.exp(llo + t * (lhi - llo)) : lo + t * (hi - lo);
+      return metric === 'cosine' ? 1 - s : s;
+    },
+  };
+}
+
+export const METRIC_LABEL: Record<DiffMetric, string> = {
+  rms_diff: 'RMS difference',
+  rel_diff: 'Relative difference',
+  cosine: 'Cosine similarity',
+};
+
+export const METRIC_HELP: Record<DiffMetric, string> = {
+  rms_diff: 'rms_diff = ‖W_other − W_base‖_F / √n: the root mean square of the element differences (the threshold uses this).',
+  rel_diff: 'rel_diff = ‖W_other − W_base‖_F / ‖W_base‖_F.',
+  cosine: 'cosine = ⟨W_base, W_other⟩ / (‖W_base‖·‖W_other‖); drawn as 1 − cosine so darker is closer.',
+};

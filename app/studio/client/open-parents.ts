@@ -1,0 +1,88 @@
+// Getting parent model folders from the user: the directory picker, drag and drop, and the
+// <input webkitdirectory> fallback. Each produces sources for openSources (store.ts).
+import type { ParentSource } from '../shared/studio-api.ts';
+import { notify, openSources } from './store.ts';
+
+export const hasDirectoryPicker = typeof window !== 'undefined' && typeof window.showDirectoryPicker === 'function';
+
+type Opening = { source: ParentSource; label: string; handle?: FileSystemDirectoryHandle };
+
+export async function pickParentFolder(): Promise<void> {
+  if (!window.showDirectoryPicker) return;
+  let handle: FileSystemDirectoryHandle;
+  try {
+    handle = await window.showDirectoryPicker({ id: 'moe-parent', mode: 'read' });
+  } catch (e) {
+    if ((e as { name?: string }).name !== 'AbortError') notify('error', `The folder could not be opened: ${String(e)}`);
+    return;
+  }
+  await openSources([{ source: { kind: 'handle', handle }, label: handle.name, handle }]);
+}
+
+/** Files from <input webkitdirectory>: one folder, its top name stripped from each relative path. */
+export async function openFromInput(list: FileList | null): Promise<void> {
+  const files = list ? [...list] : [];
+  if (files.length === 0) return;
+  const name = files.find((f) => f.webkitRelativePath)?.webkitRelativePath.split('/')[0] ?? 'selected files';
+  await openSources([{ source: { kind: 'files', files, name }, label: name }]);
+}
+
+/**
+ * A drop: each dropped folder is a parent; loose files dropped together make one parent.
+ * Handles and entries must be taken synchronously inside the drop event, before any await.
+ */
+export function openFromDrop(dt: DataTransfer): void {
+  const items = [...dt.items].filter((i) => i.kind === 'file');
+  const handlePromises = items.map((i) => (typeof i.getAsFileSystemHandle === 'function' ? i.getAsFileSystemHandle() : null));
+  const entries = items.map((i) => (typeof i.webkitGetAsEntry === 'function' ? i.webkitGetAsEntry() : null));
+  const plainFiles = [...dt.files];
+  void (async () => {
+    const out: Opening[] = [];
+    const loose: File[] = [];
+    for (let k = 0; k < items.length; k++) {
+      const hp = handlePromises[k];
+      const handle = hp ? await hp.catch(() => null) : null;
+      if (handle && handle.kind === 'directory') {
+        const dir = handle as FileSystemDirectoryHandle;
+        out.push({ source: { kind: 'handle', handle: dir }, label: dir.name, handle: dir });
+        continue;
+      }
+      if (handle && handle.kind === 'file') {
+        loose.push(await (handle as FileSystemFileHandle).getFile());
+        continue;
+      }
+      const entry = entries[k];
+      if (entry?.isDirectory) {
+        const files = await readDirectoryEntry(entry as FileSystemDirectoryEntry);
+        out.push({ source: { kind: 'files', files, name: entry.name }, label: entry.name });
+      } else if (entry?.isFile) {
+        loose.push(await new Promise<File>((res, rej) => (entry as FileSystemFileEntry).file(res, rej)));
+      } else if (plainFiles[k]) {
+        loose.push(plainFiles[k]!);
+      }
+    }
+    if (loose.length > 0) {
+      const name = loose.some((f) => f.name === 'config.json') ? 'dropped-model' : 'dropped-files';
+      out.push({ source: { kind: 'files', files: loose, name }, label: `${loose.length} dropped files` });
+    }
+    if (out.length === 0) notify('error', 'Nothing to open in that drop: drop model folders (or all the files of one model).');
+    else await openSources(out);
+  })();
+}
+
+/** The files directly inside a dropped folder (webkitGetAsEntry), read in the API's batches. */
+async function readDirectoryEntry(dir: FileSystemDirectoryEntry): Promise<File[]> {
+  const reader = dir.createReader();
+  const entries: FileSystemEntry[] = [];
+  for (;;) {
+    const batch = await new Promise<FileSystemEntry[]>((res, rej) => reader.readEntries(res, rej));
+    if (batch.length === 0) break;
+    entries.push(...batch);
+  }
+  const files: File[] = [];
+  for (const e of entries) {
+    if (!e.isFile) continue;
+    files.push(await new Promise<File>((res, rej) => (e as FileSystemFileEntry).file(res, rej)));
+  }
+  return files;
+}

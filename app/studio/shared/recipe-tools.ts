@@ -1,0 +1,178 @@
+// Pure recipe helpers for the studio: presets, rules from a heatmap selection, renames.
+// The recipe shape itself is the engine's (app/engine/recipe/schema.ts), shared with the CLI.
+import type { Edit, IndexSet, Recipe, Rule } from '../../engine/recipe/schema.ts';
+import { TENSOR_KINDS, type Projection, type TensorKind } from '../../engine/model/types.ts';
+
+export const NON_EXPERT_KINDS: TensorKind[] = TENSOR_KINDS.filter((k) => k !== 'routed_expert');
+
+export interface ParentRef {
+  name: string;
+  /** What the CLI reads as the parent's path; the studio writes the folder name. */
+  path: string;
+}
+
+export function emptyRecipe(parents: ParentRef[], base: string | undefined): Recipe {
+  return withParents(
+    { parents: {}, rules: [], edits: [], output: { dtype: 'keep', shard_size: '5GB' } },
+    parents,
+    base,
+  );
+}
+
+/** Sets `parents` and `base` from the open parents, keeping paths the user edited for parents that remain. */
+export function withParents(recipe: Recipe, parents: ParentRef[], base: string | undefined): Recipe {
+  const next: Record<string, string> = {};
+  for (const p of parents) next[p.name] = recipe.parents[p.name] ?? p.path;
+  const out: Recipe = { ...recipe, parents: next };
+  if (base !== undefined) out.base = base;
+  else delete out.base;
+  return out;
+}
+
+/** Renames a parent everywhere it is used: parents, base, weights and `from`. */
+export function renameParent(recipe: Recipe, from: string, to: string): Recipe {
+  if (from === to) return recipe;
+  const parents: Record<string, string> = {};
+  for (const [k, v] of Object.entries(recipe.parents)) parents[k === from ? to : k] = v;
+  const rules = recipe.rules.map((r): Rule => {
+    const out: Rule = { select: r.select };
+    if (r.weights) {
+      const w: Record<string, number> = {};
+      for (const [k, v] of Object.entries(r.weights)) w[k === from ? to : k] = v;
+      out.weights = w;
+    }
+    if (r.from !== undefined) out.from = r.from === from ? to : r.from;
+    return out;
+  });
+  const out: Recipe = { ...recipe, parents, rules };
+  if (recipe.base === from) out.base = to;
+  return out;
+}
+
+/** Drops a parent: its weights go, and rules taking everything `from` it are removed. */
+export function dropParent(recipe: Recipe, name: string): Recipe {
+  const parents = { ...recipe.parents };
+  delete parents[name];
+  const rules: Rule[] = [];
+  for (const r of recipe.rules) {
+    if (r.from === name) continue;
+    if (r.weights && name in r.weights) {
+      const w = { ...r.weights };
+      delete w[name];
+      if (Object.keys(w).length === 0) continue;
+      rules.push({ select: r.select, weights: w });
+    } else rules.push(r);
+  }
+  const out: Recipe = { ...recipe, parents, rules };
+  if (out.base === name) delete out.base;
+  return out;
+}
+
+/** The most readable index set for a list: one index, a range "a-b", or the list. */
+export function indexSetOf(xs: readonly number[]): IndexSet {
+  const s = [...new Set(xs)].sort((a, b) => a - b);
+  if (s.length === 1) return s[0]!;
+  if (s.length > 1 && s[s.length - 1]! - s[0]! === s.length - 1) return `${s[0]}-${s[s.length - 1]}`;
+  return s;
+}
+
+/** Expands an index set; `all` is used when it is absent. */
+export function expandIndexSet(set: IndexSet | undefined, all: readonly number[]): number[] {
+  if (set === undefined) return [...all];
+  if (typeof set === 'number') return [set];
+  if (Array.isArray(set)) return [...set];
+  const m = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(set);
+  if (!m) return [];
+  const a = Number(m[1]);
+  const b = Number(m[2]);
+  const out: number[] = [];
+  for (let i = Math.min(a, b); i <= Math.max(a, b); i++) out.push(i);
+  return out;
+}
+
+function keepRest(recipe: Recipe, rules: Rule[]): Recipe {
+  return { ...recipe, rules };
+}
+
+/**
+ * MEA: routed experts W = (1-α)·base + α·donor; everything else from the base.
+ * α = 1 is a pure swap, written as `from: donor` so experts are copied byte for byte.
+ */
+export function meaPreset(recipe: Recipe, base: string, donor: string, alpha: number): Recipe {
+  const a = Math.round(alpha * 1000) / 1000;
+  const experts: Rule =
+    a >= 1
+      ? { select: { kind: 'routed_expert' }, from: donor }
+      : a <= 0
+        ? { select: { kind: 'routed_expert' }, from: base }
+        : { select: { kind: 'routed_expert' }, weights: { [base]: round3(1 - a), [donor]: a } };
+  return { ...keepRest(recipe, [{ select: { kind: NON_EXPERT_KINDS }, from: base }, experts]), base };
+}
+
+/** AoE "Chimera": routed experts from the donor verbatim, everything else from the base. */
+export function chimeraPreset(recipe: Recipe, base: string, donor: string): Recipe {
+  return {
+    ...keepRest(recipe, [
+      { select: { kind: NON_EXPERT_KINDS }, from: base },
+      { select: { kind: 'routed_expert' }, from: donor },
+    ]),
+    base,
+  };
+}
+
+/** Groups of tensor kinds the "Mix N parents" preset gives one row of weights each. */
+export const MIX_GROUPS: { label: string; kinds: TensorKind[] }[] = [
+  { label: 'Routed experts', kinds: ['routed_expert'] },
+  { label: 'Shared experts', kinds: ['shared_expert'] },
+  { label: 'Attention', kinds: ['attention'] },
+  { label: 'Dense MLP', kinds: ['dense_mlp'] },
+  { label: 'Router', kinds: ['router', 'router_bias'] },
+  { label: 'Embeddings, head, norms, other', kinds: ['embedding', 'lm_head', 'norm', 'other'] },
+];
+
+/** "Mix N parents": one rule per group of kinds, with that group's weights (normalized to sum 1). */
+export function mixPreset(recipe: Recipe, base: string, weights: Record<string, number>[]): Recipe {
+  const rules: Rule[] = [];
+  MIX_GROUPS.forEach((g, i) => {
+    const w = weights[i] ?? {};
+    const nonzero = Object.entries(w).filter(([, v]) => v > 0);
+    const sum = nonzero.reduce((s, [, v]) => s + v, 0);
+    const kind = g.kinds.length === 1 ? g.kinds[0]! : g.kinds;
+    if (nonzero.length === 0) rules.push({ select: { kind }, from: base });
+    else if (nonzero.length === 1) rules.push({ select: { kind }, from: nonzero[0]![0] });
+    else rules.push({ select: { kind }, weights: Object.fromEntries(nonzero.map(([k, v]) => [k, round3(v / sum)])) });
+  });
+  return { ...keepRest(recipe, rules), base };
+}
+
+export interface ExpertSelection {
+  layers: number[];
+  experts: number[];
+  proj: Projection[];
+}
+
+/** A rule for the routed experts under a heatmap selection. */
+export function selectionRule(sel: ExpertSelection, take: { from: string } | { weights: Record<string, number> }, allProj = 3): Rule {
+  const select: Rule['select'] = { kind: 'routed_expert' };
+  if (sel.layers.length) select.layers = indexSetOf(sel.layers);
+  if (sel.experts.length) select.experts = indexSetOf(sel.experts);
+  if (sel.proj.length && sel.proj.length < allProj) select.proj = sel.proj.length === 1 ? sel.proj[0]! : [...sel.proj];
+  return 'from' in take ? { select, from: take.from } : { select, weights: take.weights };
+}
+
+/** Adds or replaces expert edits for every (layer, expert) of a selection. */
+export function applyEdits(recipe: Recipe, sel: ExpertSelection, action: Edit['action'] | 'clear'): Recipe {
+  const key = (l: number, e: number) => `${l}:${e}`;
+  const chosen = new Set<string>();
+  for (const l of sel.layers) for (const e of sel.experts) chosen.add(key(l, e));
+  const kept = recipe.edits.filter((ed) => !chosen.has(key(ed.layer, ed.expert)));
+  if (action === 'clear') return { ...recipe, edits: kept };
+  const added: Edit[] = [];
+  for (const l of [...sel.layers].sort((a, b) => a - b))
+    for (const e of [...sel.experts].sort((a, b) => a - b)) added.push({ layer: l, expert: e, action });
+  return { ...recipe, edits: [...kept, ...added] };
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}

@@ -1,0 +1,214 @@
+// The one API the studio UI uses. Implemented by the coordinator worker
+// (app/studio/worker/studio-worker.ts) and reached through one Comlink bridge
+// (app/studio/client/bridge.ts). Everything that crosses it is plain, structured-cloneable data:
+// no Model objects, no functions except Comlink.proxy callbacks.
+import type { Recipe } from '../../engine/recipe/schema.ts';
+import type { KindSummary } from '../../engine/plan/types.ts';
+
+export type { Recipe, KindSummary };
+export type ParentId = string;
+
+/** Where a parent's files come from: a directory handle (re-openable after reload) or loose files. */
+export type ParentSource =
+  | { kind: 'handle'; handle: FileSystemDirectoryHandleLike }
+  | { kind: 'files'; files: FileLike[]; name: string };
+
+/**
+ * Opaque stand-ins for FileSystemDirectoryHandle and File, so this project needs neither the DOM
+ * nor the WebWorker lib. Both are structured-cloneable and arrive in the worker as the real thing.
+ */
+export interface FileSystemDirectoryHandleLike {
+  readonly kind: 'directory';
+  readonly name: string;
+}
+export interface FileLike {
+  readonly name: string;
+  readonly size: number;
+  readonly webkitRelativePath: string;
+}
+
+export interface DtypeCount {
+  dtype: string;
+  tensors: number;
+  bytes: number;
+}
+
+/** What the parents panel shows about one opened model. */
+export interface ParentSummary {
+  folderName: string;
+  /** Architecture family ("deepseek_v3", "mixtral", …). */
+  arch: string;
+  modelType: string;
+  layers: number;
+  moeLayers: number[];
+  denseLayers: number[];
+  experts: number;
+  expertsPerToken?: number;
+  sharedExperts: number;
+  hiddenSize?: number;
+  dtypes: DtypeCount[];
+  /** Tensor bytes on disk, FP8 scales included. */
+  sizeOnDisk: number;
+  /** Weights (FP8 scale tensors ride with their weight and are not counted). */
+  tensorCount: number;
+  shardCount: number;
+  /** "selection_only": experts can be switched off/on exactly by editing the router bias. */
+  routerBias: 'selection_only' | 'none';
+  fp8: boolean;
+  otherFiles: string[];
+  /** The engine's own plain-text summary (formatSummary). */
+  text: string;
+}
+
+export interface ParentInfo {
+  id: ParentId;
+  summary: ParentSummary;
+}
+
+/**
+ * Every weight of one parent, column by column (compact for ~90,000 tensors).
+ * `kind` indexes TENSOR_KINDS, `proj` indexes PROJECTIONS; -1 where a role has no such part.
+ */
+export interface TensorIndex {
+  parent: ParentId;
+  names: string[];
+  kind: Uint8Array;
+  layer: Int16Array;
+  expert: Int32Array;
+  proj: Int8Array;
+  /** Elements per weight. */
+  elements: Float64Array;
+}
+
+export type Severity = 'error' | 'warning' | 'info';
+export interface CompatProblem {
+  severity: Severity;
+  parent: string;
+  tensor?: string;
+  message: string;
+}
+export interface CompatReport {
+  ok: boolean;
+  problems: CompatProblem[];
+}
+
+export type DiffMode = 'sampled' | 'exact';
+export type DiffMetric = 'rms_diff' | 'rel_diff' | 'cosine';
+export const DIFF_METRICS: readonly DiffMetric[] = ['rms_diff', 'rel_diff', 'cosine'];
+
+/** Figures for some tensors of `other` against the base, by index into the base's TensorIndex. */
+export interface DiffBatch {
+  other: ParentId;
+  index: Int32Array;
+  rms: Float32Array;
+  rel: Float32Array;
+  cos: Float32Array;
+  /** 1 where the figure is a sampled estimate. */
+  sampled: Uint8Array;
+}
+export type DiffEvent =
+  | { type: 'batch'; batch: DiffBatch }
+  | { type: 'progress'; done: number; total: number; elapsedMs: number };
+export interface DiffResult {
+  tensors: number;
+  elapsedMs: number;
+  cancelled: boolean;
+  /** Tensors of the base with no counterpart in the other parent, or of another shape. */
+  skipped: number;
+}
+
+export interface PlanFile {
+  name: string;
+  bytes: number;
+  what: 'shard' | 'index' | 'config' | 'copy' | 'card' | 'recipe';
+}
+export interface PlanSummary {
+  files: PlanFile[];
+  totalBytes: number;
+  /** One sentence: what the child will contain. */
+  description: string;
+  /** Per tensor kind: how many tensors, from which parent, mixed, muted, bias-patched. */
+  byKind: KindSummary[];
+  tensors: number;
+  ops: { copy: number; convert: number; mix: number; zero: number };
+  warnings: string[];
+  /** Recipe parent names in recipe order; bit i of a candidate mask is parents[i]. */
+  parents: string[];
+  base: string;
+  /**
+   * Mixed tensors, which a threshold may keep from the base: index into the base's TensorIndex,
+   * and the parents (bitmask over `parents`, base excluded) whose weight for it is non-zero.
+   */
+  candidates: { index: Int32Array; mask: Uint32Array };
+}
+
+export type Result<T> = { ok: true; value: T } | { ok: false; error: string };
+
+/** Which opened parent each recipe parent name stands for. */
+export type Bindings = Record<string, ParentId>;
+
+export type OutputTarget =
+  | { kind: 'handle'; handle: FileSystemDirectoryHandleLike }
+  | { kind: 'opfs'; folder: string };
+
+export interface OutputCheck {
+  ok: boolean;
+  name: string;
+  /** Why the folder cannot be used (a parent's folder, not writable, …). */
+  problems: string[];
+  /** Files already in the folder that the merge would replace. */
+  existing: string[];
+  freeBytes?: number;
+  canRename: boolean;
+}
+
+export interface MergeProgress {
+  bytesDone: number;
+  bytesTotal: number;
+  tensor: string;
+  tensorsDone: number;
+  tensorsTotal: number;
+  elapsedMs: number;
+}
+export interface MergeResult {
+  cancelled: boolean;
+  elapsedMs: number;
+  bytesWritten: number;
+  files: PlanFile[];
+  folder: string;
+  /** The engine's report, as plain data. */
+  report: unknown;
+  warnings: string[];
+}
+
+export interface StudioStatus {
+  crossOriginIsolated: boolean;
+  kernelWorkers: number;
+  /** "ready", or why the WASM kernels could not be loaded. */
+  kernels: string;
+  hardwareConcurrency: number;
+}
+
+export interface StudioApi {
+  /** Starts the kernel pool (compiles the WASM once) and tells what the worker has. */
+  status(): Promise<StudioStatus>;
+  openParent(source: ParentSource): Promise<Result<ParentInfo>>;
+  removeParent(id: ParentId): Promise<void>;
+  tensorIndex(id: ParentId): Promise<TensorIndex>;
+  compatibility(parents: { id: ParentId; name: string }[], baseName: string): Promise<CompatReport>;
+  /** Streams figures of `other` against `base` through `listen` (batched); resolves when done or cancelled. */
+  diff(job: string, base: ParentId, other: ParentId, mode: DiffMode, listen: (e: DiffEvent) => void): Promise<DiffResult>;
+  /** Cancels a running diff or merge job. */
+  cancel(job: string): Promise<void>;
+  parseRecipe(text: string, fileName?: string): Promise<Result<Recipe>>;
+  recipeToYaml(recipe: Recipe): Promise<string>;
+  plan(recipe: Recipe, bindings: Bindings): Promise<Result<PlanSummary>>;
+  checkOutput(target: OutputTarget, bindings: Bindings): Promise<OutputCheck>;
+  merge(
+    job: string,
+    recipe: Recipe,
+    bindings: Bindings,
+    target: OutputTarget,
+    listen: (p: MergeProgress) => void,
+  ): Promise<Result<MergeResult>>;
+}

@@ -1,0 +1,72 @@
+// The coordinator's pool of kernel workers: the WASM module is compiled once here and the
+// compiled Module is posted to every worker; calls transfer their buffers instead of copying.
+import * as Comlink from 'comlink';
+import { createKernelPool, transferablesOf, type KernelEndpoint, type KernelPool } from '../../engine/kernels/pool.ts';
+import type { KernelWorkerApi } from './kernel-worker.ts';
+import { errorText } from './browser-io.ts';
+
+export const WASM_URL = `${import.meta.env.BASE_URL}moe_kernels.wasm`;
+
+let pool: Promise<KernelPool> | undefined;
+let state = { status: 'not started', workers: 0 };
+
+export function kernelStatus(): { status: string; workers: number } {
+  return state;
+}
+
+export function workerCount(): number {
+  const n = (navigator.hardwareConcurrency || 2) - 1;
+  return Math.min(8, Math.max(1, n));
+}
+
+async function compileKernels(): Promise<WebAssembly.Module> {
+  const url = new URL(WASM_URL, self.location.href).href;
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`${WASM_URL}: HTTP ${res.status}`);
+  try {
+    return await WebAssembly.compileStreaming(res.clone());
+  } catch {
+    // A server that does not send application/wasm: compile from the bytes instead.
+    return WebAssembly.compile(await res.arrayBuffer());
+  }
+}
+
+function endpointOf(remote: Comlink.Remote<KernelWorkerApi>): KernelEndpoint {
+  return {
+    decode: (c) => remote.decode(Comlink.transfer(c, transferablesOf(c))),
+    encode: (v, rows, cols, out) => remote.encode(Comlink.transfer(v, transferablesOf(v)), rows, cols, out),
+    mix: (req) => remote.mix(Comlink.transfer(req, transferablesOf(...req.inputs))),
+    diff: (a, b) => remote.diff(Comlink.transfer(a, transferablesOf(a, b)), b),
+  };
+}
+
+async function start(): Promise<KernelPool> {
+  state = { status: 'loading', workers: 0 };
+  try {
+    const module = await compileKernels();
+    const n = workerCount();
+    const workers: Worker[] = [];
+    const remotes: Comlink.Remote<KernelWorkerApi>[] = [];
+    for (let i = 0; i < n; i++) {
+      const w = new Worker(new URL('./kernel-worker.ts', import.meta.url), { type: 'module', name: `moe-kernels-${i}` });
+      workers.push(w);
+      remotes.push(Comlink.wrap<KernelWorkerApi>(w));
+    }
+    await Promise.all(remotes.map((r) => r.init(module)));
+    const endpoints = remotes.map(endpointOf);
+    state = { status: 'ready', workers: n };
+    return createKernelPool(endpoints, async () => {
+      for (const w of workers) w.terminate();
+    });
+  } catch (e) {
+    state = { status: `unavailable: ${errorText(e)}`, workers: 0 };
+    pool = undefined;
+    throw e;
+  }
+}
+
+/** The pool, started on first use; a failed start is retried on the next call. */
+export function getKernelPool(): Promise<KernelPool> {
+  pool ??= start();
+  return pool;
+}

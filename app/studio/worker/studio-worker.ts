@@ -1,0 +1,427 @@
+// The studio's coordinator worker: owns the opened parent models and the pool of kernel workers,
+// and implements StudioApi for the UI (through Comlink). Only plain data leaves this worker.
+import * as Comlink from 'comlink';
+import type { Model } from '../../engine/model/types.ts';
+import { TENSOR_KINDS, PROJECTIONS } from '../../engine/model/types.ts';
+import { openModel } from '../../engine/model/open-model.ts';
+import { formatSummary, summarizeModel } from '../../engine/model/inspect.ts';
+import { checkCompatibility } from '../../engine/model/compat.ts';
+import { parseRecipe, recipeToYaml } from '../../engine/recipe/parse.ts';
+import type { Recipe } from '../../engine/recipe/schema.ts';
+import { planMerge } from '../../engine/plan/plan.ts';
+import type { MergePlan } from '../../engine/plan/types.ts';
+import { executeMerge } from '../../engine/exec/merge.ts';
+import { diffModels } from '../../engine/exec/diff.ts';
+import type { KernelPool } from '../../engine/kernels/pool.ts';
+import type {
+  Bindings,
+  CompatReport,
+  DiffEvent,
+  DiffMode,
+  DiffResult,
+  MergeProgress,
+  MergeResult,
+  OutputCheck,
+  OutputTarget,
+  ParentId,
+  ParentInfo,
+  ParentSource,
+  ParentSummary,
+  PlanSummary,
+  Result,
+  StudioApi,
+  StudioStatus,
+  TensorIndex,
+} from '../shared/studio-api.ts';
+import { FileListModelFolder, HandleModelFolder, HandleOutputFolder, errorText, opfsOutputFolder } from './browser-io.ts';
+import { getKernelPool, kernelStatus } from './kernel-pool.ts';
+
+interface OpenParent {
+  id: ParentId;
+  model: Model;
+  index?: Map<string, number>;
+}
+
+const parents = new Map<ParentId, OpenParent>();
+const jobs = new Map<string, AbortController>();
+let nextId = 1;
+
+function parentOf(id: ParentId): OpenParent {
+  const p = parents.get(id);
+  if (!p) throw new Error(`parent ${id} is not open (reload it)`);
+  return p;
+}
+
+function indexOf(p: OpenParent): Map<string, number> {
+  if (!p.index) {
+    p.index = new Map();
+    p.model.weights.forEach((w, i) => p.index!.set(w.name, i));
+  }
+  return p.index;
+}
+
+function summaryOf(model: Model): ParentSummary {
+  const dtypes = new Map<string, { tensors: number; bytes: number }>();
+  let fp8 = false;
+  for (const w of model.weights) {
+    const d = dtypes.get(w.data.dtype) ?? { tensors: 0, bytes: 0 };
+    d.tensors++;
+    d.bytes += w.data.length + (w.scale?.length ?? 0);
+    dtypes.set(w.data.dtype, d);
+    if (w.data.dtype === 'F8_E4M3') fp8 = true;
+  }
+  let text = '';
+  try {
+    text = formatSummary(summarizeModel(model));
+  } catch (e) {
+    text = `(summary unavailable: ${errorText(e)})`;
+  }
+  const l = model.layout;
+  const summary: ParentSummary = {
+    folderName: model.folder.name,
+    arch: model.arch.name,
+    modelType: String(model.config['model_type'] ?? ''),
+    layers: l.layers,
+    moeLayers: [...l.moeLayers],
+    denseLayers: [...l.denseLayers],
+    experts: l.experts,
+    sharedExperts: l.sharedExperts,
+    dtypes: [...dtypes].map(([dtype, v]) => ({ dtype, ...v })).sort((a, b) => b.bytes - a.bytes),
+    sizeOnDisk: model.sizeOnDisk,
+    tensorCount: model.weights.length,
+    shardCount: model.shards.length,
+    routerBias: model.arch.routerBias,
+    fp8,
+    otherFiles: [...model.otherFiles],
+    text,
+  };
+  if (l.expertsPerToken !== undefined) summary.expertsPerToken = l.expertsPerToken;
+  if (l.hiddenSize !== undefined) summary.hiddenSize = l.hiddenSize;
+  return summary;
+}
+
+function bound(bindings: Bindings, recipe: Recipe): Map<string, Model> {
+  const map = new Map<string, Model>();
+  for (const name of Object.keys(recipe.parents)) {
+    const id = bindings[name];
+    if (id === undefined) throw new Error(`recipe parent "${name}" is not one of the open parents`);
+    map.set(name, parentOf(id).model);
+  }
+  return map;
+}
+
+function planSummary(plan: MergePlan, bindings: Bindings): PlanSummary {
+  const baseId = bindings[plan.base];
+  const baseIndex = baseId !== undefined ? indexOf(parentOf(baseId)) : new Map<string, number>();
+  const ops = { copy: 0, convert: 0, mix: 0, zero: 0 };
+  const candIndex: number[] = [];
+  const candMask: number[] = [];
+  for (const t of plan.tensors) {
+    ops[t.op.type]++;
+    if (t.op.type === 'mix' && t.edit === undefined) {
+      const i = baseIndex.get(t.name);
+      if (i === undefined) continue;
+      let mask = 0;
+      t.op.weights.forEach((w, k) => {
+        if (w.weight !== 0 && w.parent !== plan.base) mask |= 1 << plan.parentOrder.indexOf(w.parent);
+        void k;
+      });
+      candIndex.push(i);
+      candMask.push(mask >>> 0);
+    }
+  }
+  return {
+    files: plan.files.map((f) => ({ name: f.name, bytes: f.bytes, what: f.what })),
+    totalBytes: plan.totalBytes,
+    description: plan.description,
+    byKind: plan.byKind.map((k) => ({ ...k, from: { ...k.from } })),
+    tensors: plan.tensors.length,
+    ops,
+    warnings: [...plan.warnings],
+    parents: [...plan.parentOrder],
+    base: plan.base,
+    candidates: { index: Int32Array.from(candIndex), mask: Uint32Array.from(candMask) },
+  };
+}
+
+async function outputFolder(target: OutputTarget): Promise<HandleOutputFolder> {
+  if (target.kind === 'opfs') return opfsOutputFolder(target.folder);
+  return new HandleOutputFolder(target.handle as unknown as FileSystemDirectoryHandle, false);
+}
+
+async function overlapProblems(out: HandleOutputFolder, bindings: Bindings): Promise<string[]> {
+  const problems: string[] = [];
+  for (const [name, id] of Object.entries(bindings)) {
+    const p = parents.get(id);
+    if (!p) continue;
+    if (await out.overlaps(p.model.folder)) {
+      problems.push(`"${out.name}" is the folder of parent "${name}" (or inside it): pick another folder, a merge must never write into a parent`);
+    }
+  }
+  return problems;
+}
+
+/** A plain, cloneable copy of an engine report (drops functions, Maps become objects). */
+function plain(value: unknown): unknown {
+  try {
+    return JSON.parse(
+      JSON.stringify(value, (_k, v: unknown) => (v instanceof Map ? Object.fromEntries(v) : ArrayBuffer.isView(v) ? undefined : v)),
+    );
+  } catch {
+    return undefined;
+  }
+}
+
+const api: StudioApi = {
+  async status(): Promise<StudioStatus> {
+    await getKernelPool().catch(() => undefined);
+    const k = kernelStatus();
+    return {
+      crossOriginIsolated: self.crossOriginIsolated,
+      kernelWorkers: k.workers,
+      kernels: k.status,
+      hardwareConcurrency: navigator.hardwareConcurrency || 1,
+    };
+  },
+
+  async openParent(source: ParentSource): Promise<Result<ParentInfo>> {
+    try {
+      const folder =
+        source.kind === 'handle'
+          ? new HandleModelFolder(source.handle as unknown as FileSystemDirectoryHandle)
+          : new FileListModelFolder(source.name, source.files as unknown as File[]);
+      const model = await openModel(folder);
+      const id = `p${nextId++}`;
+      parents.set(id, { id, model });
+      return { ok: true, value: { id, summary: summaryOf(model) } };
+    } catch (e) {
+      return { ok: false, error: errorText(e) };
+    }
+  },
+
+  async removeParent(id: ParentId): Promise<void> {
+    parents.delete(id);
+  },
+
+  async tensorIndex(id: ParentId): Promise<TensorIndex> {
+    const { model } = parentOf(id);
+    const n = model.weights.length;
+    const out: TensorIndex = {
+      parent: id,
+      names: new Array<string>(n),
+      kind: new Uint8Array(n),
+      layer: new Int16Array(n),
+      expert: new Int32Array(n),
+      proj: new Int8Array(n),
+      elements: new Float64Array(n),
+    };
+    model.weights.forEach((w, i) => {
+      out.names[i] = w.name;
+      out.kind[i] = TENSOR_KINDS.indexOf(w.role.kind);
+      out.layer[i] = w.role.layer ?? -1;
+      out.expert[i] = w.role.expert ?? -1;
+      out.proj[i] = w.role.proj ? PROJECTIONS.indexOf(w.role.proj) : -1;
+      out.elements[i] = w.data.shape.reduce((a, b) => a * b, 1);
+    });
+    return Comlink.transfer(out, [out.kind.buffer, out.layer.buffer, out.expert.buffer, out.proj.buffer, out.elements.buffer]);
+  },
+
+  async compatibility(list, baseName): Promise<CompatReport> {
+    try {
+      const report = checkCompatibility(
+        list.map((p) => ({ name: p.name, model: parentOf(p.id).model })),
+        baseName,
+      );
+      return {
+        ok: report.ok,
+        problems: report.problems.map((p) => {
+          const out: CompatReport['problems'][number] = { severity: p.severity, parent: p.parent, message: p.message };
+          if (p.tensor !== undefined) out.tensor = p.tensor;
+          return out;
+        }),
+      };
+    } catch (e) {
+      return { ok: false, problems: [{ severity: 'error', parent: baseName, message: errorText(e) }] };
+    }
+  },
+
+  async diff(job: string, baseId: ParentId, otherId: ParentId, mode: DiffMode, listen: (e: DiffEvent) => void): Promise<DiffResult> {
+    const base = parentOf(baseId);
+    const other = parentOf(otherId);
+    const index = indexOf(base);
+    const ctrl = new AbortController();
+    jobs.set(job, ctrl);
+    const started = performance.now();
+    let pending: { i: number; rms: number; rel: number; cos: number; sampled: boolean }[] = [];
+    let progress: { done: number; total: number } | undefined;
+    let count = 0;
+    const send = (e: DiffEvent, transfer: Transferable[] = []) => {
+      Promise.resolve(listen(Comlink.transfer(e, transfer))).catch(() => {});
+    };
+    const flush = () => {
+      if (pending.length > 0) {
+        const n = pending.length;
+        const batch = {
+          other: otherId,
+          index: new Int32Array(n),
+          rms: new Float32Array(n),
+          rel: new Float32Array(n),
+          cos: new Float32Array(n),
+          sampled: new Uint8Array(n),
+        };
+        pending.forEach((p, k) => {
+          batch.index[k] = p.i;
+          batch.rms[k] = p.rms;
+          batch.rel[k] = p.rel;
+          batch.cos[k] = p.cos;
+          batch.sampled[k] = p.sampled ? 1 : 0;
+        });
+        pending = [];
+        send({ type: 'batch', batch }, [batch.index.buffer, batch.rms.buffer, batch.rel.buffer, batch.cos.buffer, batch.sampled.buffer]);
+      }
+      if (progress) {
+        send({ type: 'progress', ...progress, elapsedMs: performance.now() - started });
+        progress = undefined;
+      }
+    };
+    const timer = setInterval(flush, 100);
+    try {
+      const pool = await getKernelPool();
+      await diffModels(base.model, other.model, pool, {
+        mode,
+        signal: ctrl.signal,
+        onTensor: (d) => {
+          const i = index.get(d.name);
+          if (i === undefined) return;
+          count++;
+          pending.push({ i, rms: d.rmsDiff, rel: d.relDiff, cos: d.cosine, sampled: d.sampled });
+        },
+        onProgress: (done, total) => {
+          progress = { done, total };
+        },
+      });
+      return { tensors: count, elapsedMs: performance.now() - started, cancelled: false, skipped: base.model.weights.length - count };
+    } catch (e) {
+      if (ctrl.signal.aborted) return { tensors: count, elapsedMs: performance.now() - started, cancelled: true, skipped: 0 };
+      throw new Error(errorText(e));
+    } finally {
+      clearInterval(timer);
+      flush();
+      jobs.delete(job);
+    }
+  },
+
+  async cancel(job: string): Promise<void> {
+    jobs.get(job)?.abort(new DOMException('cancelled by the user', 'AbortError'));
+  },
+
+  async parseRecipe(text: string, fileName?: string): Promise<Result<Recipe>> {
+    try {
+      return { ok: true, value: parseRecipe(text, fileName) };
+    } catch (e) {
+      return { ok: false, error: errorText(e) };
+    }
+  },
+
+  async recipeToYaml(recipe: Recipe): Promise<string> {
+    return recipeToYaml(recipe);
+  },
+
+  async plan(recipe: Recipe, bindings: Bindings): Promise<Result<PlanSummary>> {
+    try {
+      const plan = await planMerge(recipe, bound(bindings, recipe));
+      const s = planSummary(plan, bindings);
+      return Comlink.transfer({ ok: true, value: s }, [s.candidates.index.buffer, s.candidates.mask.buffer]);
+    } catch (e) {
+      return { ok: false, error: errorText(e) };
+    }
+  },
+
+  async checkOutput(target: OutputTarget, bindings: Bindings): Promise<OutputCheck> {
+    try {
+      const out = await outputFolder(target);
+      const problems = await overlapProblems(out, bindings);
+      const check: OutputCheck = {
+        ok: problems.length === 0,
+        name: out.name,
+        problems,
+        existing: await out.list(),
+        canRename: out.canRename,
+      };
+      const free = await out.freeBytes();
+      if (free !== undefined) check.freeBytes = free;
+      return check;
+    } catch (e) {
+      return { ok: false, name: '', problems: [errorText(e)], existing: [], canRename: false };
+    }
+  },
+
+  async merge(job, recipe, bindings, target, listen: (p: MergeProgress) => void): Promise<Result<MergeResult>> {
+    const ctrl = new AbortController();
+    jobs.set(job, ctrl);
+    const started = performance.now();
+    let last: MergeProgress | undefined;
+    let sent = 0;
+    try {
+      const plan = await planMerge(recipe, bound(bindings, recipe));
+      const out = await outputFolder(target);
+      const problems = await overlapProblems(out, bindings);
+      if (problems.length > 0) return { ok: false, error: problems.join('; ') };
+      const pool = await getKernelPool().catch(() => undefined);
+      const report = await executeMerge(plan, out, pool ?? unavailablePool(), {
+        signal: ctrl.signal,
+        onProgress: (p) => {
+          const cur: MergeProgress = { ...p };
+          last = cur;
+          const now = performance.now();
+          if (now - sent > 100) {
+            sent = now;
+            Promise.resolve(listen(cur)).catch(() => {});
+          }
+        },
+      });
+      const final = last;
+      if (final) Promise.resolve(listen(final)).catch(() => {});
+      return {
+        ok: true,
+        value: {
+          cancelled: false,
+          elapsedMs: performance.now() - started,
+          bytesWritten: plan.totalBytes,
+          files: plan.files.map((f) => ({ name: f.name, bytes: f.bytes, what: f.what })),
+          folder: out.name,
+          report: plain(report),
+          warnings: [...plan.warnings],
+        },
+      };
+    } catch (e) {
+      if (ctrl.signal.aborted) {
+        return {
+          ok: true,
+          value: {
+            cancelled: true,
+            elapsedMs: performance.now() - started,
+            bytesWritten: last?.bytesDone ?? 0,
+            files: [],
+            folder: target.kind === 'opfs' ? target.folder : '',
+            report: undefined,
+            warnings: [],
+          },
+        };
+      }
+      return { ok: false, error: errorText(e) };
+    } finally {
+      jobs.delete(job);
+    }
+  },
+};
+
+/** A pool for merges that only copy: any kernel call says why the kernels are missing. */
+function unavailablePool(): KernelPool {
+  const fail = async (): Promise<never> => {
+    throw new Error(`the WASM kernels are not available (${kernelStatus().status}); only byte-for-byte copies can run`);
+  };
+  return { size: 1, decode: fail, encode: fail, mix: fail, diff: fail, close: async () => {} };
+}
+
+Comlink.expose(api);
