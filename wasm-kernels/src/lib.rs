@@ -59,7 +59,7 @@ fn div_ceil(a: usize, b: usize) -> usize {
 /// Version of this ABI; the TypeScript wrapper refuses a module with another.
 #[no_mangle]
 pub extern "C" fn kernels_abi() -> u32 {
-    1
+    2
 }
 
 /// Allocates `size` bytes, 16-byte aligned; 0 when memory cannot grow.
@@ -126,34 +126,44 @@ unsafe fn canonicalize(p: *mut f32, n: usize) {
     }
 }
 
-unsafe fn accum_f32(acc: *mut f32, src: *const f32, n: usize, w: f32) {
-    let mut i = simd_prefix!(simd::accum_f32(acc, src, n, w));
+/// The accumulator before an update: +0 for the first input (INIT), else its stored value.
+#[inline(always)]
+unsafe fn old<const INIT: bool>(p: *const f32) -> f32 {
+    if INIT {
+        0.0
+    } else {
+        *p
+    }
+}
+
+unsafe fn accum_f32<const INIT: bool>(acc: *mut f32, src: *const f32, n: usize, w: f32) {
+    let mut i = simd_prefix!(simd::accum_f32::<INIT>(acc, src, n, w));
     while i < n {
-        *acc.add(i) = *acc.add(i) + w * *src.add(i);
+        *acc.add(i) = old::<INIT>(acc.add(i)) + w * *src.add(i);
         i += 1;
     }
 }
 
-unsafe fn accum_bf16(acc: *mut f32, src: *const u16, n: usize, w: f32) {
-    let mut i = simd_prefix!(simd::accum_bf16(acc, src, n, w));
+unsafe fn accum_bf16<const INIT: bool>(acc: *mut f32, src: *const u16, n: usize, w: f32) {
+    let mut i = simd_prefix!(simd::accum_bf16::<INIT>(acc, src, n, w));
     while i < n {
-        *acc.add(i) = *acc.add(i) + w * bf16_to_f32(*src.add(i));
+        *acc.add(i) = old::<INIT>(acc.add(i)) + w * bf16_to_f32(*src.add(i));
         i += 1;
     }
 }
 
-unsafe fn accum_f16(acc: *mut f32, src: *const u16, n: usize, w: f32) {
-    let mut i = simd_prefix!(simd::accum_f16(acc, src, n, w));
+unsafe fn accum_f16<const INIT: bool>(acc: *mut f32, src: *const u16, n: usize, w: f32) {
+    let mut i = simd_prefix!(simd::accum_f16::<INIT>(acc, src, n, w));
     while i < n {
-        *acc.add(i) = *acc.add(i) + w * f16_to_f32(*src.add(i));
+        *acc.add(i) = old::<INIT>(acc.add(i)) + w * f16_to_f32(*src.add(i));
         i += 1;
     }
 }
 
-unsafe fn accum_e4m3(acc: *mut f32, src: *const u8, n: usize, scale: f32, w: f32) {
-    let mut i = simd_prefix!(simd::accum_e4m3(acc, src, n, scale, w));
+unsafe fn accum_e4m3<const INIT: bool>(acc: *mut f32, src: *const u8, n: usize, scale: f32, w: f32) {
+    let mut i = simd_prefix!(simd::accum_e4m3::<INIT>(acc, src, n, scale, w));
     while i < n {
-        *acc.add(i) = *acc.add(i) + w * (e4m3_to_f32(*src.add(i)) * scale);
+        *acc.add(i) = old::<INIT>(acc.add(i)) + w * (e4m3_to_f32(*src.add(i)) * scale);
         i += 1;
     }
 }
@@ -267,9 +277,28 @@ pub unsafe extern "C" fn decode(
     0
 }
 
-/// acc = acc + w * decode(src), element by element. Returns 0, or u32::MAX for a bad dtype.
+/// acc = acc + w * decode(src), element by element. With `init` ≠ 0, acc is not read and taken
+/// as +0 (so `fill_zero` is not needed before the first input). Returns 0, or u32::MAX for a bad
+/// dtype.
 #[no_mangle]
 pub unsafe extern "C" fn accumulate(
+    dtype: u32,
+    src: *const u8,
+    scales: *const f32,
+    rows: usize,
+    cols: usize,
+    w: f32,
+    acc: *mut f32,
+    init: u32,
+) -> u32 {
+    if init != 0 {
+        accumulate_impl::<true>(dtype, src, scales, rows, cols, w, acc)
+    } else {
+        accumulate_impl::<false>(dtype, src, scales, rows, cols, w, acc)
+    }
+}
+
+unsafe fn accumulate_impl<const INIT: bool>(
     dtype: u32,
     src: *const u8,
     scales: *const f32,
@@ -280,11 +309,11 @@ pub unsafe extern "C" fn accumulate(
 ) -> u32 {
     let n = rows * cols;
     match dtype {
-        DT_F32 => accum_f32(acc, src as *const f32, n, w),
-        DT_F16 => accum_f16(acc, src as *const u16, n, w),
-        DT_BF16 => accum_bf16(acc, src as *const u16, n, w),
+        DT_F32 => accum_f32::<INIT>(acc, src as *const f32, n, w),
+        DT_F16 => accum_f16::<INIT>(acc, src as *const u16, n, w),
+        DT_BF16 => accum_bf16::<INIT>(acc, src as *const u16, n, w),
         DT_E4M3 => for_each_block_run(cols, scales, 0, n, |i, len, s| {
-            accum_e4m3(acc.add(i), src.add(i), len, s, w)
+            accum_e4m3::<INIT>(acc.add(i), src.add(i), len, s, w)
         }),
         _ => return ERR_DTYPE,
     }

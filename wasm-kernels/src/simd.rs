@@ -150,50 +150,52 @@ pub unsafe fn fill_zero(p: *mut f32, n: usize) -> usize {
 
 // ---------------------------------------------------------------------------------------------
 // Accumulation: acc = acc + w * x, one f32 rounding for the product and one for the sum.
+// With INIT the old acc is taken to be +0 and not read (the first input of a mix).
 
 #[inline(always)]
-unsafe fn axpy4(acc: *mut f32, w: v128, x: v128) {
+unsafe fn axpy4<const INIT: bool>(acc: *mut f32, w: v128, x: v128) {
     let p = acc as *mut u8;
-    st(p, f32x4_add(ld(p), f32x4_mul(w, x)));
+    let old = if INIT { f32x4_splat(0.0) } else { ld(p) };
+    st(p, f32x4_add(old, f32x4_mul(w, x)));
 }
 
-pub unsafe fn accum_f32(acc: *mut f32, src: *const f32, n: usize, w: f32) -> usize {
+pub unsafe fn accum_f32<const INIT: bool>(acc: *mut f32, src: *const f32, n: usize, w: f32) -> usize {
     let wv = f32x4_splat(w);
     let mut i = 0;
     while i + 8 <= n {
-        axpy4(acc.add(i), wv, ld(src.add(i) as *const u8));
-        axpy4(acc.add(i + 4), wv, ld(src.add(i + 4) as *const u8));
+        axpy4::<INIT>(acc.add(i), wv, ld(src.add(i) as *const u8));
+        axpy4::<INIT>(acc.add(i + 4), wv, ld(src.add(i + 4) as *const u8));
         i += 8;
     }
     i
 }
 
-pub unsafe fn accum_bf16(acc: *mut f32, src: *const u16, n: usize, w: f32) -> usize {
+pub unsafe fn accum_bf16<const INIT: bool>(acc: *mut f32, src: *const u16, n: usize, w: f32) -> usize {
     let wv = f32x4_splat(w);
     let mut i = 0;
     while i + 8 <= n {
         let (lo, hi) = bf16x8_to_f32(ld(src.add(i) as *const u8));
-        axpy4(acc.add(i), wv, lo);
-        axpy4(acc.add(i + 4), wv, hi);
+        axpy4::<INIT>(acc.add(i), wv, lo);
+        axpy4::<INIT>(acc.add(i + 4), wv, hi);
         i += 8;
     }
     i
 }
 
-pub unsafe fn accum_f16(acc: *mut f32, src: *const u16, n: usize, w: f32) -> usize {
+pub unsafe fn accum_f16<const INIT: bool>(acc: *mut f32, src: *const u16, n: usize, w: f32) -> usize {
     let wv = f32x4_splat(w);
     let mut i = 0;
     while i + 8 <= n {
         let (lo, hi) = f16x8_to_f32(ld(src.add(i) as *const u8));
-        axpy4(acc.add(i), wv, lo);
-        axpy4(acc.add(i + 4), wv, hi);
+        axpy4::<INIT>(acc.add(i), wv, lo);
+        axpy4::<INIT>(acc.add(i + 4), wv, hi);
         i += 8;
     }
     i
 }
 
 /// acc = acc + w * (decode(src) * scale).
-pub unsafe fn accum_e4m3(acc: *mut f32, src: *const u8, n: usize, scale: f32, w: f32) -> usize {
+pub unsafe fn accum_e4m3<const INIT: bool>(acc: *mut f32, src: *const u8, n: usize, scale: f32, w: f32) -> usize {
     let wv = f32x4_splat(w);
     let s = f32x4_splat(scale);
     let mut i = 0;
@@ -201,7 +203,7 @@ pub unsafe fn accum_e4m3(acc: *mut f32, src: *const u8, n: usize, scale: f32, w:
         let x = e4m3x16_to_f32(ld(src.add(i)));
         let mut k = 0;
         while k < 4 {
-            axpy4(acc.add(i + 4 * k), wv, f32x4_mul(x[k], s));
+            axpy4::<INIT>(acc.add(i + 4 * k), wv, f32x4_mul(x[k], s));
             k += 1;
         }
         i += 16;

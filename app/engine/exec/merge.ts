@@ -11,7 +11,7 @@ import { recipeToYaml } from '../recipe/parse.ts';
 import { figuresOf } from '../report/metrics.ts';
 import { renderModelCard } from '../report/model-card.ts';
 import { OrderedPipeline } from './ordered.ts';
-import { chunkSpans, scaleRows, type ChunkSpan } from './tensor-view.ts';
+import { CHUNK_ELEMENTS, chunkSpans, scaleRows, type ChunkSpan } from './tensor-view.ts';
 
 /** Bytes per read (and write) when a tensor is copied as it is. */
 export const COPY_BLOCK = 16 * 1024 * 1024;
@@ -35,6 +35,8 @@ export interface MergeOptions {
   overwrite?: boolean;
   /** Chunks in flight; defaults to twice the pool size plus two. */
   window?: number;
+  /** Elements per chunk (tests use tiny chunks to cross stripe and chunk boundaries). */
+  chunkElements?: number;
 }
 
 export interface ThresholdDecision {
@@ -113,7 +115,7 @@ export async function executeMerge(plan: MergePlan, out: OutputFolder, pool: Ker
       });
       try {
         await pipeline.add(async () => [shard.header]);
-        await writeShardData(plan, shard, pool, pipeline, file, report, progress, checkCancel, emit);
+        await writeShardData({ plan, pool, chunkElements: opts.chunkElements ?? CHUNK_ELEMENTS }, shard, pipeline, file, report, progress, checkCancel, emit);
       } catch (e) {
         await pipeline.settle();
         throw e;
@@ -215,10 +217,16 @@ interface TensorJob {
   scale?: { kind: 'read'; task: Task } | { kind: 'later'; bytes: Promise<Uint8Array> };
 }
 
+/** What every tensor job needs. */
+interface JobContext {
+  plan: MergePlan;
+  pool: KernelPool;
+  chunkElements: number;
+}
+
 async function writeShardData(
-  plan: MergePlan,
+  ctx: JobContext,
   shard: PlannedShard,
-  pool: KernelPool,
   pipeline: OrderedPipeline<Uint8Array[]>,
   file: OutputFile,
   report: MergeReport,
@@ -232,14 +240,14 @@ async function writeShardData(
   const jobOf = async (i: number) => {
     let job = jobs.get(i);
     if (!job) {
-      job = await tensorJob(plan, plan.tensors[i]!, pool, report);
+      job = await tensorJob(ctx, ctx.plan.tensors[i]!, report);
       jobs.set(i, job);
     }
     return job;
   };
   for (const entry of shard.entries) {
     checkCancel();
-    const t = plan.tensors[entry.tensor]!;
+    const t = ctx.plan.tensors[entry.tensor]!;
     progress.tensor = t.name;
     const job = await jobOf(entry.tensor);
     if (entry.part === 'weight') {
@@ -266,10 +274,11 @@ async function writeShardData(
 }
 
 /** Decides a tensor's final op (the threshold may turn a mix into a copy of the base) and makes its tasks. */
-async function tensorJob(plan: MergePlan, t: PlannedTensor, pool: KernelPool, report: MergeReport): Promise<TensorJob> {
+async function tensorJob(ctx: JobContext, t: PlannedTensor, report: MergeReport): Promise<TensorJob> {
+  const { plan } = ctx;
   let op = t.op;
   if (op.type === 'mix' && t.thresholdCandidate) {
-    const decision = await thresholdDecision(plan, t, pool);
+    const decision = await thresholdDecision(ctx, t);
     report.threshold.push(decision);
     if (decision.kept) {
       const same = t.dtype === inputOf(plan, t, plan.base).data.dtype;
@@ -278,7 +287,7 @@ async function tensorJob(plan: MergePlan, t: PlannedTensor, pool: KernelPool, re
   }
   if (t.patches) {
     report.patched++;
-    return patchedJob(plan, t, op, pool);
+    return patchedJob(ctx, t, op);
   }
   switch (op.type) {
     case 'copy':
@@ -286,13 +295,13 @@ async function tensorJob(plan: MergePlan, t: PlannedTensor, pool: KernelPool, re
       return copyJob(plan, t, op.parent);
     case 'convert':
       report.converted++;
-      return convertJob(plan, t, op.parent, pool);
+      return convertJob(ctx, t, op.parent);
     case 'mix':
       report.mixed++;
-      return mixJob(plan, t, op.weights, pool);
+      return mixJob(ctx, t, op.weights);
     case 'zero':
       report.muted++;
-      return zeroJob(t, pool);
+      return zeroJob(ctx, t);
   }
 }
 
@@ -391,10 +400,10 @@ function usesStripes(dtypes: string[]): boolean {
   return dtypes.includes('F8_E4M3');
 }
 
-function convertJob(plan: MergePlan, t: PlannedTensor, parent: string, pool: KernelPool): TensorJob {
+function convertJob({ plan, pool, chunkElements }: JobContext, t: PlannedTensor, parent: string): TensorJob {
   const model = plan.parents.get(parent)!;
   const w = model.byName.get(t.name)!;
-  const spans = chunkSpans(t.shape, usesStripes([w.data.dtype, t.dtype]));
+  const spans = chunkSpans(t.shape, usesStripes([w.data.dtype, t.dtype]), chunkElements);
   const scales = readScales(model, w);
   const out = t.dtype as FloatDtype;
   const weight = spans.map((span) => async () => {
@@ -406,14 +415,14 @@ function convertJob(plan: MergePlan, t: PlannedTensor, parent: string, pool: Ker
   return { weight };
 }
 
-function mixJob(plan: MergePlan, t: PlannedTensor, weights: { parent: string; weight: number }[], pool: KernelPool): TensorJob {
+function mixJob({ plan, pool, chunkElements }: JobContext, t: PlannedTensor, weights: { parent: string; weight: number }[]): TensorJob {
   const inputs = weights.map(({ parent }) => {
     const model = plan.parents.get(parent)!;
     const w = model.byName.get(t.name)!;
     return { model, w, scales: readScales(model, w) };
   });
   const out = t.dtype as FloatDtype;
-  const spans = chunkSpans(t.shape, usesStripes([...inputs.map((i) => i.w.data.dtype), out]));
+  const spans = chunkSpans(t.shape, usesStripes([...inputs.map((i) => i.w.data.dtype), out]), chunkElements);
   const mix = async (k: number) => {
     const span = spans[k]!;
     const chunks = await Promise.all(inputs.map(async (i) => readChunk(i.model, i.w, span, await i.scales)));
@@ -434,7 +443,7 @@ function mixJob(plan: MergePlan, t: PlannedTensor, weights: { parent: string; we
   };
 }
 
-function zeroJob(t: PlannedTensor, pool: KernelPool): TensorJob {
+function zeroJob({ pool, chunkElements }: JobContext, t: PlannedTensor): TensorJob {
   const out = t.dtype;
   if (!isFloatDtype(out)) {
     const n = t.bytes;
@@ -443,14 +452,14 @@ function zeroJob(t: PlannedTensor, pool: KernelPool): TensorJob {
     return { weight };
   }
   // Through the kernels, so a muted FP8 expert gets exactly the scale an all-zero block is given.
-  const spans = chunkSpans(t.shape, out === 'F8_E4M3');
+  const spans = chunkSpans(t.shape, out === 'F8_E4M3', chunkElements);
   const zero = (k: number) => pool.encode(new Float32Array(spans[k]!.count), spans[k]!.rows, spans[k]!.cols, out);
   if (t.scale) return withFreshScales(spans.length, zero);
   return { weight: spans.map((_, k) => async () => [(await zero(k)).bytes]) };
 }
 
 /** Router bias with off/on edits: the tensor is small, so it is made whole, decoded, patched and re-encoded. */
-async function patchedJob(plan: MergePlan, t: PlannedTensor, op: PlannedTensor['op'], pool: KernelPool): Promise<TensorJob> {
+async function patchedJob({ plan, pool }: JobContext, t: PlannedTensor, op: PlannedTensor['op']): Promise<TensorJob> {
   const out = t.dtype as FloatDtype;
   if (out === 'F8_E4M3') throw new MoeError('expert edits need a router bias stored as F32, BF16 or F16, not F8_E4M3', undefined, t.name);
   const n = elementCount(t.shape);
@@ -494,7 +503,7 @@ function concatScales(parts: Float32Array[]): Uint8Array {
  * the whole tensor (summed in chunk order, so the figure does not depend on the number of workers).
  * Kept (taken from the base) only when all are below `below` and no non-finite values were met.
  */
-async function thresholdDecision(plan: MergePlan, t: PlannedTensor, pool: KernelPool): Promise<ThresholdDecision> {
+async function thresholdDecision({ plan, pool, chunkElements }: JobContext, t: PlannedTensor): Promise<ThresholdDecision> {
   const below = plan.recipe.threshold!.below;
   const op = t.op as Extract<PlannedTensor['op'], { type: 'mix' }>;
   const baseModel = plan.parents.get(plan.base)!;
@@ -504,7 +513,7 @@ async function thresholdDecision(plan: MergePlan, t: PlannedTensor, pool: Kernel
   for (const { parent } of others) {
     const model = plan.parents.get(parent)!;
     const w = model.byName.get(t.name)!;
-    const stats = await diffTensor(baseModel, baseW, model, w, pool);
+    const stats = await diffTensor(baseModel, baseW, model, w, pool, chunkElements);
     const rms = stats.nonFinite > 0 ? Infinity : figuresOf(stats).rmsDiff;
     worst = Math.max(worst, rms);
     if (!(worst < below)) break;
@@ -513,8 +522,9 @@ async function thresholdDecision(plan: MergePlan, t: PlannedTensor, pool: Kernel
 }
 
 /** Exact difference statistics of two parents' copies of one tensor. */
-export async function diffTensor(aModel: Model, a: Weight, bModel: Model, b: Weight, pool: KernelPool, window = pool.size * 2): Promise<DiffStats> {
-  const spans = chunkSpans(a.data.shape, usesStripes([a.data.dtype, b.data.dtype]));
+export async function diffTensor(aModel: Model, a: Weight, bModel: Model, b: Weight, pool: KernelPool, chunkElements = CHUNK_ELEMENTS): Promise<DiffStats> {
+  const spans = chunkSpans(a.data.shape, usesStripes([a.data.dtype, b.data.dtype]), chunkElements);
+  const window = pool.size * 2;
   const [sa, sb] = await Promise.all([readScales(aModel, a), readScales(bModel, b)]);
   let total = emptyStats();
   const pipeline = new OrderedPipeline<DiffStats>(Math.max(1, window), async (s) => {

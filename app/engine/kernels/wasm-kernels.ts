@@ -11,7 +11,7 @@ import { FLOAT_DTYPES, type FloatDtype } from '../formats/dtype.ts';
 import type { Chunk, DiffStats, Encoded, Kernels, MixRequest } from './types.ts';
 
 /** Must equal `kernels_abi()` of the module. */
-const KERNELS_ABI = 1;
+const KERNELS_ABI = 2;
 const BLOCK = 128;
 const DTYPE_CODE: Readonly<Record<FloatDtype, number>> = { F32: 0, F16: 1, BF16: 2, F8_E4M3: 3 };
 const ELEMENT_BYTES: Readonly<Record<FloatDtype, number>> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1 };
@@ -25,7 +25,7 @@ interface Exports {
   dealloc(ptr: number, bytes: number): void;
   fill_zero(ptr: number, n: number): void;
   decode(dtype: number, src: number, scales: number, rows: number, cols: number, dst: number): number;
-  accumulate(dtype: number, src: number, scales: number, rows: number, cols: number, w: number, acc: number): number;
+  accumulate(dtype: number, src: number, scales: number, rows: number, cols: number, w: number, acc: number, init: number): number;
   encode(dtype: number, src: number, rows: number, cols: number, dst: number, scalesOut: number): number;
   diff(
     aDtype: number, a: number, aScales: number,
@@ -192,13 +192,16 @@ class WasmKernels implements Kernels {
     });
     const acc = this.slot('acc', n * 4);
     if (n > 0) {
-      this.x.fill_zero(acc, n);
+      let first = true; // the first accumulate takes acc as +0 without reading it
       inputs.forEach((c, i) => {
         const w = weights[i]!;
         if (w === 0) return; // skipped exactly: 0 · inf would be NaN
         const [src, scales] = this.put(c, 'in');
-        this.check(this.x.accumulate(DTYPE_CODE[c.dtype], src, scales, rows, cols, Math.fround(w), acc), 'accumulate');
+        const rc = this.x.accumulate(DTYPE_CODE[c.dtype], src, scales, rows, cols, Math.fround(w), acc, first ? 1 : 0);
+        this.check(rc, 'accumulate');
+        first = false;
       });
+      if (first) this.x.fill_zero(acc, n);
     }
     return this.encodeFrom(acc, rows, cols, req.out);
   }

@@ -20,7 +20,8 @@ export function figuresOf(s: DiffStats): DiffFigures {
   const normB = Math.sqrt(s.sumSqB);
   const normD = Math.sqrt(s.sumSqDiff);
   const relDiff = normA > 0 ? normD / normA : normD > 0 ? Infinity : 0;
-  const cosine = normA > 0 && normB > 0 ? s.dot / (normA * normB) : normA === 0 && normB === 0 ? 1 : 0;
+  // Clamped: rounding in the norms can put identical tensors a hair above 1.
+  const cosine = normA > 0 && normB > 0 ? Math.max(-1, Math.min(1, s.dot / (normA * normB))) : normA === 0 && normB === 0 ? 1 : 0;
   return { rmsDiff, relDiff, cosine };
 }
 

@@ -131,6 +131,8 @@ export interface PlanSummary {
   byKind: KindSummary[];
   tensors: number;
   ops: { copy: number; convert: number; mix: number; zero: number };
+  /** Tensors each rule decides (first match wins), in rule order. */
+  ruleCounts: number[];
   warnings: string[];
   /** Recipe parent names in recipe order; bit i of a candidate mask is parents[i]. */
   parents: string[];
@@ -168,6 +170,8 @@ export interface MergeProgress {
   tensor: string;
   tensorsDone: number;
   tensorsTotal: number;
+  /** The file being written. */
+  file?: string;
   elapsedMs: number;
 }
 export interface MergeResult {
@@ -209,6 +213,7 @@ export interface StudioApi {
     recipe: Recipe,
     bindings: Bindings,
     target: OutputTarget,
+    options: { overwrite: boolean },
     listen: (p: MergeProgress) => void,
   ): Promise<Result<MergeResult>>;
 }

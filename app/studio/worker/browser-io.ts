@@ -82,6 +82,8 @@ export class FileListModelFolder implements ModelFolder {
 
 class WritableOutputFile implements OutputFile {
   private done = false;
+  /** The sequential write position. */
+  private pos = 0;
   constructor(
     private readonly stream: FileSystemWritableFileStream,
     private readonly name: string,
@@ -89,6 +91,17 @@ class WritableOutputFile implements OutputFile {
   async write(bytes: Uint8Array): Promise<void> {
     try {
       await this.stream.write(bytes as Uint8Array<ArrayBuffer>);
+      this.pos += bytes.length;
+    } catch (e) {
+      throw new MoeError(`write failed: ${errorText(e)}`, this.name);
+    }
+  }
+  /** Rewrites bytes already written, then returns the cursor to the sequential position. */
+  async writeAt(position: number, bytes: Uint8Array): Promise<void> {
+    if (position + bytes.length > this.pos) throw new MoeError(`writeAt past the written part (${position}+${bytes.length} > ${this.pos})`, this.name);
+    try {
+      await this.stream.write({ type: 'write', position, data: bytes as Uint8Array<ArrayBuffer> });
+      await this.stream.seek(this.pos);
     } catch (e) {
       throw new MoeError(`write failed: ${errorText(e)}`, this.name);
     }

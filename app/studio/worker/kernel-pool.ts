@@ -1,7 +1,8 @@
 // The coordinator's pool of kernel workers: the WASM module is compiled once here and the
 // compiled Module is posted to every worker; calls transfer their buffers instead of copying.
 import * as Comlink from 'comlink';
-import { createKernelPool, transferablesOf, type KernelEndpoint, type KernelPool } from '../../engine/kernels/pool.ts';
+import { callKernels } from '../../engine/kernels/bridge.ts';
+import { createKernelPool, type KernelEndpoint, type KernelPool } from '../../engine/kernels/pool.ts';
 import type { KernelWorkerApi } from './kernel-worker.ts';
 import { errorText } from './browser-io.ts';
 
@@ -32,12 +33,14 @@ async function compileKernels(): Promise<WebAssembly.Module> {
 }
 
 function endpointOf(remote: Comlink.Remote<KernelWorkerApi>): KernelEndpoint {
-  return {
-    decode: (c) => remote.decode(Comlink.transfer(c, transferablesOf(c))),
-    encode: (v, rows, cols, out) => remote.encode(Comlink.transfer(v, transferablesOf(v)), rows, cols, out),
-    mix: (req) => remote.mix(Comlink.transfer(req, transferablesOf(...req.inputs))),
-    diff: (a, b) => remote.diff(Comlink.transfer(a, transferablesOf(a, b)), b),
+  const r: KernelEndpoint = {
+    decode: (c) => remote.decode(c),
+    encode: (v, rows, cols, out) => remote.encode(v, rows, cols, out),
+    mix: (req) => remote.mix(req),
+    diff: (a, b) => remote.diff(a, b),
   };
+  // Inputs are handed over (transferred), not copied.
+  return callKernels(r, Comlink.transfer);
 }
 
 async function start(): Promise<KernelPool> {

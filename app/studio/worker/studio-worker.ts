@@ -116,16 +116,17 @@ function planSummary(plan: MergePlan, bindings: Bindings): PlanSummary {
   const ops = { copy: 0, convert: 0, mix: 0, zero: 0 };
   const candIndex: number[] = [];
   const candMask: number[] = [];
+  const ruleCounts = plan.recipe.rules.map(() => 0);
   for (const t of plan.tensors) {
     ops[t.op.type]++;
+    if (t.rule >= 0) ruleCounts[t.rule]!++;
     if (t.op.type === 'mix' && t.edit === undefined) {
       const i = baseIndex.get(t.name);
       if (i === undefined) continue;
       let mask = 0;
-      t.op.weights.forEach((w, k) => {
+      for (const w of t.op.weights) {
         if (w.weight !== 0 && w.parent !== plan.base) mask |= 1 << plan.parentOrder.indexOf(w.parent);
-        void k;
-      });
+      }
       candIndex.push(i);
       candMask.push(mask >>> 0);
     }
@@ -137,6 +138,7 @@ function planSummary(plan: MergePlan, bindings: Bindings): PlanSummary {
     byKind: plan.byKind.map((k) => ({ ...k, from: { ...k.from } })),
     tensors: plan.tensors.length,
     ops,
+    ruleCounts,
     warnings: [...plan.warnings],
     parents: [...plan.parentOrder],
     base: plan.base,
@@ -287,7 +289,7 @@ const api: StudioApi = {
     const timer = setInterval(flush, 100);
     try {
       const pool = await getKernelPool();
-      await diffModels(base.model, other.model, pool, {
+      const result = await diffModels(base.model, other.model, pool, {
         mode,
         signal: ctrl.signal,
         onTensor: (d) => {
@@ -300,7 +302,7 @@ const api: StudioApi = {
           progress = { done, total };
         },
       });
-      return { tensors: count, elapsedMs: performance.now() - started, cancelled: false, skipped: base.model.weights.length - count };
+      return { tensors: count, elapsedMs: performance.now() - started, cancelled: false, skipped: result.skipped.length };
     } catch (e) {
       if (ctrl.signal.aborted) return { tensors: count, elapsedMs: performance.now() - started, cancelled: true, skipped: 0 };
       throw new Error(errorText(e));
@@ -356,7 +358,7 @@ const api: StudioApi = {
     }
   },
 
-  async merge(job, recipe, bindings, target, listen: (p: MergeProgress) => void): Promise<Result<MergeResult>> {
+  async merge(job, recipe, bindings, target, options, listen: (p: MergeProgress) => void): Promise<Result<MergeResult>> {
     const ctrl = new AbortController();
     jobs.set(job, ctrl);
     const started = performance.now();
@@ -370,6 +372,7 @@ const api: StudioApi = {
       const pool = await getKernelPool().catch(() => undefined);
       const report = await executeMerge(plan, out, pool ?? unavailablePool(), {
         signal: ctrl.signal,
+        overwrite: options.overwrite,
         onProgress: (p) => {
           const cur: MergeProgress = { ...p };
           last = cur;
@@ -387,8 +390,8 @@ const api: StudioApi = {
         value: {
           cancelled: false,
           elapsedMs: performance.now() - started,
-          bytesWritten: plan.totalBytes,
-          files: plan.files.map((f) => ({ name: f.name, bytes: f.bytes, what: f.what })),
+          bytesWritten: report.totalBytes,
+          files: report.files.map((f) => ({ name: f.name, bytes: f.bytes, what: plan.files.find((p) => p.name === f.name)?.what ?? 'copy' })),
           folder: out.name,
           report: plain(report),
           warnings: [...plan.warnings],

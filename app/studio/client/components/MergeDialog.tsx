@@ -1,0 +1,256 @@
+// Bottom sheet: pick the output folder, see what will be written, run with progress, cancel, summary.
+import { useEffect, useRef, useState } from 'react';
+import { formatBytes, formatCount, formatDuration } from '../../shared/format.ts';
+import type { MergeProgress, MergeResult, OutputCheck, OutputTarget } from '../../shared/studio-api.ts';
+import { listener, newJobId, studio } from '../bridge.ts';
+import { hasDirectoryPicker } from '../open-parents.ts';
+import { bindings, useStudio } from '../store.ts';
+
+interface Sample {
+  t: number;
+  bytes: number;
+}
+
+export function MergeDialog() {
+  const open = useStudio((s) => s.mergeOpen);
+  const plan = useStudio((s) => s.plan);
+  const planError = useStudio((s) => s.planError);
+  const [target, setTarget] = useState<OutputTarget | null>(null);
+  const [check, setCheck] = useState<OutputCheck | null>(null);
+  const [opfsName, setOpfsName] = useState(() => `merged-${new Date().toISOString().slice(0, 10)}`);
+  const [job, setJob] = useState<string | null>(null);
+  const [progress, setProgress] = useState<MergeProgress | null>(null);
+  const [result, setResult] = useState<MergeResult | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [overwrite, setOverwrite] = useState(false);
+  const samples = useRef<Sample[]>([]);
+
+  useEffect(() => {
+    if (!open) return;
+    const onKey = (e: KeyboardEvent) => e.key === 'Escape' && !job && close();
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [open, job]);
+
+  if (!open) return null;
+
+  function close() {
+    useStudio.setState({ mergeOpen: false });
+    setResult(null);
+    setError(null);
+    setProgress(null);
+  }
+
+  async function useTarget(t: OutputTarget) {
+    setTarget(t);
+    setCheck(null);
+    setResult(null);
+    setError(null);
+    setCheck(await studio.checkOutput(t, bindings()));
+  }
+
+  async function pickFolder() {
+    try {
+      const handle = await window.showDirectoryPicker!({ id: 'moe-output', mode: 'readwrite', startIn: 'documents' });
+      const perm = (await handle.requestPermission?.({ mode: 'readwrite' })) ?? 'granted';
+      if (perm !== 'granted') {
+        setError('Write access to that folder was not granted.');
+        return;
+      }
+      await useTarget({ kind: 'handle', handle });
+    } catch (e) {
+      if ((e as { name?: string }).name !== 'AbortError') setError(String(e));
+    }
+  }
+
+  async function run() {
+    if (!target || !plan) return;
+    const id = newJobId('merge');
+    setJob(id);
+    setResult(null);
+    setError(null);
+    setProgress({ bytesDone: 0, bytesTotal: plan.totalBytes, tensor: '', tensorsDone: 0, tensorsTotal: plan.tensors, elapsedMs: 0 });
+    samples.current = [];
+    const s = useStudio.getState();
+    try {
+      const res = await studio.merge(
+        id,
+        s.recipe,
+        bindings(s),
+        target,
+        { overwrite },
+        listener((p: MergeProgress) => {
+          samples.current.push({ t: p.elapsedMs, bytes: p.bytesDone });
+          if (samples.current.length > 60) samples.current.shift();
+          setProgress(p);
+        }),
+      );
+      if (res.ok) setResult(res.value);
+      else setError(res.error);
+    } catch (e) {
+      setError(e instanceof Error ? e.message : String(e));
+    } finally {
+      setJob(null);
+      void studio.checkOutput(target, bindings()).then(setCheck);
+    }
+  }
+
+  const rate = throughput(samples.current, progress);
+  const eta = progress && rate > 0 ? ((progress.bytesTotal - progress.bytesDone) / rate) * 1000 : NaN;
+  const pct = progress && progress.bytesTotal ? (100 * progress.bytesDone) / progress.bytesTotal : 0;
+  const planFiles = plan?.files ?? [];
+  const replaced = check ? planFiles.filter((f) => check.existing.includes(f.name)).map((f) => f.name) : [];
+  const others = check ? check.existing.filter((f) => !planFiles.some((p) => p.name === f)) : [];
+  const shardLike = /^model-\d{5}-of-\d{5}\.safetensors(\.partial)?$|^model\.safetensors$/;
+  const clash = check ? check.existing.filter((f) => planFiles.some((p) => p.name === f) || shardLike.test(f)) : [];
+  const tooBig = check?.freeBytes !== undefined && plan ? plan.totalBytes > check.freeBytes : false;
+
+  return (
+    <div className="sheet-backdrop" onClick={(e) => e.target === e.currentTarget && !job && close()}>
+      <div className="sheet" role="dialog" aria-modal="true" aria-label="Merge" data-testid="merge-dialog">
+        <div className="sheet-head">
+          <h2>Merge</h2>
+          <span className="muted">{plan ? plan.description : planError}</span>
+          <span className="grow" />
+          <button className="icon-btn" aria-label="Close" disabled={!!job} onClick={close}>
+            ×
+          </button>
+        </div>
+        <div className="sheet-body">
+          <div className="sheet-col">
+            <h3>Output folder</h3>
+            <div className="row wrap">
+              {hasDirectoryPicker ? (
+                <button className="btn primary" disabled={!!job} onClick={() => void pickFolder()} data-testid="pick-output">
+                  Choose output folder…
+                </button>
+              ) : (
+                <span className="note warn">Writing to a folder needs Chrome or Edge 86+, or Opera (File System Access API).</span>
+              )}
+              <span className="muted small">or</span>
+              <input className="input" value={opfsName} onChange={(e) => setOpfsName(e.target.value.replace(/[\\/]/g, '-'))} aria-label="Browser storage folder" disabled={!!job} />
+              <button className="btn" disabled={!!job || !opfsName} onClick={() => void useTarget({ kind: 'opfs', folder: opfsName })} data-testid="use-opfs" title="The browser's private storage (OPFS): for trying small models; files stay inside the browser">
+                Use browser storage
+              </button>
+            </div>
+            {check && (
+              <div className={`check ${check.ok ? '' : 'bad'}`} data-testid="output-check">
+                <div>
+                  <b>{target?.kind === 'opfs' ? `browser storage / ${check.name}` : check.name}</b>
+                  {check.freeBytes !== undefined && <span className="muted"> · {formatBytes(check.freeBytes)} free</span>}
+                </div>
+                {check.problems.map((p, i) => (
+                  <div className="err-text" key={i}>
+                    {p}
+                  </div>
+                ))}
+                {tooBig && <div className="err-text">Not enough space: the child needs {formatBytes(plan!.totalBytes)}.</div>}
+                {clash.length > 0 && (
+                  <label className="check warn-text">
+                    <input type="checkbox" checked={overwrite} onChange={(e) => setOverwrite(e.target.checked)} data-testid="overwrite" />
+                    The folder holds an earlier child ({clash.slice(0, 3).join(', ')}
+                    {clash.length > 3 ? ` and ${clash.length - 3} more` : ''}): replace it
+                  </label>
+                )}
+                {replaced.length > 0 && clash.length === 0 && <div className="warn-text">Replaces {replaced.join(', ')}</div>}
+                {others.length > 0 && <div className="muted small">{others.length} other file{others.length === 1 ? '' : 's'} in the folder stay untouched.</div>}
+                {!check.canRename && <div className="muted small">This browser cannot rename files: shards are written under their final names.</div>}
+              </div>
+            )}
+            {error && (
+              <div className="err-box" role="alert">
+                {error}
+              </div>
+            )}
+            {progress && (job || result) && (
+              <div className="merge-progress" data-testid="merge-progress">
+                <div className="progress">
+                  <div style={{ width: `${result && !result.cancelled ? 100 : pct}%` }} />
+                </div>
+                <div className="prog-figures mono">
+                  <span>
+                    {formatBytes(progress.bytesDone)} / {formatBytes(progress.bytesTotal)}
+                  </span>
+                  <span>{rate > 0 ? `${formatBytes(rate)}/s` : '—'}</span>
+                  <span>{job ? (Number.isFinite(eta) ? `${formatDuration(eta)} left` : 'estimating…') : formatDuration(progress.elapsedMs)}</span>
+                  <span>
+                    {formatCount(progress.tensorsDone)} / {formatCount(progress.tensorsTotal)} tensors
+                  </span>
+                </div>
+                {job && <div className="muted mono small ellipsis">{progress.tensor || 'starting…'}</div>}
+              </div>
+            )}
+            {result && <Summary r={result} />}
+          </div>
+          <div className="sheet-col files">
+            <h3>
+              To be written: {planFiles.length} files, {plan ? formatBytes(plan.totalBytes) : '—'}
+            </h3>
+            <div className="file-list" data-testid="file-list">
+              {planFiles.map((f) => (
+                <div className="file-row" key={f.name}>
+                  <span className="mono">{f.name}</span>
+                  <span className="muted">{f.what}</span>
+                  <span className="mono">{formatBytes(f.bytes)}</span>
+                </div>
+              ))}
+            </div>
+          </div>
+        </div>
+        <div className="sheet-foot">
+          {job ? (
+            <button className="btn danger" onClick={() => void studio.cancel(job)} data-testid="cancel-merge">
+              Cancel
+            </button>
+          ) : (
+            <button className="btn primary" disabled={!check?.ok || !plan || tooBig || (clash.length > 0 && !overwrite)} onClick={() => void run()} data-testid="run-merge">
+              {result && !result.cancelled ? 'Merge again' : 'Start merge'}
+            </button>
+          )}
+        </div>
+      </div>
+    </div>
+  );
+}
+
+function Summary({ r }: { r: MergeResult }) {
+  if (r.cancelled) {
+    return (
+      <div className="summary bad" data-testid="merge-summary">
+        Cancelled after {formatDuration(r.elapsedMs)} ({formatBytes(r.bytesWritten)} written). Unfinished files were discarded.
+      </div>
+    );
+  }
+  return (
+    <div className="summary" data-testid="merge-summary">
+      <b>Done.</b> {formatBytes(r.bytesWritten)} in {r.files.length} files written to “{r.folder}” in {formatDuration(r.elapsedMs)} (
+      {formatBytes(r.bytesWritten / Math.max(0.001, r.elapsedMs / 1000))}/s).
+      {r.warnings.length > 0 && (
+        <ul className="warn-list">
+          {r.warnings.slice(0, 10).map((w, i) => (
+            <li key={i}>{w}</li>
+          ))}
+        </ul>
+      )}
+      {r.report !== undefined && (
+        <details>
+          <summary>Engine report</summary>
+          <pre className="summary-text">{JSON.stringify(r.report, null, 2).slice(0, 20000)}</pre>
+        </details>
+      )}
+    </div>
+  );
+}
+
+/** Bytes per second over the last few seconds of samples (overall when fewer). */
+function throughput(samples: Sample[], p: MergeProgress | null): number {
+  if (!p || samples.length === 0) return 0;
+  const last = samples[samples.length - 1]!;
+  let first = samples[0]!;
+  for (const s of samples) if (last.t - s.t <= 5000) {
+    first = s;
+    break;
+  }
+  if (last.t - first.t < 300) return p.elapsedMs > 0 ? (p.bytesDone / p.elapsedMs) * 1000 : 0;
+  return ((last.bytes - first.bytes) / (last.t - first.t)) * 1000;
+}

@@ -1,0 +1,230 @@
+// Left: the parents (2 to 8), their shape, and whether they can be merged.
+import { useRef, useState } from 'react';
+import { useVirtualizer } from '@tanstack/react-virtual';
+import { formatBytes, formatCount, formatIndexList } from '../../shared/format.ts';
+import type { CompatProblem } from '../../shared/studio-api.ts';
+import { hasDirectoryPicker, openFromInput, pickParentFolder } from '../open-parents.ts';
+import { baseParent, forget, removeParent, renameParent, reopenRecent, setBase, useStudio, type ParentEntry } from '../store.ts';
+
+export function ParentsPanel() {
+  const parents = useStudio((s) => s.parents);
+  const opening = useStudio((s) => s.opening);
+  const recents = useStudio((s) => s.recents);
+  useStudio((s) => s.recipe.base);
+  const base = baseParent(useStudio.getState());
+  const inputRef = useRef<HTMLInputElement>(null);
+  const openIds = new Set(parents.map((p) => p.summary.folderName + '|' + p.name));
+  const closedRecents = recents.filter((r) => !openIds.has(r.folderName + '|' + r.name) && !parents.some((p) => p.name === r.name));
+
+  return (
+    <section className="panel left-panel" aria-label="Parents">
+      <div className="panel-head">
+        <h2>Parents</h2>
+        <span className="muted">{parents.length} of 2–8</span>
+      </div>
+      <div className="open-row">
+        {hasDirectoryPicker ? (
+          <button className="btn primary" onClick={() => void pickParentFolder()} data-testid="open-folder">
+            Open model folder…
+          </button>
+        ) : null}
+        <button className={`btn ${hasDirectoryPicker ? 'ghost' : 'primary'}`} onClick={() => inputRef.current?.click()} title="Choose a folder with the browser's file dialog (read-only; it cannot be reopened after a reload)">
+          {hasDirectoryPicker ? 'Choose files…' : 'Choose model folder…'}
+        </button>
+        <input
+          ref={inputRef}
+          type="file"
+          data-testid="folder-input"
+          aria-label="Model folder"
+          // @ts-expect-error: webkitdirectory is not in React's input attributes
+          webkitdirectory=""
+          directory=""
+          multiple
+          hidden
+          onChange={(e) => {
+            void openFromInput(e.currentTarget.files);
+            e.currentTarget.value = '';
+          }}
+        />
+      </div>
+      {!hasDirectoryPicker && (
+        <div className="note warn" role="note">
+          This browser has no folder access (File System Access API): parents can still be read with the file dialog or by
+          dropping folders, but writing a merged model needs Chrome or Edge 86+, or Opera.
+        </div>
+      )}
+      <p className="drop-hint muted">or drop model folders anywhere on the page</p>
+
+      {opening.map((o, k) => (
+        <div className="card opening" key={`${o}-${k}`}>
+          <span className="spinner" /> Opening {o}… reading headers
+        </div>
+      ))}
+
+      <div className="parent-list">
+        {parents.map((p) => (
+          <ParentCard key={p.id} p={p} isBase={p.id === base?.id} />
+        ))}
+      </div>
+
+      {parents.length >= 2 && <Compat />}
+
+      {closedRecents.length > 0 && (
+        <div className="recents">
+          <div className="sub-head">
+            <h3>Recent folders</h3>
+            {closedRecents.length > 1 && (
+              <button
+                className="btn ghost small"
+                onClick={async () => {
+                  for (const r of closedRecents) if (!(await reopenRecent(r))) break;
+                }}
+              >
+                Reopen all
+              </button>
+            )}
+          </div>
+          {closedRecents.map((r) => (
+            <div className="recent" key={`${r.folderName}-${r.openedAt}`}>
+              <div>
+                <b>{r.name}</b>
+                <div className="muted small mono">{r.folderName}</div>
+              </div>
+              <button className="btn small" onClick={() => void reopenRecent(r)} title="Asks the browser for read access again">
+                Reopen
+              </button>
+              <button className="icon-btn" aria-label={`Forget ${r.name}`} onClick={() => void forget(r)}>
+                ×
+              </button>
+            </div>
+          ))}
+        </div>
+      )}
+    </section>
+  );
+}
+
+function ParentCard({ p, isBase }: { p: ParentEntry; isBase: boolean }) {
+  const [name, setName] = useState(p.name);
+  const [err, setErr] = useState<string | null>(null);
+  const [open, setOpen] = useState(false);
+  const s = p.summary;
+  const commit = () => {
+    const e = renameParent(p.id, name.trim());
+    setErr(e);
+    if (e) setName(p.name);
+  };
+  return (
+    <div className={`card parent ${isBase ? 'is-base' : ''}`} data-testid="parent-card">
+      <div className="parent-top">
+        <input
+          className="name-input"
+          value={name}
+          aria-label="Parent name"
+          onChange={(e) => setName(e.target.value)}
+          onBlur={commit}
+          onKeyDown={(e) => e.key === 'Enter' && (e.target as HTMLInputElement).blur()}
+        />
+        {isBase ? (
+          <span className="badge base" title="Attention, embeddings, norms, router and unmatched tensors come from the base">
+            base
+          </span>
+        ) : (
+          <button className="btn ghost small" onClick={() => setBase(p.id)}>
+            make base
+          </button>
+        )}
+        <button className="icon-btn" aria-label={`Close ${p.name}`} onClick={() => removeParent(p.id)}>
+          ×
+        </button>
+      </div>
+      {err && <div className="err-text small">{err}</div>}
+      <div className="muted small mono folder" title={s.folderName}>
+        {s.folderName} {p.handle ? '' : '· files'}
+      </div>
+      <dl className="facts">
+        <dt>architecture</dt>
+        <dd>
+          {s.arch}
+          {s.modelType && s.modelType !== s.arch ? <span className="muted"> ({s.modelType})</span> : null}
+        </dd>
+        <dt>layers</dt>
+        <dd>
+          {s.layers}{' '}
+          <span className="muted">
+            ({s.denseLayers.length} dense{s.denseLayers.length ? `: ${formatIndexList(s.denseLayers)}` : ''}, {s.moeLayers.length} MoE)
+          </span>
+        </dd>
+        <dt>experts</dt>
+        <dd>
+          {s.experts} routed{s.expertsPerToken ? `, top ${s.expertsPerToken}` : ''}
+          {s.sharedExperts ? `, ${s.sharedExperts} shared` : ', no shared'}
+        </dd>
+        <dt>dtypes</dt>
+        <dd className="chips">
+          {s.dtypes.map((d) => (
+            <span key={d.dtype} className="chip" title={`${formatCount(d.tensors)} weights, ${formatBytes(d.bytes)}`}>
+              {d.dtype}
+            </span>
+          ))}
+        </dd>
+        <dt>size</dt>
+        <dd>
+          {formatBytes(s.sizeOnDisk)} <span className="muted">· {formatCount(s.tensorCount)} weights · {s.shardCount} shard{s.shardCount === 1 ? '' : 's'}</span>
+        </dd>
+        <dt>router</dt>
+        <dd>{s.routerBias === 'selection_only' ? 'selection-only bias: experts can be switched off/on exactly' : 'no selection bias: experts can only be muted'}</dd>
+      </dl>
+      {s.text && (
+        <button className="link small" onClick={() => setOpen(!open)}>
+          {open ? 'hide details' : 'details'}
+        </button>
+      )}
+      {open && <pre className="summary-text">{s.text}</pre>}
+    </div>
+  );
+}
+
+function Compat() {
+  const compat = useStudio((s) => s.compat);
+  const scrollRef = useRef<HTMLDivElement>(null);
+  const problems: CompatProblem[] = compat?.problems ?? [];
+  const virt = useVirtualizer({ count: problems.length, getScrollElement: () => scrollRef.current, estimateSize: () => 40, overscan: 10 });
+  if (!compat) return null;
+  const errors = problems.filter((p) => p.severity === 'error').length;
+  const warnings = problems.filter((p) => p.severity === 'warning').length;
+  return (
+    <div className="compat" data-testid="compat">
+      <div className="sub-head">
+        <h3>Compatibility</h3>
+        {compat.ok ? <span className="badge ok">mergeable</span> : <span className="badge err">not mergeable</span>}
+      </div>
+      <div className="muted small">
+        {errors} error{errors === 1 ? '' : 's'}, {warnings} warning{warnings === 1 ? '' : 's'}
+        {problems.length === 0 ? ': same skeleton, same tensor names, shapes and dtypes.' : ''}
+      </div>
+      {problems.length > 0 && (
+        <div className="compat-list" ref={scrollRef}>
+          <div style={{ height: virt.getTotalSize(), position: 'relative' }}>
+            {virt.getVirtualItems().map((v) => {
+              const p = problems[v.index]!;
+              return (
+                <div
+                  key={v.key}
+                  ref={virt.measureElement}
+                  data-index={v.index}
+                  className={`problem sev-${p.severity}`}
+                  style={{ position: 'absolute', top: 0, left: 0, right: 0, transform: `translateY(${v.start}px)` }}
+                >
+                  <span className="sev">{p.severity}</span> <b>{p.parent}</b>
+                  {p.tensor && <span className="mono small tensor"> {p.tensor}</span>}
+                  <div>{p.message}</div>
+                </div>
+              );
+            })}
+          </div>
+        </div>
+      )}
+    </div>
+  );
+}

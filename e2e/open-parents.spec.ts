@@ -1,0 +1,38 @@
+import { expect, test } from '@playwright/test';
+import { dropFolders, openStudio, openWithInput, parentDirs } from './fixtures.ts';
+
+test('opens a Mixtral pair with the folder input and compares it', async ({ page }, info) => {
+  await openStudio(page);
+  const dirs = parentDirs('mixtral-pair');
+  await openWithInput(page, dirs.map((d) => d.dir));
+  const cards = page.getByTestId('parent-card');
+  await expect(cards.first()).toContainText('mixtral');
+  await expect(cards.first()).toContainText('base');
+  await expect(page.getByTestId('compat')).toBeVisible();
+  // The sampled estimate starts by itself; the expert heatmaps are drawn on canvases.
+  await expect(page.getByTestId('heatmap-gate')).toBeVisible();
+  await expect(page.getByTestId('heatmap-down')).toBeVisible();
+  await expect(page.getByRole('tab').first()).toContainText('estimate');
+  await page.screenshot({ path: info.outputPath('mixtral-1280x800.png') });
+});
+
+test('opens a DeepSeek-V3 FP8 pair by a trusted drag and drop of both folders', async ({ page }, info) => {
+  await openStudio(page);
+  const dirs = parentDirs('deepseek-v3-fp8-pair');
+  await dropFolders(page, dirs.map((d) => d.dir));
+  const cards = page.getByTestId('parent-card');
+  await expect(cards).toHaveCount(2);
+  await expect(cards.first()).toContainText('deepseek_v3');
+  await expect(cards.first()).toContainText('F8_E4M3');
+  await expect(page.getByTestId('heatmap-up')).toBeVisible();
+  await expect(page.getByTestId('heatmap-layers')).toBeVisible();
+  await expect(page.getByRole('tab').first()).toContainText('estimate');
+  // Hovering a cell names its tensor.
+  const canvas = page.getByTestId('heatmap-gate');
+  const box = (await canvas.boundingBox())!;
+  await page.mouse.move(box.x + 40, box.y + 20);
+  await expect(page.getByTestId('heat-tooltip')).toContainText('experts');
+  await page.screenshot({ path: info.outputPath('deepseek-1280x800.png') });
+  await page.setViewportSize({ width: 1920, height: 1080 });
+  await page.screenshot({ path: info.outputPath('deepseek-1920x1080.png') });
+});

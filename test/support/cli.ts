@@ -1,0 +1,43 @@
+// Running the built CLI the way a user does, and fixture folders for the tests.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writePreset } from '../../app/fixtures/generate.ts';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const CLI = path.join(ROOT, 'bin/moe-studio.mjs');
+
+export interface CliResult {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function runCli(args: string[], cwd = ROOT): CliResult {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', timeout: 120_000 });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(path.join(tmpdir(), `moe-${prefix}-`));
+}
+
+/** Writes a preset's parents into a fresh folder; returns that folder. */
+export async function presetDir(preset: string): Promise<string> {
+  const dir = tempDir(preset);
+  await writePreset(dir, preset);
+  return dir;
+}
+
+export function writeRecipe(dir: string, name: string, yaml: string): string {
+  const file = path.join(dir, name);
+  writeFileSync(file, yaml);
+  return file;
+}
+
+/** Every file in a folder (empty when it does not exist). */
+export function filesIn(dir: string): string[] {
+  return existsSync(dir) ? readdirSync(dir).sort() : [];
+}

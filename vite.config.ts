@@ -1,0 +1,25 @@
+// The browser studio: one page (index.html → app/studio/client), a coordinator worker and kernel
+// workers (ES module workers). Served cross-origin isolated (COOP/COEP) in dev and preview.
+import { defineConfig } from 'vite';
+import react from '@vitejs/plugin-react';
+
+const isolation = {
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+};
+
+export default defineConfig({
+  // Absolute base: the workers (in assets/) fetch public files such as moe_kernels.wasm from the root.
+  base: '/',
+  plugins: [react()],
+  worker: { format: 'es' },
+  server: { headers: isolation },
+  preview: { headers: isolation },
+  build: {
+    // dist/ also holds the TypeScript project outputs (dist/types): build the page beside them.
+    outDir: 'dist/studio',
+    emptyOutDir: true,
+    target: 'es2022',
+    sourcemap: true,
+  },
+});
