@@ -26,7 +26,9 @@ test('opens a DeepSeek-V3 FP8 pair by a trusted drag and drop of both folders', 
   await expect(cards.first()).toContainText('F8_E4M3');
   await expect(page.getByTestId('heatmap-up')).toBeVisible();
   await expect(page.getByTestId('heatmap-layers')).toBeVisible();
-  await expect(page.getByRole('tab').first()).toContainText('estimate');
+  // The exact pass reads every byte of both parents.
+  await page.getByRole('button', { name: 'Exact pass' }).click();
+  await expect(page.getByRole('tab').first()).toContainText('exact');
   // Hovering a cell names its tensor.
   const canvas = page.getByTestId('heatmap-gate');
   const box = (await canvas.boundingBox())!;

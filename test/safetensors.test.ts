@@ -168,6 +168,13 @@ describe('readSafetensorsHeader validation', () => {
     const h = await readSafetensorsHeader(await folder.open('model.safetensors'));
     expect(h.tensors.length).toBeGreaterThan(10);
     expect(h.metadata).toEqual({ format: 'pt' });
+    // What the reference reader demands: tensors back to back from the data start to the end of the file.
+    let pos = h.dataStart;
+    for (const t of h.tensors) {
+      expect(t.offset).toBe(pos);
+      pos += t.length;
+    }
+    expect(pos).toBe((await fsp.stat(file)).size);
   });
 
   it('file shorter than 8 bytes', async () => {

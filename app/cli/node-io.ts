@@ -81,7 +81,11 @@ export class NodeModelFolder implements ModelFolder {
   }
 
   open(file: string): Promise<ByteSource> {
-    checkPlainName(file, this.path);
+    try {
+      checkPlainName(file, this.path);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     let p = this.handles.get(file);
     if (!p) {
       const full = path.join(this.path, file);

@@ -2,8 +2,12 @@
 // chunk carries complete block scales; everything else goes by flat element ranges.
 import { DTYPE_SIZE, FP8_BLOCK, elementCount } from '../formats/dtype.ts';
 
-/** Elements per chunk: 4 Mi keeps a two-parent BF16 mix near 50 MB in flight per chunk. */
-export const CHUNK_ELEMENTS = 4 * 1024 * 1024;
+/**
+ * Elements per chunk. 1 Mi keeps a two-parent mix near 12 MB per chunk in flight (inputs, f32
+ * accumulator in the worker, output) while a kernel call still takes milliseconds, far above the
+ * cost of posting it to a worker.
+ */
+export const CHUNK_ELEMENTS = 1024 * 1024;
 
 export interface ChunkSpan {
   /** First element (flat) and element count. */

@@ -139,13 +139,13 @@ export async function openModel(folder: ModelFolder): Promise<Model> {
   }
 
   // Headers.
-  const sources = new Map<string, ByteSource>();
-  const headers = await mapLimit(shards, HEADER_CONCURRENCY, async (file) => {
+  const opened = await mapLimit(shards, HEADER_CONCURRENCY, async (file) => {
     const src = await folder.open(file);
-    sources.set(file, src);
     const h = await readSafetensorsHeader(src);
-    return h.tensors.map((t) => ({ ...t, file }));
+    return { src, tensors: h.tensors.map((t) => ({ ...t, file })) };
   });
+  const sources = new Map<string, ByteSource>(shards.map((f, i) => [f, opened[i]!.src]));
+  const headers = opened.map((o) => o.tensors);
   const records = new Map<string, TensorRecord>();
   for (const list of headers) {
     for (const r of list) {

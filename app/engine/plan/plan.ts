@@ -174,10 +174,10 @@ export async function planMerge(recipe: Recipe, parents: Map<string, Model>): Pr
     outputDtype,
     shardSize,
   };
-  plan.description = describePlan(plan);
   const copiedSizes = await Promise.all(copiedFiles.map(async (f) => (await baseModel.folder.open(f)).size));
   plan.files = plannedFiles(plan, copiedSizes);
   plan.totalBytes = plan.files.reduce((s, f) => s + f.bytes, 0);
+  plan.description = describePlan(plan);
   return plan;
 }
 

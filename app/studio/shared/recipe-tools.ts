@@ -106,16 +106,14 @@ export function meaPreset(recipe: Recipe, base: string, donor: string, alpha: nu
       : a <= 0
         ? { select: { kind: 'routed_expert' }, from: base }
         : { select: { kind: 'routed_expert' }, weights: { [base]: round3(1 - a), [donor]: a } };
-  return { ...keepRest(recipe, [{ select: { kind: NON_EXPERT_KINDS }, from: base }, experts]), base };
+  // Tensors no rule matches come from the base: one rule is the whole recipe.
+  return { ...keepRest(recipe, [experts]), base };
 }
 
 /** AoE "Chimera": routed experts from the donor verbatim, everything else from the base. */
 export function chimeraPreset(recipe: Recipe, base: string, donor: string): Recipe {
   return {
-    ...keepRest(recipe, [
-      { select: { kind: NON_EXPERT_KINDS }, from: base },
-      { select: { kind: 'routed_expert' }, from: donor },
-    ]),
+    ...keepRest(recipe, [{ select: { kind: 'routed_expert' }, from: donor }]),
     base,
   };
 }

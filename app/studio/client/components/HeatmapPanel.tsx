@@ -1,5 +1,5 @@
 // Center: how far each other parent is from the base, tensor by tensor.
-import { useCallback, useMemo, useRef, useState } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { useVirtualizer } from '@tanstack/react-virtual';
 import { PROJECTIONS, TENSOR_KINDS, type Projection } from '../../../engine/model/types.ts';
 import { DIFF_METRICS, type DiffMetric, type TensorIndex } from '../../shared/studio-api.ts';
@@ -7,6 +7,7 @@ import { formatCount, formatDuration, formatFigure } from '../../shared/format.t
 import { fitScale, gradientCss, IDENTICAL_RGB, KEPT_RGB, METRIC_HELP, METRIC_LABEL, MISSING_RGB, type Scale } from '../colors.ts';
 import { heatLayout, KIND_LABEL, type Grid } from '../heat-data.ts';
 import { GridCanvas as GridCanvasMemo } from './GridCanvas.tsx';
+import { hasDirectoryPicker, pickParentFolder } from '../open-parents.ts';
 import { baseParent, cancelDiff, metricValue, runDiff, thresholdView, useStudio, type DiffData } from '../store.ts';
 
 const PROJ_LABEL: Record<Projection, string> = { gate: 'gate projection', up: 'up projection', down: 'down projection' };
@@ -31,10 +32,37 @@ export function HeatmapPanel() {
         <div className="empty-center">
           <h2>Look before merging</h2>
           <p>
-            Open two to eight parents that share one skeleton (for example a base model and its instruct or reasoning
-            sibling). Each tensor of every other parent is compared with the base and drawn here: routed experts as
-            layers × experts for each projection, and the attention, norms, routers and shared experts of every layer.
+            Open two to eight parents that share one skeleton, such as a base model and its instruct or reasoning sibling. Every tensor of each other
+            parent is compared with the base and drawn here.
           </p>
+          <div className="drop-zone" data-testid="drop-zone">
+            <div className="big">Drop model folders here</div>
+            {hasDirectoryPicker ? (
+              <button className="btn primary" onClick={() => void pickParentFolder()}>
+                Open model folder…
+              </button>
+            ) : (
+              <div>Or use “Choose model folder…” on the left.</div>
+            )}
+            <div className="small" style={{ marginTop: 10 }}>
+              A folder with config.json and *.safetensors (sharded or not). Files are read in place: nothing is uploaded or copied.
+            </div>
+          </div>
+          <div className="steps">
+            <div>
+              <b>1 · Look</b>
+              Heatmaps of layers × experts for the gate, up and down projections, plus attention, norms, routers and shared experts, coloured by how
+              far each parent is from the base.
+            </div>
+            <div>
+              <b>2 · Build</b>
+              Presets for MEA expert swaps, AoE “Chimera” and N-parent mixes; rules from heatmap selections; expert edits; a threshold.
+            </div>
+            <div>
+              <b>3 · Merge</b>
+              Streamed shard by shard into a folder you choose, with progress and cancel. The recipe is the same YAML the CLI runs.
+            </div>
+          </div>
         </div>
       </section>
     );
@@ -152,9 +180,21 @@ function Heatmaps({ index, diff, metric, experts }: { index: TensorIndex; diff: 
   const paint = useCallback((i: number, out: Uint8ClampedArray, at: number) => scale.rgb(values[i]!, out, at), [scale, values]);
   const [hover, setHover] = useState<HoverInfo | null>(null);
   const onHover = useCallback((i: number | null, _c: unknown, x: number, y: number) => setHover(i === null ? null : { i, x, y }), []);
+  const scrollRef = useRef<HTMLDivElement>(null);
+  const [width, setWidth] = useState(800);
+  useEffect(() => {
+    const el = scrollRef.current;
+    if (!el) return;
+    const ro = new ResizeObserver(() => setWidth(el.clientWidth));
+    ro.observe(el);
+    return () => ro.disconnect();
+  }, []);
+  const maxCols = Math.max(...PROJECTIONS.map((p) => layout.experts[p]?.cols ?? 0));
+  // Projections side by side when each still gets cells of 10 px or more; stacked otherwise.
+  const side = (width - 28 - 2 * 16) / 3 - 30 >= maxCols * 10;
 
   return (
-    <div className="heat-scroll" data-testid="heatmaps">
+    <div className="heat-scroll" data-testid="heatmaps" ref={scrollRef}>
       <Legend scale={scale} metric={metric} keptCount={keep ? (tv?.kept ?? 0) : null} />
       <div className="heat-section-title">
         <h3>Routed experts</h3>
@@ -162,6 +202,7 @@ function Heatmaps({ index, diff, metric, experts }: { index: TensorIndex; diff: 
           rows: MoE layers · columns: experts · drag to select (shift adds) · {formatCount(layout.routedCount)} tensors
         </span>
       </div>
+      <div className={`proj-row ${side ? 'side' : ''}`}>
       {PROJECTIONS.map((p) => {
         const g = layout.experts[p];
         if (!g) return null;
@@ -186,7 +227,7 @@ function Heatmaps({ index, diff, metric, experts }: { index: TensorIndex; diff: 
               keep={keep}
               selRows={selRows}
               selCols={selCols}
-              maxCell={22}
+              maxCell={side ? 30 : 22}
               minCellH={4}
               onHover={onHover}
               ariaLabel={`Routed experts, ${p} projection: ${g.rows} layers by ${g.cols} experts`}
@@ -196,6 +237,7 @@ function Heatmaps({ index, diff, metric, experts }: { index: TensorIndex; diff: 
           </div>
         );
       })}
+      </div>
       {layout.strip && <Strip grid={layout.strip} paint={paint} version={`${version}:${metric}:${scale.lo}`} keep={keep} onHover={onHover} />}
       <TensorTable index={index} diff={diff} metric={metric} scale={scale} keep={keep} globals={layout.globals} />
       {hover && <Tooltip hover={hover} index={index} diff={diff} keep={keep} />}
@@ -231,8 +273,8 @@ function Strip({ grid, paint, version, keep, onHover }: { grid: Grid; paint: (i:
   return (
     <div className="heat-block">
       <div className="heat-section-title">
-        <h3>Every layer: attention, norms, router, shared experts, dense MLP</h3>
-        <span className="muted">rows: layers · columns: tensors of a layer (hover for names)</span>
+        <h3>Per layer</h3>
+        <span className="muted">attention, norms, router, shared experts, dense MLP · rows: layers · columns: tensors of a layer (hover for names)</span>
       </div>
       <div className="strip-wrap">
         <GridCanvasMemo grid={grid} paint={paint} version={version} keep={keep} maxCell={26} minCellH={5} colTitle={(c) => grid.colLabels![c]!} onHover={onHover} ariaLabel={`Per-layer tensors: ${grid.rows} layers by ${grid.cols} tensors`} testId="heatmap-layers" />
@@ -249,7 +291,7 @@ function Strip({ grid, paint, version, keep, onHover }: { grid: Grid; paint: (i:
 }
 
 function Legend({ scale, metric, keptCount }: { scale: Scale; metric: DiffMetric; keptCount: number | null }) {
-  const ticks = [0, 0.25, 0.5, 0.75, 1];
+  const ticks = [0, 0.5, 1];
   return (
     <div className="legend" aria-label="Colour scale">
       <span className="legend-title" title={METRIC_HELP[metric]}>

@@ -27,10 +27,11 @@ export function ParentsPanel() {
           <button className="btn primary" onClick={() => void pickParentFolder()} data-testid="open-folder">
             Open model folder…
           </button>
-        ) : null}
-        <button className={`btn ${hasDirectoryPicker ? 'ghost' : 'primary'}`} onClick={() => inputRef.current?.click()} title="Choose a folder with the browser's file dialog (read-only; it cannot be reopened after a reload)">
-          {hasDirectoryPicker ? 'Choose files…' : 'Choose model folder…'}
-        </button>
+        ) : (
+          <button className="btn primary" onClick={() => inputRef.current?.click()}>
+            Choose model folder…
+          </button>
+        )}
         <input
           ref={inputRef}
           type="file"
@@ -47,13 +48,23 @@ export function ParentsPanel() {
           }}
         />
       </div>
+      <p className="drop-hint muted">
+        or drop model folders anywhere on the page
+        {hasDirectoryPicker && (
+          <>
+            {' · '}
+            <button className="link" onClick={() => inputRef.current?.click()} title="The browser's file dialog: read-only, and the folder cannot be reopened after a reload">
+              file dialog
+            </button>
+          </>
+        )}
+      </p>
       {!hasDirectoryPicker && (
-        <div className="note warn" role="note">
-          This browser has no folder access (File System Access API): parents can still be read with the file dialog or by
-          dropping folders, but writing a merged model needs Chrome or Edge 86+, or Opera.
+        <div className="note warn" role="note" data-testid="no-fsa">
+          This browser has no File System Access API. Parents can still be read (file dialog or drop), but writing a merged model and reopening
+          folders after a reload need Chrome or Edge 86+, or Opera.
         </div>
       )}
-      <p className="drop-hint muted">or drop model folders anywhere on the page</p>
 
       {opening.map((o, k) => (
         <div className="card opening" key={`${o}-${k}`}>
@@ -173,7 +184,9 @@ function ParentCard({ p, isBase }: { p: ParentEntry; isBase: boolean }) {
           {formatBytes(s.sizeOnDisk)} <span className="muted">· {formatCount(s.tensorCount)} weights · {s.shardCount} shard{s.shardCount === 1 ? '' : 's'}</span>
         </dd>
         <dt>router</dt>
-        <dd>{s.routerBias === 'selection_only' ? 'selection-only bias: experts can be switched off/on exactly' : 'no selection bias: experts can only be muted'}</dd>
+        <dd title={s.routerBias === 'selection_only' ? 'The router has a selection-only bias: experts can be switched off or forced on exactly' : 'No selection-only bias: an expert can only be muted (zero output)'}>
+          {s.routerBias === 'selection_only' ? 'selection bias · exact off/on' : 'no selection bias · mute only'}
+        </dd>
       </dl>
       {s.text && (
         <button className="link small" onClick={() => setOpen(!open)}>

@@ -1,0 +1,36 @@
+// DeepSeek-V3's full tensor layout (61 layers, 58 MoE × 256 experts × 3 projections, ~92,000
+// tensors per parent, 163 shards) at tiny shapes: the studio must open it and draw it quickly.
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { expect, test } from '@playwright/test';
+import { dropFolders, FIXTURE_DIR, openStudio } from './fixtures.ts';
+
+const DIR = path.join(FIXTURE_DIR, 'full');
+
+test.beforeAll(() => {
+  if (existsSync(path.join(DIR, 'deepseek-v3-full', 'fixture-manifest.json'))) return;
+  execFileSync(process.execPath, ['node_modules/tsx/dist/cli.mjs', 'app/fixtures/cli.ts', DIR, '--full-count'], { stdio: 'inherit' });
+});
+
+test('opens and draws a DeepSeek-V3-sized pair (58 × 256 experts, ~92,000 tensors)', async ({ page }, info) => {
+  test.setTimeout(240_000);
+  await openStudio(page);
+  const t0 = Date.now();
+  await dropFolders(page, ['v3', 'r1'].map((p) => path.join(DIR, 'deepseek-v3-full', p)));
+  await expect(page.getByTestId('parent-card')).toHaveCount(2, { timeout: 120_000 });
+  await expect(page.getByTestId('heatmap-gate')).toBeVisible();
+  const opened = Date.now() - t0;
+  await expect(page.getByTestId('parent-card').first()).toContainText('256 routed');
+  const label = await page.getByTestId('heatmap-gate').getAttribute('aria-label');
+  // MoE layers 3-60, plus the multi-token-prediction layer 61, which has routed experts too.
+  expect(label).toMatch(/: 5[89] layers by 256 experts/);
+  // Hovering stays responsive on the full grid.
+  const box = (await page.getByTestId('heatmap-down').boundingBox())!;
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await expect(page.getByTestId('heat-tooltip')).toContainText('mlp.experts.');
+  info.annotations.push({ type: 'opened-ms', description: String(opened) });
+  await page.screenshot({ path: info.outputPath('full-1280x800.png') });
+  await page.setViewportSize({ width: 1920, height: 1080 });
+  await page.screenshot({ path: info.outputPath('full-1920x1080.png') });
+});
