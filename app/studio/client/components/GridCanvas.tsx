@@ -16,6 +16,8 @@ export interface GridCanvasProps {
   selCols?: ReadonlySet<number>;
   maxCell?: number;
   minCellH?: number;
+  /** Largest cell height (defaults to maxCell). */
+  maxCellH?: number;
   /** Label every column (strip) instead of numbering experts. */
   colTitle?: (c: number) => string;
   onHover?: (tensor: number | null, cell: { row: number; col: number } | null, x: number, y: number) => void;
@@ -28,7 +30,7 @@ const GUTTER_L = 30;
 const GUTTER_T = 14;
 
 export function GridCanvas(props: GridCanvasProps) {
-  const { grid, paint, version, keep, selRows, selCols, maxCell = 22, minCellH = 4, onHover, onSelect } = props;
+  const { grid, paint, version, keep, selRows, selCols, maxCell = 22, minCellH = 4, maxCellH = maxCell, onHover, onSelect } = props;
   const wrapRef = useRef<HTMLDivElement>(null);
   const canvasRef = useRef<HTMLCanvasElement>(null);
   const [width, setWidth] = useState(0);
@@ -46,7 +48,7 @@ export function GridCanvas(props: GridCanvasProps) {
 
   const avail = Math.max(50, width - GUTTER_L - 2);
   const cw = Math.min(maxCell, avail / grid.cols);
-  const ch = Math.max(minCellH, Math.min(maxCell, cw));
+  const ch = Math.max(minCellH, Math.min(maxCellH, cw));
   const cssW = Math.ceil(GUTTER_L + cw * grid.cols);
   const cssH = Math.ceil(GUTTER_T + ch * grid.rows);
 

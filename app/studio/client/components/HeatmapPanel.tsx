@@ -132,7 +132,8 @@ function DiffControls({ otherId, diff, kernels }: { otherId: string; diff: DiffD
             <div style={{ width: `${pct}%` }} />
           </div>
           <span className="muted mono">
-            {diff?.mode === 'exact' ? 'exact' : 'sampled'} {formatCount(diff?.done ?? 0)} / {formatCount(diff?.total ?? 0)} tensors
+            {diff?.mode === 'exact' ? 'exact' : 'sampled'}{' '}
+            {diff?.total ? `${formatCount(diff.done)} / ${formatCount(diff.total)} tensors` : 'starting…'}
             {Number.isFinite(eta) ? ` · ${formatDuration(eta)} left` : ''}
           </span>
           <button className="btn ghost" onClick={() => cancelDiff(otherId)}>
@@ -277,7 +278,7 @@ function Strip({ grid, paint, version, keep, onHover }: { grid: Grid; paint: (i:
         <span className="muted">attention, norms, router, shared experts, dense MLP · rows: layers · columns: tensors of a layer (hover for names)</span>
       </div>
       <div className="strip-wrap">
-        <GridCanvasMemo grid={grid} paint={paint} version={version} keep={keep} maxCell={26} minCellH={5} colTitle={(c) => grid.colLabels![c]!} onHover={onHover} ariaLabel={`Per-layer tensors: ${grid.rows} layers by ${grid.cols} tensors`} testId="heatmap-layers" />
+        <GridCanvasMemo grid={grid} paint={paint} version={version} keep={keep} maxCell={40} minCellH={5} maxCellH={grid.rows > 24 ? 8 : 18} colTitle={(c) => grid.colLabels![c]!} onHover={onHover} ariaLabel={`Per-layer tensors: ${grid.rows} layers by ${grid.cols} tensors`} testId="heatmap-layers" />
         <div className="strip-groups">
           {groups.map((g) => (
             <span key={`${g.kind}-${g.from}`} className={`kind-chip k-${g.kind}`} title={grid.colLabels!.slice(g.from, g.to + 1).join('\n')}>
@@ -307,12 +308,16 @@ function Legend({ scale, metric, keptCount }: { scale: Scale; metric: DiffMetric
           ))}
         </div>
       </div>
-      <span className="swatch" style={{ background: `rgb(${IDENTICAL_RGB.join(',')})` }} /> identical
-      <span className="swatch" style={{ background: `rgb(${MISSING_RGB.join(',')})`, outline: '1px solid #3a4050' }} /> no figure yet
+      <span className="legend-item">
+        <span className="swatch" style={{ background: `rgb(${IDENTICAL_RGB.join(',')})` }} /> identical
+      </span>
+      <span className="legend-item">
+        <span className="swatch" style={{ background: `rgb(${MISSING_RGB.join(',')})`, outline: '1px solid #3a4050' }} /> no figure
+      </span>
       {keptCount !== null && (
-        <>
-          <span className="swatch" style={{ background: `rgb(${KEPT_RGB.join(',')})` }} /> kept from base by the threshold ({formatCount(keptCount)})
-        </>
+        <span className="legend-item">
+          <span className="swatch" style={{ background: `rgb(${KEPT_RGB.join(',')})` }} /> kept by threshold ({formatCount(keptCount)})
+        </span>
       )}
     </div>
   );
