@@ -35,4 +35,25 @@ test('opens and draws a DeepSeek-V3-sized pair (58 × 256 experts, ~92,000 tenso
   await page.screenshot({ path: info.outputPath('full-1280x800.png') });
   await page.setViewportSize({ width: 1920, height: 1080 });
   await page.screenshot({ path: info.outputPath('full-1920x1080.png') });
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  // A merge of ~46,000 weights in 163 sources can be cancelled midway; nothing half-done stays.
+  await page.getByRole('button', { name: 'Chimera (AoE)' }).click();
+  await page.getByTestId('apply-chimera').click();
+  await page.getByTestId('open-merge').click();
+  await page.getByLabel('Browser storage folder').fill('e2e-full');
+  await page.getByTestId('use-opfs').click();
+  await expect(page.getByTestId('output-check')).toContainText('e2e-full');
+  await page.getByTestId('run-merge').click();
+  await expect(page.getByTestId('merge-progress')).toContainText('tensors');
+  await page.getByTestId('cancel-merge').click();
+  await expect(page.getByTestId('merge-summary')).toContainText('Cancelled');
+  const left = await page.evaluate(async () => {
+    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('e2e-full');
+    const names: string[] = [];
+    for await (const name of dir.keys()) names.push(name);
+    return names;
+  });
+  expect(left).not.toContain('model.safetensors.index.json');
+  await page.screenshot({ path: info.outputPath('cancelled-1280x800.png') });
 });

@@ -1,5 +1,5 @@
 import { expect, test } from '@playwright/test';
-import { openStudio, openWithInput, parentDirs } from './fixtures.ts';
+import { dropFolders, openStudio, openWithInput, parentDirs } from './fixtures.ts';
 
 test('builds an MEA recipe, selects experts into a rule, and merges into browser storage', async ({ page }, info) => {
   await openStudio(page);
@@ -10,6 +10,14 @@ test('builds an MEA recipe, selects experts into a rule, and merges into browser
   await page.getByTestId('apply-mea').click();
   await expect(page.getByTestId('rule')).toHaveCount(1);
   await expect(page.getByTestId('plan-sentence')).toContainText('mixed');
+
+  // The threshold counts, from the comparison figures, the mixed tensors it would keep from the base.
+  await page.getByTestId('threshold-on').check();
+  await expect(page.getByTestId('threshold-count')).toContainText(/Keeps \d+ of 24 mixed tensors/);
+  await page.getByLabel('threshold value').fill('1');
+  await expect(page.getByTestId('threshold-count')).toContainText('Keeps 24 of 24');
+  await page.getByLabel('threshold value').fill('0.0001');
+  await expect(page.getByTestId('threshold-count')).toContainText('Keeps 0 of 24');
 
   // A heatmap selection becomes a rule at the top of the list.
   const canvas = page.getByTestId('heatmap-gate');
@@ -63,12 +71,20 @@ test('builds an MEA recipe, selects experts into a rule, and merges into browser
 
 test('the recipe and recent parents survive a reload', async ({ page }) => {
   await openStudio(page);
-  await openWithInput(page, parentDirs('mixtral-pair').map((d) => d.dir));
+  await dropFolders(page, parentDirs('mixtral-pair').map((d) => d.dir));
+  await expect(page.getByTestId('parent-card')).toHaveCount(2);
   await page.getByRole('button', { name: 'Chimera (AoE)' }).click();
   await page.getByTestId('apply-chimera').click();
   await expect(page.getByTestId('rule')).toHaveCount(1);
   await page.reload();
   await expect(page.getByTestId('studio')).toBeVisible();
+  await page.getByTestId('yaml-tab').click();
+  await expect(page.getByTestId('yaml')).toHaveValue(/from: instruct/);
+  // Dropped folders come back as recent handles; one click asks for read access again.
+  await expect(page.getByTestId('recent')).toHaveCount(2);
+  await page.getByRole('button', { name: 'Reopen all' }).click();
+  await expect(page.getByTestId('parent-card')).toHaveCount(2);
+  await expect(page.getByTestId('parent-card').first()).toContainText('base');
   await page.getByTestId('yaml-tab').click();
   await expect(page.getByTestId('yaml')).toHaveValue(/from: instruct/);
 });

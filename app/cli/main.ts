@@ -13,7 +13,8 @@ import { executeMerge, MergeCancelled } from '../engine/exec/merge.ts';
 import { diffModels, type TensorDiff } from '../engine/exec/diff.ts';
 import { createNodeKernelPool, defaultWorkers } from './kernel-pool.ts';
 import { openNodeModelFolder, openNodeOutputFolder, type NodeModelFolder } from './node-io.ts';
-import { formatBytes, formatDuration, progressLine } from './progress.ts';
+import { progressLine } from './progress.ts';
+import { formatBytes, formatDuration } from '../engine/report/format.ts';
 import { formatDiffTable, summarizeDiff, formatKindSummary } from './diff-report.ts';
 
 const USAGE = `moe-studio: assemble Mixture-of-Experts models from existing releases
@@ -126,7 +127,7 @@ async function merge(recipePath: string, outDir: string, workers: number, overwr
       bar.done();
       const secs = report.elapsedMs / 1000;
       const lines = [
-        `wrote ${report.files.length} files, ${formatBytes(report.totalBytes)} to ${out.path} in ${formatDuration(secs)} (${formatBytes(report.totalBytes / Math.max(secs, 1e-3))}/s)`,
+        `wrote ${report.files.length} files, ${formatBytes(report.totalBytes)} to ${out.path} in ${formatDuration(report.elapsedMs)} (${formatBytes(report.totalBytes / Math.max(secs, 1e-3))}/s)`,
         `tensors: ${report.copied} copied, ${report.converted} converted, ${report.mixed} mixed, ${report.muted} muted, ${report.patched} router biases edited`,
       ];
       if (recipe.threshold) {

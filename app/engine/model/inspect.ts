@@ -1,6 +1,6 @@
 // What the CLI `inspect` command and the studio show about one opened model.
 import { elementCount } from '../formats/dtype.ts';
-import { rangeText } from './open-model.ts';
+import { rangeText } from '../report/format.ts';
 import { TENSOR_KINDS, type Model, type TensorKind } from './types.ts';
 
 export interface ModelSummary {

@@ -21,6 +21,7 @@
 // config implies (first_k_dense_replace / moe_layer_freq / mlp_only_layers /
 // decoder_sparse_step); tensors of layers ≥ `layers` are allowed only as the config's MTP
 // layers (num_nextn_predict_layers). A mismatch is an error: the checkpoint would not load.
+import { rangeText } from '../report/format.ts';
 import { MoeError, readText, type ByteSource, type ModelFolder } from '../io.ts';
 import { classifyTensor } from '../arch/classify.ts';
 import { detectArchitecture } from '../arch/families.ts';
@@ -293,17 +294,6 @@ function configMoeLayers(config: Record<string, unknown>, arch: ArchitectureSpec
 }
 
 /** "0-2, 5, 7-9" for a sorted list of integers; "none" when empty. */
-export function rangeText(xs: readonly number[]): string {
-  const parts: string[] = [];
-  for (let i = 0; i < xs.length; ) {
-    let j = i;
-    while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
-    parts.push(j === i ? `${xs[i]}` : `${xs[i]}-${xs[j]}`);
-    i = j + 1;
-  }
-  return parts.join(', ') || 'none';
-}
-
 function buildLayout(config: Record<string, unknown>, arch: ArchitectureSpec, weights: Weight[], warnings: string[]): ModelLayout {
   const c = arch.config;
   const layers = configInt(config, c.layers, 'number of layers', true);

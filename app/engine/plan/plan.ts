@@ -4,11 +4,13 @@ import { DTYPE_SIZE, FP8_BLOCK, OUTPUT_DTYPE, elementCount, isFloatDtype, type F
 import { buildSafetensorsHeader, referenceTensorOrder } from '../formats/safetensors.ts';
 import { MoeError, readAll } from '../io.ts';
 import { checkCompatibility } from '../model/compat.ts';
+import { INDEX_FILE } from '../model/open-model.ts';
 import { TENSOR_KINDS, type Model, type Weight } from '../model/types.ts';
 import { parseByteSize, recipeToYaml } from '../recipe/parse.ts';
 import type { Recipe, Rule } from '../recipe/schema.ts';
 import { compileSelector, type Matcher } from '../recipe/select.ts';
 import { renderModelCard } from '../report/model-card.ts';
+import { formatBytes, rangeText } from '../report/format.ts';
 import { childConfig, filesToCopy } from './output-files.ts';
 import type { BiasPatch, KindSummary, MergePlan, PlannedFile, PlannedShard, PlannedTensor, TensorOp } from './types.ts';
 
@@ -19,7 +21,7 @@ export const EXPERT_OFF_BIAS = -1e4;
 /** Router-bias value an `on` edit writes: always among the chosen experts. */
 export const EXPERT_ON_BIAS = 1e4;
 
-export const INDEX_FILE = 'model.safetensors.index.json';
+export { INDEX_FILE };
 export const RECIPE_FILE = 'moe-studio-recipe.yaml';
 export const CARD_FILE = 'README.md';
 
@@ -299,18 +301,6 @@ function resolveEdits(recipe: Recipe, base: Model): ResolvedEdits {
   return { mute, bias };
 }
 
-export function rangeText(values: number[]): string {
-  const parts: string[] = [];
-  let i = 0;
-  while (i < values.length) {
-    let j = i;
-    while (j + 1 < values.length && values[j + 1] === values[j]! + 1) j++;
-    parts.push(j > i ? `${values[i]}-${values[j]}` : `${values[i]}`);
-    i = j + 1;
-  }
-  return parts.join(', ') || 'none';
-}
-
 /**
  * Shards in the base's tensor order, each no larger than `shardSize` (header included); a weight
  * and its scale always share a shard; a tensor larger than the limit gets a shard to itself.
@@ -435,15 +425,4 @@ export function indexBytes(plan: MergePlan): Uint8Array {
   for (const [n, f] of names) weightMap[n] = f;
   const text = JSON.stringify({ metadata: { total_size: plan.tensorBytes }, weight_map: weightMap }, null, 2) + '\n';
   return new TextEncoder().encode(text);
-}
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1000 && u < units.length - 1) {
-    v /= 1000;
-    u++;
-  }
-  return `${u === 0 ? v : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
 }

@@ -173,8 +173,13 @@ function Heatmaps({ index, diff, metric, experts }: { index: TensorIndex; diff: 
   const overlay = useStudio((s) => s.overlay);
   const selection = useStudio((s) => s.selection);
   const threshold = useStudio((s) => s.recipe.threshold);
-  const state = useStudio();
-  const tv = useMemo(() => (threshold ? thresholdView(state, threshold.below) : null), [threshold, state.plan, state.diffs, version, state.index]);
+  const plan = useStudio((s) => s.plan);
+  const parentsList = useStudio((s) => s.parents);
+  const allDiffs = useStudio((s) => s.diffs);
+  const tv = useMemo(
+    () => (threshold ? thresholdView(useStudio.getState(), threshold.below) : null),
+    [threshold, plan, parentsList, allDiffs, version, index],
+  );
   const keep = overlay && tv ? tv.keep : null;
   const values = metric === 'rms_diff' ? diff.rms : metric === 'rel_diff' ? diff.rel : diff.cos;
   const scale = useMemo(() => fitScale(metric, values), [metric, values, version, diff.have]);

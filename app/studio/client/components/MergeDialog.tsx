@@ -78,7 +78,7 @@ export function MergeDialog() {
         s.recipe,
         bindings(s),
         target,
-        { overwrite },
+        { overwrite: overwrite || !!(result && !result.cancelled) },
         listener((p: MergeProgress) => {
           samples.current.push({ t: p.elapsedMs, bytes: p.bytesDone });
           if (samples.current.length > 60) samples.current.shift();
@@ -87,6 +87,8 @@ export function MergeDialog() {
       );
       if (res.ok) setResult(res.value);
       else setError(res.error);
+      // After a finished merge the folder holds this child: the next run would replace it.
+      if (res.ok && !res.value.cancelled) setOverwrite(false);
     } catch (e) {
       setError(e instanceof Error ? e.message : String(e));
     } finally {
@@ -145,7 +147,7 @@ export function MergeDialog() {
                   </div>
                 ))}
                 {tooBig && <div className="err-text">Not enough space: the child needs {formatBytes(plan!.totalBytes)}.</div>}
-                {clash.length > 0 && (
+                {clash.length > 0 && !(result && !result.cancelled) && (
                   <label className="check warn-text">
                     <input type="checkbox" checked={overwrite} onChange={(e) => setOverwrite(e.target.checked)} data-testid="overwrite" />
                     The folder holds an earlier child ({clash.slice(0, 3).join(', ')}
@@ -203,8 +205,8 @@ export function MergeDialog() {
               Cancel
             </button>
           ) : (
-            <button className="btn primary" disabled={!check?.ok || !plan || tooBig || (clash.length > 0 && !overwrite)} onClick={() => void run()} data-testid="run-merge">
-              {result && !result.cancelled ? 'Merge again' : 'Start merge'}
+            <button className="btn primary" disabled={!check?.ok || !plan || tooBig || (clash.length > 0 && !overwrite && !(result && !result.cancelled))} onClick={() => void run()} data-testid="run-merge">
+              {result && !result.cancelled ? 'Merge again (replaces it)' : 'Start merge'}
             </button>
           )}
         </div>

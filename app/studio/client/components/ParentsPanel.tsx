@@ -96,7 +96,7 @@ export function ParentsPanel() {
             )}
           </div>
           {closedRecents.map((r) => (
-            <div className="recent" key={`${r.folderName}-${r.openedAt}`}>
+            <div className="recent" key={`${r.folderName}-${r.openedAt}`} data-testid="recent">
               <div>
                 <b>{r.name}</b>
                 <div className="muted small mono">{r.folderName}</div>

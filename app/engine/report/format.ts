@@ -1,0 +1,39 @@
+// Numbers as people read them, shared by the engine's messages, the CLI and the studio.
+
+const UNITS = ['B', 'KB', 'MB', 'GB', 'TB', 'PB'];
+
+/** Bytes in powers of 1000, as recipe shard sizes are written ("5GB"). */
+export function formatBytes(n: number, digits = 1): string {
+  if (!Number.isFinite(n)) return '—';
+  let i = 0;
+  let v = Math.abs(n);
+  while (v >= 1000 && i < UNITS.length - 1) {
+    v /= 1000;
+    i++;
+  }
+  const s = i === 0 ? String(Math.round(v)) : v.toFixed(v >= 100 ? 0 : digits);
+  return `${n < 0 ? '-' : ''}${s} ${UNITS[i]}`;
+}
+
+/** A duration in milliseconds: "4.2s", "35s", "3m 07s", "2h 05m". */
+export function formatDuration(ms: number): string {
+  if (!Number.isFinite(ms) || ms < 0) return '—';
+  if (ms < 10_000) return `${(ms / 1000).toFixed(1)}s`;
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, '0')}m`;
+}
+
+/** "0-2, 5, 7-60" from a sorted list of integers. */
+export function rangeText(xs: readonly number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < xs.length; ) {
+    let j = i;
+    while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
+    parts.push(j === i ? `${xs[i]}` : `${xs[i]}-${xs[j]}`);
+    i = j + 1;
+  }
+  return parts.join(', ') || 'none';
+}
