@@ -13,6 +13,8 @@ export default defineConfig({
   base: '/',
   plugins: [react()],
   worker: { format: 'es' },
+  // Listed so the dev server does not discover them late (in the workers) and reload the page.
+  optimizeDeps: { include: ['comlink', 'yaml', 'zod', 'idb-keyval', 'd3-scale-chromatic', '@tanstack/react-virtual', 'zustand', 'react', 'react-dom/client'] },
   server: { headers: isolation },
   preview: { headers: isolation },
   build: {

@@ -46,6 +46,7 @@ test('opens and draws a DeepSeek-V3-sized pair (58 × 256 experts, ~92,000 tenso
   await expect(page.getByTestId('output-check')).toContainText('e2e-full');
   await page.getByTestId('run-merge').click();
   await expect(page.getByTestId('merge-progress')).toContainText('tensors');
+  await expect(page.getByTestId('merge-progress')).not.toContainText(' 0 / 46,');
   await page.getByTestId('cancel-merge').click();
   await expect(page.getByTestId('merge-summary')).toContainText('Cancelled');
   const left = await page.evaluate(async () => {

@@ -8,7 +8,6 @@ import { addStats, emptyStats, type Chunk, type DiffStats } from '../kernels/typ
 import type { Model, TensorRole, Weight } from '../model/types.ts';
 import { figuresOf, type DiffFigures } from '../report/metrics.ts';
 import { diffTensor } from './merge.ts';
-import { OrderedPipeline } from './ordered.ts';
 import { DEFAULT_COALESCE, readRanges, type Range } from './ranges.ts';
 import { matrixShape } from './tensor-view.ts';
 
@@ -59,7 +58,9 @@ export const SAMPLE_BYTES = 16 * 1024;
 /** Tensors this many sampled sizes or smaller are read whole even in sampled mode. */
 const SMALL_FACTOR = 1;
 /** Sampled mode reads this many tensors' samples in one batch of coalesced reads. */
-const SAMPLE_BATCH = 512;
+const SAMPLE_BATCH = 2048;
+/** Sample bytes per kernel call (both parents): few messages, yet every worker gets a share of a batch. */
+const CALL_BYTES = 1024 * 1024;
 
 export async function diffModels(a: Model, b: Model, pool: KernelPool, opts: DiffOptions): Promise<DiffResult> {
   const skipped: SkippedTensor[] = [];
@@ -149,8 +150,11 @@ async function sampleBatch(a: Model, b: Model, batch: { wa: Weight; wb: Weight }
         const data = want(model, w.data.file, w.data.offset + blk.row0 * cols * es, blk.rows * cols * es);
         let scale: PendingRead | undefined;
         if (w.data.dtype === 'F8_E4M3') {
+          // Every scale row the block touches (a block inside one stripe touches one; a whole small tensor, all).
           const perRow = Math.ceil(cols / FP8_BLOCK);
-          scale = want(model, w.scale!.file, w.scale!.offset + Math.floor(blk.row0 / FP8_BLOCK) * perRow * 4, perRow * 4);
+          const first = Math.floor(blk.row0 / FP8_BLOCK);
+          const count = Math.ceil((blk.row0 + blk.rows) / FP8_BLOCK) - first;
+          scale = want(model, w.scale!.file, w.scale!.offset + first * perRow * 4, count * perRow * 4);
         }
         return { data, scale };
       });
@@ -182,13 +186,36 @@ async function sampleBatch(a: Model, b: Model, batch: { wa: Weight; wb: Weight }
     return c;
   };
 
-  const results: TensorDiff[] = [];
-  const pipeline = new OrderedPipeline<{ p: (typeof plans)[number]; perBlock: DiffStats[] }>(pool.size * 4, async ({ p, perBlock }) => {
+  // Kernel calls of many blocks each, spread over the pool, results kept in tensor order.
+  const calls: { tensor: number; pairs: [Chunk, Chunk][] }[][] = [];
+  let call: { tensor: number; pairs: [Chunk, Chunk][] }[] = [];
+  let callBytes = 0;
+  plans.forEach((p, i) => {
+    const pairs = p.blocks.map((blk, k): [Chunk, Chunk] => [chunk(p.wa, blk.rows, p.cols, p.sa[k]!), chunk(p.wb, blk.rows, p.cols, p.sb[k]!)]);
+    call.push({ tensor: i, pairs });
+    callBytes += pairs.reduce((s, [a, b]) => s + a.bytes.length + b.bytes.length, 0);
+    if (callBytes >= CALL_BYTES) {
+      calls.push(call);
+      call = [];
+      callBytes = 0;
+    }
+  });
+  if (call.length > 0) calls.push(call);
+  const perTensor: DiffStats[][] = plans.map(() => []);
+  await Promise.all(
+    calls.map(async (c) => {
+      const stats = await pool.diffMany(c.flatMap((t) => t.pairs));
+      let k = 0;
+      for (const t of c) perTensor[t.tensor] = stats.slice(k, (k += t.pairs.length));
+    }),
+  );
+  return plans.map((p, i) => {
+    const perBlock = perTensor[i]!;
     let stats = emptyStats();
     for (const s of perBlock) stats = addStats(stats, s);
     const total = elementCount(p.wa.data.shape);
     const fraction = total > 0 ? stats.count / total : 1;
-    results.push({
+    return {
       name: p.wa.name,
       role: p.wa.role,
       stats,
@@ -196,23 +223,8 @@ async function sampleBatch(a: Model, b: Model, batch: { wa: Weight; wb: Weight }
       sampled: fraction < 1,
       fraction,
       relError: fraction < 1 ? relativeError(perBlock) : 0,
-    });
+    };
   });
-  try {
-    for (const p of plans) {
-      await pipeline.add(async () => {
-        const perBlock = await Promise.all(
-          p.blocks.map((blk, k) => pool.diff(chunk(p.wa, blk.rows, p.cols, p.sa[k]!), chunk(p.wb, blk.rows, p.cols, p.sb[k]!))),
-        );
-        return { p, perBlock };
-      });
-    }
-    await pipeline.drain();
-  } catch (e) {
-    await pipeline.settle();
-    throw e;
-  }
-  return results;
 }
 
 /**

@@ -18,6 +18,7 @@ export function serveKernels(k: Kernels, transfer: Transfer): KernelEndpoint {
     encode: async (v, r, c, o) => encoded(k.encode(v, r, c, o)),
     mix: async (req) => encoded(k.mix(req)),
     diff: async (a, b) => k.diff(a, b),
+    diffMany: async (pairs) => pairs.map(([a, b]) => k.diff(a, b)),
   };
 }
 
@@ -28,5 +29,6 @@ export function callKernels(remote: KernelEndpoint, transfer: Transfer): KernelE
     encode: (v: Float32Array, r: number, c: number, o: FloatDtype) => remote.encode(transfer(v, transferablesOf(v)), r, c, o),
     mix: (req: MixRequest) => remote.mix(transfer(req, transferablesOf(...req.inputs))),
     diff: (a: Chunk, b: Chunk) => remote.diff(transfer(a, transferablesOf(a, b)), b),
+    diffMany: (pairs: [Chunk, Chunk][]) => remote.diffMany(transfer(pairs, transferablesOf(...pairs.flat()))),
   };
 }

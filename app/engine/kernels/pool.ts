@@ -10,6 +10,8 @@ export interface KernelEndpoint {
   encode(values: Float32Array, rows: number, cols: number, out: FloatDtype): Promise<Encoded>;
   mix(req: MixRequest): Promise<Encoded>;
   diff(a: Chunk, b: Chunk): Promise<DiffStats>;
+  /** Many small diffs in one call: a sampled pass over ~90,000 tensors would otherwise be ~90,000 messages. */
+  diffMany(pairs: [Chunk, Chunk][]): Promise<DiffStats[]>;
 }
 
 export interface KernelPool extends KernelEndpoint {
@@ -37,6 +39,7 @@ export function createKernelPool(endpoints: KernelEndpoint[], close: () => Promi
     encode: (v, r, c, o) => run((e) => e.encode(v, r, c, o)),
     mix: (req) => run((e) => e.mix(req)),
     diff: (a, b) => run((e) => e.diff(a, b)),
+    diffMany: (pairs) => run((e) => e.diffMany(pairs)),
     close,
   };
 }
@@ -48,6 +51,7 @@ export function localEndpoint(k: Kernels): KernelEndpoint {
     encode: async (v, r, c, o) => k.encode(v, r, c, o),
     mix: async (req) => k.mix(req),
     diff: async (a, b) => k.diff(a, b),
+    diffMany: async (pairs) => pairs.map(([a, b]) => k.diff(a, b)),
   };
 }
 

@@ -39,11 +39,17 @@ export function App() {
       setDragging(false);
       openFromDrop(e.dataTransfer);
     };
+    const key = (e: KeyboardEvent) => {
+      const t = e.target as HTMLElement | null;
+      if (e.key === 'Escape' && !(t && /INPUT|TEXTAREA|SELECT/.test(t.tagName))) useStudio.setState({ selection: { layers: [], experts: [], proj: [] } });
+    };
+    window.addEventListener('keydown', key);
     window.addEventListener('dragenter', enter);
     window.addEventListener('dragover', over);
     window.addEventListener('dragleave', leave);
     window.addEventListener('drop', drop);
     return () => {
+      window.removeEventListener('keydown', key);
       window.removeEventListener('dragenter', enter);
       window.removeEventListener('dragover', over);
       window.removeEventListener('dragleave', leave);

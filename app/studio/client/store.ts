@@ -447,6 +447,7 @@ async function replan(): Promise<void> {
 
 useStudio.subscribe((s, prev) => {
   if (s.recipe !== prev.recipe || s.parents !== prev.parents) schedulePlan();
+  if (s.status?.kernels === 'ready' && prev.status?.kernels !== 'ready') startSampledDiffs();
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -138,7 +138,13 @@ export function mixPreset(recipe: Recipe, base: string, weights: Record<string, 
     const kind = g.kinds.length === 1 ? g.kinds[0]! : g.kinds;
     if (nonzero.length === 0) rules.push({ select: { kind }, from: base });
     else if (nonzero.length === 1) rules.push({ select: { kind }, from: nonzero[0]![0] });
-    else rules.push({ select: { kind }, weights: Object.fromEntries(nonzero.map(([k, v]) => [k, round3(v / sum)])) });
+    else {
+      // Rounded to 3 decimals; the last weight takes the remainder so they sum to exactly 1.
+      const w3 = nonzero.map(([k, v]) => [k, round3(v / sum)] as [string, number]);
+      const rest = w3.slice(0, -1).reduce((a, [, v]) => a + v, 0);
+      w3[w3.length - 1]![1] = Math.round((1 - rest) * 1e9) / 1e9;
+      rules.push({ select: { kind }, weights: Object.fromEntries(w3) });
+    }
   });
   return { ...keepRest(recipe, rules), base };
 }

@@ -38,6 +38,7 @@ function endpointOf(remote: Comlink.Remote<KernelWorkerApi>): KernelEndpoint {
     encode: (v, rows, cols, out) => remote.encode(v, rows, cols, out),
     mix: (req) => remote.mix(req),
     diff: (a, b) => remote.diff(a, b),
+    diffMany: (pairs) => remote.diffMany(pairs),
   };
   // Inputs are handed over (transferred), not copied.
   return callKernels(r, Comlink.transfer);

@@ -23,6 +23,7 @@ export const kernelWorkerApi = {
   encode: (values: Float32Array, rows: number, cols: number, out: FloatDtype) => need().encode(values, rows, cols, out),
   mix: (req: MixRequest) => need().mix(req),
   diff: (a: Chunk, b: Chunk) => need().diff(a, b),
+  diffMany: (pairs: [Chunk, Chunk][]) => need().diffMany(pairs),
 };
 
 export type KernelWorkerApi = typeof kernelWorkerApi;

@@ -424,7 +424,7 @@ function unavailablePool(): KernelPool {
   const fail = async (): Promise<never> => {
     throw new Error(`the WASM kernels are not available (${kernelStatus().status}); only byte-for-byte copies can run`);
   };
-  return { size: 1, decode: fail, encode: fail, mix: fail, diff: fail, close: async () => {} };
+  return { size: 1, decode: fail, encode: fail, mix: fail, diff: fail, diffMany: fail, close: async () => {} };
 }
 
 Comlink.expose(api);

@@ -3,7 +3,7 @@
 // selection, threshold overlay, hover and labels are drawn on top.
 import { useEffect, useRef, useState, type PointerEvent as ReactPointerEvent } from 'react';
 import type { Grid } from '../heat-data.ts';
-import { KEPT_RGB, MISSING_RGB } from '../colors.ts';
+import { KEPT_RGB } from '../colors.ts';
 
 export interface GridCanvasProps {
   grid: Grid;
@@ -20,6 +20,8 @@ export interface GridCanvasProps {
   maxCellH?: number;
   /** Label every column (strip) instead of numbering experts. */
   colTitle?: (c: number) => string;
+  /** Column groups labelled in the top gutter (strip: kinds of tensors), separated by lines. */
+  colGroups?: { label: string; from: number; to: number }[];
   onHover?: (tensor: number | null, cell: { row: number; col: number } | null, x: number, y: number) => void;
   onSelect?: (rows: [number, number], cols: [number, number], additive: boolean) => void;
   ariaLabel: string;
@@ -144,12 +146,31 @@ export function GridCanvas(props: GridCanvasProps) {
     for (let r = 0; r < grid.rows; r += rowStep) ctx.fillText(String(grid.rowLabels[r]), GUTTER_L - 5, GUTTER_T + r * ch + ch / 2);
     ctx.textAlign = 'center';
     ctx.textBaseline = 'bottom';
-    if (!props.colTitle) {
+    if (props.colGroups) {
+      ctx.textAlign = 'left';
+      for (const g of props.colGroups) {
+        const x0 = GUTTER_L + g.from * cw;
+        const w = (g.to - g.from + 1) * cw;
+        ctx.save();
+        ctx.beginPath();
+        ctx.rect(x0, 0, w - 3, GUTTER_T);
+        ctx.clip();
+        ctx.fillText(g.label, x0 + 2, GUTTER_T - 2);
+        ctx.restore();
+        if (g.from > 0) {
+          ctx.strokeStyle = '#0f1115';
+          ctx.lineWidth = 2;
+          ctx.beginPath();
+          ctx.moveTo(x0, GUTTER_T);
+          ctx.lineTo(x0, GUTTER_T + ch * grid.rows);
+          ctx.stroke();
+        }
+      }
+    } else if (!props.colTitle) {
       const colStep = niceStep(Math.ceil(26 / cw));
       for (let c = 0; c < grid.cols; c += colStep) ctx.fillText(String(c), GUTTER_L + c * cw + cw / 2, GUTTER_T - 2);
     }
-    void MISSING_RGB;
-  }, [grid, paint, version, keep, selRows, selCols, cw, ch, cssW, cssH, width, drag, hoverCell, props.colTitle]);
+  }, [grid, paint, version, keep, selRows, selCols, cw, ch, cssW, cssH, width, drag, hoverCell, props.colTitle, props.colGroups]);
 
   const cellAt = (e: ReactPointerEvent): { row: number; col: number } | null => {
     const rect = canvasRef.current!.getBoundingClientRect();
@@ -172,10 +193,25 @@ export function GridCanvas(props: GridCanvasProps) {
         style={{ width: cssW, height: cssH, cursor: onSelect ? 'crosshair' : 'default' }}
         onPointerDown={(e) => {
           if (!onSelect || e.button !== 0) return;
+          const add = e.shiftKey || e.metaKey || e.ctrlKey;
+          const rect = canvasRef.current!.getBoundingClientRect();
+          const x = e.clientX - rect.left - GUTTER_L;
+          const y = e.clientY - rect.top - GUTTER_T;
+          // A click on a layer number selects the layer; on an expert number, that expert in every layer.
+          if (x < 0 && y >= 0 && y < ch * grid.rows) {
+            const r = Math.floor(y / ch);
+            onSelect([r, r], [0, grid.cols - 1], add);
+            return;
+          }
+          if (y < 0 && x >= 0 && x < cw * grid.cols) {
+            const c = Math.floor(x / cw);
+            onSelect([0, grid.rows - 1], [c, c], add);
+            return;
+          }
           const cell = cellAt(e);
           if (!cell) return;
           (e.target as HTMLCanvasElement).setPointerCapture(e.pointerId);
-          setDrag({ r0: cell.row, c0: cell.col, r1: cell.row, c1: cell.col, add: e.shiftKey || e.metaKey || e.ctrlKey });
+          setDrag({ r0: cell.row, c0: cell.col, r1: cell.row, c1: cell.col, add });
         }}
         onPointerMove={(e) => {
           const cell = cellAt(e);

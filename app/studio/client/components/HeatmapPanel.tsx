@@ -15,9 +15,8 @@ const PROJ_LABEL: Record<Projection, string> = { gate: 'gate projection', up: 'u
 export function HeatmapPanel() {
   const parents = useStudio((s) => s.parents);
   const index = useStudio((s) => s.index);
-  const recipe = useStudio((s) => s.recipe);
+  useStudio((s) => s.recipe.base);
   const base = baseParent(useStudio.getState());
-  void recipe;
   const viewOther = useStudio((s) => s.viewOther);
   const diffs = useStudio((s) => s.diffs);
   const metric = useStudio((s) => s.metric);
@@ -100,7 +99,11 @@ export function HeatmapPanel() {
         </div>
       </div>
       {other && <DiffControls otherId={other.id} diff={diff} kernels={status?.kernels ?? 'starting'} />}
-      {other && diff ? <Heatmaps index={index} diff={diff} metric={metric} experts={base.summary.experts} /> : other ? null : <Structure index={index} experts={base.summary.experts} />}
+      {other && diff ? (
+        <Heatmaps index={index} diff={diff} metric={metric} experts={base.summary.experts} />
+      ) : (
+        <Structure index={index} experts={base.summary.experts} metric={metric} />
+      )}
     </section>
   );
 }
@@ -270,28 +273,35 @@ function selectCells(g: Grid, p: Projection, rows: [number, number], cols: [numb
 }
 
 function Strip({ grid, paint, version, keep, onHover }: { grid: Grid; paint: (i: number, o: Uint8ClampedArray, a: number) => void; version: string; keep: Uint8Array | null; onHover: (i: number | null, c: unknown, x: number, y: number) => void }) {
-  const groups: { kind: string; from: number; to: number }[] = [];
-  grid.colKinds!.forEach((k, c) => {
-    const last = groups[groups.length - 1];
-    if (last && last.kind === k) last.to = c;
-    else groups.push({ kind: k, from: c, to: c });
-  });
+  const groups = useMemo(() => {
+    const out: { label: string; from: number; to: number }[] = [];
+    grid.colKinds!.forEach((k, c) => {
+      const last = out[out.length - 1];
+      if (last && last.label === KIND_LABEL[k]) last.to = c;
+      else out.push({ label: KIND_LABEL[k], from: c, to: c });
+    });
+    return out;
+  }, [grid]);
   return (
     <div className="heat-block">
       <div className="heat-section-title">
         <h3>Per layer</h3>
         <span className="muted">attention, norms, router, shared experts, dense MLP · rows: layers · columns: tensors of a layer (hover for names)</span>
       </div>
-      <div className="strip-wrap">
-        <GridCanvasMemo grid={grid} paint={paint} version={version} keep={keep} maxCell={40} minCellH={5} maxCellH={grid.rows > 24 ? 8 : 18} colTitle={(c) => grid.colLabels![c]!} onHover={onHover} ariaLabel={`Per-layer tensors: ${grid.rows} layers by ${grid.cols} tensors`} testId="heatmap-layers" />
-        <div className="strip-groups">
-          {groups.map((g) => (
-            <span key={`${g.kind}-${g.from}`} className={`kind-chip k-${g.kind}`} title={grid.colLabels!.slice(g.from, g.to + 1).join('\n')}>
-              {KIND_LABEL[g.kind as keyof typeof KIND_LABEL]} ×{g.to - g.from + 1}
-            </span>
-          ))}
-        </div>
-      </div>
+      <GridCanvasMemo
+        grid={grid}
+        paint={paint}
+        version={version}
+        keep={keep}
+        maxCell={40}
+        minCellH={5}
+        maxCellH={grid.rows > 24 ? 8 : 18}
+        colTitle={(c) => grid.colLabels![c]!}
+        colGroups={groups}
+        onHover={onHover}
+        ariaLabel={`Per-layer tensors: ${grid.rows} layers by ${grid.cols} tensors`}
+        testId="heatmap-layers"
+      />
     </div>
   );
 }
@@ -368,15 +378,15 @@ function Tooltip({ hover, index, diff, keep }: { hover: HoverInfo; index: Tensor
   );
 }
 
-function Structure({ index, experts }: { index: TensorIndex; experts: number }) {
-  const layout = heatLayout(index, experts);
-  return (
-    <div className="heat-scroll">
-      <p className="muted">
-        The base has {formatCount(index.names.length)} weights, {formatCount(layout.routedCount)} of them routed experts.
-      </p>
-    </div>
-  );
+/** The base's layout before any figures: every cell drawn as "no figure yet". */
+function Structure({ index, experts, metric }: { index: TensorIndex; experts: number; metric: DiffMetric }) {
+  const empty = useMemo(() => {
+    const n = index.names.length;
+    const nan = new Float32Array(n).fill(NaN);
+    const d: DiffData = { other: '', rms: nan, rel: nan, cos: nan, sampled: new Uint8Array(n), have: 0, mode: null, running: false, done: 0, total: 0, elapsedMs: 0, complete: false };
+    return d;
+  }, [index]);
+  return <Heatmaps index={index} diff={empty} metric={metric} experts={experts} />;
 }
 
 function TensorTable({ index, diff, metric, scale, keep, globals }: { index: TensorIndex; diff: DiffData; metric: DiffMetric; scale: Scale; keep: Uint8Array | null; globals: number[] }) {
@@ -428,7 +438,7 @@ function TensorTable({ index, diff, metric, scale, keep, globals }: { index: Ten
               <div key={v.key} className={`trow ${keep?.[i] ? 'kept' : ''}`} style={{ position: 'absolute', top: 0, left: 0, right: 0, transform: `translateY(${v.start}px)` }}>
                 <span className="mono name" title={index.names[i]}>
                   <i className="dot" style={{ background: `rgb(${swatch[0]},${swatch[1]},${swatch[2]})` }} />
-                  {index.names[i]}
+                  {displayName(index.names[i]!, index.layer[i]!)}
                 </span>
                 <span>{KIND_LABEL[TENSOR_KINDS[index.kind[i]!]!]}</span>
                 <span className="mono">{formatFigure(diff.rms[i]!)}{diff.sampled[i] ? '*' : ''}</span>
@@ -442,4 +452,13 @@ function TensorTable({ index, diff, metric, scale, keep, globals }: { index: Ten
       <div className="muted small">* estimate from sampled rows</div>
     </div>
   );
+}
+
+/** "L12 mlp.experts.7.down_proj.weight" for "model.layers.12.mlp.experts.7.down_proj.weight". */
+function displayName(name: string, layer: number): string {
+  if (layer >= 0) {
+    const m = new RegExp(`^(?:.*?\\.)?(?:layers|blocks|h)\\.${layer}\\.(.*)$`).exec(name);
+    if (m) return `L${layer} ${m[1]}`;
+  }
+  return name.replace(/^model\./, '');
 }

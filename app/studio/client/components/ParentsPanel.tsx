@@ -4,7 +4,8 @@ import { useVirtualizer } from '@tanstack/react-virtual';
 import { formatBytes, formatCount, formatIndexList } from '../../shared/format.ts';
 import type { CompatProblem } from '../../shared/studio-api.ts';
 import { hasDirectoryPicker, openFromInput, pickParentFolder } from '../open-parents.ts';
-import { baseParent, forget, removeParent, renameParent, reopenRecent, setBase, useStudio, type ParentEntry } from '../store.ts';
+import { dropParent } from '../../shared/recipe-tools.ts';
+import { baseParent, forget, removeParent, renameParent, reopenRecent, setBase, updateRecipe, useStudio, type ParentEntry } from '../store.ts';
 
 export function ParentsPanel() {
   const parents = useStudio((s) => s.parents);
@@ -78,6 +79,7 @@ export function ParentsPanel() {
         ))}
       </div>
 
+      <MissingParents />
       {parents.length >= 2 && <Compat />}
 
       {closedRecents.length > 0 && (
@@ -88,7 +90,8 @@ export function ParentsPanel() {
               <button
                 className="btn ghost small"
                 onClick={async () => {
-                  for (const r of closedRecents) if (!(await reopenRecent(r))) break;
+                  // Oldest first, so the parents come back in the order they were opened.
+                  for (const r of [...closedRecents].reverse()) if (!(await reopenRecent(r))) break;
                 }}
               >
                 Reopen all
@@ -112,6 +115,30 @@ export function ParentsPanel() {
         </div>
       )}
     </section>
+  );
+}
+
+/** Parents the recipe names (restored or imported) that are not open. */
+function MissingParents() {
+  const recipeParents = useStudio((s) => s.recipe.parents);
+  const parents = useStudio((s) => s.parents);
+  const missing = Object.entries(recipeParents).filter(([name]) => !parents.some((p) => p.name === name));
+  if (missing.length === 0) return null;
+  return (
+    <div className="note" data-testid="missing-parents">
+      The recipe also names{' '}
+      {missing.map(([name, path], i) => (
+        <span key={name}>
+          {i > 0 ? ', ' : ''}
+          <b>{name}</b> <span className="muted mono">({path})</span>
+        </span>
+      ))}
+      : open {missing.length === 1 ? 'it' : 'them'} (a recent folder reopens under its name), or{' '}
+      <button className="link" onClick={() => updateRecipe((r) => missing.reduce((acc, [name]) => dropParent(acc, name), r))}>
+        drop {missing.length === 1 ? 'it' : 'them'} from the recipe
+      </button>
+      .
+    </div>
   );
 }
 

@@ -576,6 +576,9 @@ function Threshold() {
               aria-label="threshold value"
             />
           </div>
+          {tv && tv.candidates === 0 && (
+            <p className="muted small">No rule mixes tensors yet: the threshold only applies to mixed tensors (rules with weights).</p>
+          )}
           {tv && (
             <div className="th-count" data-testid="threshold-count">
               Keeps <b>{formatCount(tv.kept)}</b> of {formatCount(tv.candidates)} mixed tensors from the base

@@ -1,0 +1,91 @@
+// The diff engine: exact figures equal the scalar reference over whole tensors; sampled figures
+// read a spread of row blocks (inside FP8 stripes) and stay within their stated error.
+import { describe, it, expect, beforeAll } from 'vitest';
+import { readFileSync, openSync, readSync, closeSync } from 'node:fs';
+import path from 'node:path';
+import { createKernelPool, localEndpoint, type KernelPool } from '../app/engine/kernels/pool.ts';
+import { createWasmKernelsFromBytes } from '../app/engine/kernels/wasm-kernels.ts';
+import { openModel } from '../app/engine/model/open-model.ts';
+import type { Model, TensorRecord, Weight } from '../app/engine/model/types.ts';
+import type { Chunk } from '../app/engine/kernels/types.ts';
+import type { FloatDtype } from '../app/engine/formats/dtype.ts';
+import { diffModels, sampleBlocks } from '../app/engine/exec/diff.ts';
+import { figuresOf } from '../app/engine/report/metrics.ts';
+import { openNodeModelFolder } from '../app/cli/node-io.ts';
+import { diffRef } from './reference/scalar.ts';
+import { ROOT, presetDir } from './support/cli.ts';
+
+let pool: KernelPool;
+const models: Record<string, [Model, Model, string, string]> = {};
+
+function bytesOf(dir: string, rec: TensorRecord): Uint8Array {
+  const fd = openSync(path.join(dir, rec.file), 'r');
+  const b = new Uint8Array(rec.length);
+  readSync(fd, b, 0, rec.length, rec.offset);
+  closeSync(fd);
+  return b;
+}
+
+function whole(dir: string, w: Weight): Chunk {
+  const shape = w.data.shape;
+  const [rows, cols] = shape.length === 2 ? [shape[0]!, shape[1]!] : [1, shape.reduce((a, b) => a * b, 1)];
+  const c: Chunk = { dtype: w.data.dtype as FloatDtype, rows, cols, bytes: bytesOf(dir, w.data) };
+  if (w.scale) c.scales = new Float32Array(bytesOf(dir, w.scale).buffer);
+  return c;
+}
+
+beforeAll(async () => {
+  const kernels = await createWasmKernelsFromBytes(new Uint8Array(readFileSync(path.join(ROOT, 'public/moe_kernels.wasm'))));
+  pool = createKernelPool([localEndpoint(kernels), localEndpoint(kernels)]);
+  for (const [preset, a, b] of [['deepseek-v3-fp8-pair', 'v3', 'r1'], ['mixtral-pair', 'base', 'instruct'], ['mixed-dtype-pair', 'fp8', 'bf16']] as const) {
+    const dir = await presetDir(preset);
+    const da = path.join(dir, a);
+    const db = path.join(dir, b);
+    models[preset] = [await openModel(await openNodeModelFolder(da)), await openModel(await openNodeModelFolder(db)), da, db];
+  }
+});
+
+describe('diff', () => {
+  for (const preset of ['deepseek-v3-fp8-pair', 'mixtral-pair', 'mixed-dtype-pair']) {
+    it(`exact figures equal the scalar reference (${preset})`, async () => {
+      const [a, b, da, db] = models[preset]!;
+      const { tensors, skipped } = await diffModels(a, b, pool, { mode: 'exact' });
+      expect(skipped).toEqual([]);
+      expect(tensors.length).toBe(a.weights.length);
+      for (const t of tensors) {
+        const ref = figuresOf(diffRef(whole(da, a.byName.get(t.name)!), whole(db, b.byName.get(t.name)!)));
+        expect(t.sampled).toBe(false);
+        expect(t.rmsDiff).toBeCloseTo(ref.rmsDiff, 12);
+        expect(t.cosine).toBeCloseTo(ref.cosine, 12);
+      }
+    });
+  }
+
+  it('sampled figures stay within their stated error, identical tensors read as identical', async () => {
+    const [a, b] = models['deepseek-v3-fp8-pair']!;
+    const exact = new Map((await diffModels(a, b, pool, { mode: 'exact' })).tensors.map((t) => [t.name, t]));
+    const progress: number[] = [];
+    const { tensors } = await diffModels(a, b, pool, { mode: 'sampled', sampleBytes: 1024, onProgress: (d) => progress.push(d) });
+    expect(progress[progress.length - 1]).toBe(tensors.length);
+    const sampled = tensors.filter((t) => t.sampled);
+    expect(sampled.length).toBeGreaterThan(50);
+    for (const t of sampled) {
+      const e = exact.get(t.name)!;
+      expect(t.fraction).toBeLessThan(1);
+      if (e.rmsDiff === 0) expect(t.rmsDiff).toBe(0);
+      else expect(Math.abs(t.rmsDiff - e.rmsDiff) / e.rmsDiff).toBeLessThanOrEqual(Math.max(0.1, 5 * t.relError));
+    }
+  });
+
+  it('sample blocks are spread over the rows and never cross a 128-row stripe', () => {
+    const blocks = sampleBlocks([1000, 7168], 1, 4, 16 * 1024);
+    expect(blocks).toHaveLength(4);
+    for (const b of blocks) {
+      expect(Math.floor(b.row0 / 128)).toBe(Math.floor((b.row0 + b.rows - 1) / 128));
+      expect(b.rows).toBeGreaterThan(0);
+    }
+    expect(blocks[0]!.row0).toBeLessThan(250);
+    expect(blocks[3]!.row0).toBeGreaterThan(750);
+    expect(sampleBlocks([100, 64], 2)).toEqual([{ row0: 0, rows: 100 }]);
+  });
+});
