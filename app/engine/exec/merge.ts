@@ -82,7 +82,6 @@ export async function executeMerge(plan: MergePlan, out: OutputFolder, pool: Ker
   const written: string[] = [];
   /** Bytes of each file written (the model card's size is only known at the end). */
   const sizes = new Map<string, number>();
-  let open: OutputFile | undefined;
   const report: MergeReport = {
     files: [], totalBytes: 0, elapsedMs: 0, tensors: plan.tensors.length,
     copied: 0, converted: 0, mixed: 0, muted: 0, patched: 0, threshold: [], thresholdKept: 0,
@@ -95,57 +94,17 @@ export async function executeMerge(plan: MergePlan, out: OutputFolder, pool: Ker
     opts.onProgress?.({ ...progress });
   };
 
+  const ctx: JobContext = { plan, pool, chunkElements: opts.chunkElements ?? CHUNK_ELEMENTS };
+  const window = opts.window ?? pool.size * 2 + 2;
+  const state: RunState = { out, written, open: undefined, progress, report, checkCancel, emit };
   try {
-    for (const shard of plan.shards) {
-      checkCancel();
-      const tmp = out.canRename ? shard.file + SHARD_TMP_SUFFIX : shard.file;
-      progress.file = shard.file;
-      open = await out.create(tmp);
-      written.push(tmp);
-      const file = open;
-      let position = 0;
-      const pipeline = new OrderedPipeline<Uint8Array[]>(opts.window ?? pool.size * 2 + 2, async (parts) => {
-        for (const p of parts) {
-          checkCancel();
-          await file.write(p);
-          position += p.length;
-          progress.bytesDone += p.length;
-        }
-        emit();
-      });
-      try {
-        await pipeline.add(async () => [shard.header]);
-        await writeShardData({ plan, pool, chunkElements: opts.chunkElements ?? CHUNK_ELEMENTS }, shard, pipeline, file, report, progress, checkCancel, emit);
-      } catch (e) {
-        await pipeline.settle();
-        throw e;
-      }
-      const expected = shard.bytes;
-      if (position !== expected) throw new Error(`internal: ${shard.file} has ${position} bytes, planned ${expected}`);
-      await file.close();
-      open = undefined;
-      if (out.canRename) {
-        await out.rename(tmp, shard.file);
-        written[written.length - 1] = shard.file;
-      }
-    }
-
+    for (const shard of plan.shards) await writeShard(ctx, shard, window, state);
     checkCancel();
     const base = plan.parents.get(plan.base)!;
     await writeTracked(out, 'config.json', plan.configBytes, written, progress);
     for (const f of plan.copiedFiles) {
       checkCancel();
-      progress.file = f;
-      open = await out.create(f);
-      written.push(f);
-      const src = await base.folder.open(f);
-      for (let o = 0; o < src.size; o += COPY_BLOCK) {
-        const bytes = await src.read(o, Math.min(COPY_BLOCK, src.size - o));
-        await open.write(bytes);
-        progress.bytesDone += bytes.length;
-      }
-      await open.close();
-      open = undefined;
+      await copyFile(await base.folder.open(f), f, state);
     }
     const candidates = report.threshold.length;
     report.thresholdKept = report.threshold.filter((d) => d.kept).length;
@@ -160,7 +119,7 @@ export async function executeMerge(plan: MergePlan, out: OutputFolder, pool: Ker
     await writeTracked(out, INDEX_FILE, indexBytes(plan), written, progress);
     emit();
   } catch (e) {
-    if (open) await open.abort().catch(() => {});
+    if (state.open) await state.open.abort().catch(() => {});
     for (const f of written.reverse()) await out.remove(f).catch(() => {});
     throw e;
   }
@@ -169,6 +128,69 @@ export async function executeMerge(plan: MergePlan, out: OutputFolder, pool: Ker
   report.files = plan.files.map((f) => ({ name: f.name, bytes: sizes.get(f.name) ?? f.bytes }));
   report.totalBytes = progress.bytesDone;
   return report;
+}
+
+/** What a running merge tracks across shards and files, so a failure can remove all it wrote. */
+interface RunState {
+  out: OutputFolder;
+  /** Files created so far (temporary names until renamed). */
+  written: string[];
+  /** The file being written, aborted on failure. */
+  open: OutputFile | undefined;
+  progress: MergeProgress;
+  report: MergeReport;
+  checkCancel: () => void;
+  emit: () => void;
+}
+
+/** One shard: header, then every tensor's bytes in order, under a temporary name until complete. */
+async function writeShard(ctx: JobContext, shard: PlannedShard, window: number, state: RunState): Promise<void> {
+  const { out, progress, checkCancel } = state;
+  checkCancel();
+  const tmp = out.canRename ? shard.file + SHARD_TMP_SUFFIX : shard.file;
+  progress.file = shard.file;
+  const file = await out.create(tmp);
+  state.open = file;
+  state.written.push(tmp);
+  let position = 0;
+  const pipeline = new OrderedPipeline<Uint8Array[]>(window, async (parts) => {
+    for (const p of parts) {
+      checkCancel();
+      await file.write(p);
+      position += p.length;
+      progress.bytesDone += p.length;
+    }
+    state.emit();
+  });
+  try {
+    await pipeline.add(async () => [shard.header]);
+    await writeShardData(ctx, shard, pipeline, file, state);
+  } catch (e) {
+    await pipeline.settle();
+    throw e;
+  }
+  if (position !== shard.bytes) throw new Error(`internal: ${shard.file} has ${position} bytes, planned ${shard.bytes}`);
+  await file.close();
+  state.open = undefined;
+  if (out.canRename) {
+    await out.rename(tmp, shard.file);
+    state.written[state.written.length - 1] = shard.file;
+  }
+}
+
+/** A file of the base copied as it is, block by block. */
+async function copyFile(src: ByteSource, name: string, state: RunState): Promise<void> {
+  state.progress.file = name;
+  const file = await state.out.create(name);
+  state.open = file;
+  state.written.push(name);
+  for (let o = 0; o < src.size; o += COPY_BLOCK) {
+    const bytes = await src.read(o, Math.min(COPY_BLOCK, src.size - o));
+    await file.write(bytes);
+    state.progress.bytesDone += bytes.length;
+  }
+  await file.close();
+  state.open = undefined;
 }
 
 async function writeTracked(out: OutputFolder, name: string, bytes: Uint8Array, written: string[], progress: MergeProgress): Promise<void> {
@@ -207,7 +229,6 @@ async function preflight(plan: MergePlan, out: OutputFolder, overwrite: boolean)
   }
 }
 
-type Emit = () => void;
 type Task = () => Promise<Uint8Array[]>;
 
 /** How one tensor's bytes are produced: weight tasks in write order, and its FP8 scale. */
@@ -229,11 +250,9 @@ async function writeShardData(
   shard: PlannedShard,
   pipeline: OrderedPipeline<Uint8Array[]>,
   file: OutputFile,
-  report: MergeReport,
-  progress: MergeProgress,
-  checkCancel: () => void,
-  emit: Emit,
+  state: RunState,
 ): Promise<void> {
+  const { report, progress, checkCancel, emit } = state;
   const dataStart = shard.header.length;
   const jobs = new Map<number, TensorJob>();
   const patches: { position: number; length: number; bytes: Promise<Uint8Array> }[] = [];
