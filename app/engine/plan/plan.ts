@@ -36,6 +36,9 @@ interface CompiledRule {
   match: Matcher;
   /** Non-zero weights in parent order; a single entry of 1 means "copy". */
   weights: { parent: string; weight: number }[];
+  /** Tensors this rule decides (it is the first to match them). */
+  decided: number;
+  /** Tensors its `select` matches, decided here or by an earlier rule. */
   matched: number;
 }
 
@@ -75,8 +78,13 @@ export async function planMerge(recipe: Recipe, parents: Map<string, Model>): Pr
 
   const tensors: PlannedTensor[] = [];
   for (const weight of baseModel.weights) {
-    const rule = rules.find((r) => r.match(weight.name, weight.role));
-    if (rule) rule.matched++;
+    let rule: CompiledRule | undefined;
+    for (const r of rules) {
+      if (!r.match(weight.name, weight.role)) continue;
+      r.matched++;
+      rule ??= r;
+    }
+    if (rule) rule.decided++;
     const weights = rule ? rule.weights : [{ parent: base, weight: 1 }];
     const single = weights.length === 1 ? weights[0]!.parent : undefined;
     const where = rule ? `rule ${rule.index + 1}` : 'unmatched tensors (from the base)';
@@ -142,6 +150,9 @@ export async function planMerge(recipe: Recipe, parents: Map<string, Model>): Pr
     if (r.matched === 0) {
       throw new MoeError(`rule ${r.index + 1} (${JSON.stringify(r.rule.select)}) matches no tensor of the base "${base}"`);
     }
+    if (r.decided === 0) {
+      warnings.push(`rule ${r.index + 1} (${JSON.stringify(r.rule.select)}) matches ${r.matched} tensors, but earlier rules decide all of them (the first matching rule wins)`);
+    }
   }
   for (const key of edits.mute.keys()) {
     throw new MoeError(`edit mute of ${key}: the base "${base}" has no down projection for that expert`);
@@ -204,7 +215,7 @@ function compileRule(rule: Rule, index: number, parentOrder: string[]): Compiled
     // A single weight of 1 is a copy, exactly as `from:` would be.
     if (weights.length === 1) weights = [{ parent: weights[0]!.parent, weight: 1 }];
   }
-  return { index, rule, match: compileSelector(rule.select, where), weights, matched: 0 };
+  return { index, rule, match: compileSelector(rule.select, where), weights, decided: 0, matched: 0 };
 }
 
 function sameShape(a: number[], b: number[]): boolean {
