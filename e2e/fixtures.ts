@@ -1,10 +1,23 @@
 // Where the fixture parents live and small helpers the studio tests share.
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { expect, type Page } from '@playwright/test';
+import { expect, type Page, type TestInfo } from '@playwright/test';
 
 export const FIXTURE_DIR = path.resolve('.cache/e2e-fixtures');
-export const PRESETS = ['mixtral-pair', 'deepseek-v3-fp8-pair'] as const;
+export const PRESETS = [
+  'mixtral-pair',
+  'deepseek-v3-fp8-pair',
+  'deepseek-v3-triple',
+  'qwen2-moe-pair',
+  'qwen3-moe-pair',
+  'olmoe-pair',
+  'deepseek-v2-pair',
+  'kimi-k2-pair',
+  'generic-pair',
+  'mismatched-pair',
+] as const;
 export type Preset = (typeof PRESETS)[number];
 
 interface Manifest {
@@ -31,7 +44,7 @@ export async function openStudio(page: Page): Promise<void> {
   });
   await page.reload();
   await expect(page.getByTestId('studio')).toBeVisible();
-  await expect(page.getByTestId('kernels')).toContainText('kernel workers');
+  await expect(page.getByTestId('kernels')).toContainText(/kernel workers?$/);
 }
 
 /** Opens parent folders through the <input webkitdirectory> fallback, one folder per selection. */
@@ -50,4 +63,106 @@ export async function dropFolders(page: Page, paths: string[]): Promise<void> {
     await cdp.send('Input.dispatchDragEvent', { type, x: 640, y: 400, data });
   }
   await cdp.detach();
+}
+
+/** Runs the built CLI (`node bin/moe-studio.mjs ARGS`): its stdout (and stderr after it, when asked); throws on failure. */
+export function cli(args: string[], withStderr = false): string {
+  const r = spawnSync(process.execPath, ['bin/moe-studio.mjs', ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`moe-studio ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+  return withStderr ? r.stdout + r.stderr : r.stdout;
+}
+
+/** Screenshots of the page as it is, at 1280×800 and at 1920×1080 (then back to 1280×800). */
+export async function snap(page: Page, info: TestInfo, name: string): Promise<void> {
+  await page.screenshot({ path: info.outputPath(`${name}-1280x800.png`) });
+  await page.setViewportSize({ width: 1920, height: 1080 });
+  await page.screenshot({ path: info.outputPath(`${name}-1920x1080.png`) });
+  await page.setViewportSize({ width: 1280, height: 800 });
+}
+
+export interface FileDigest {
+  bytes: number;
+  sha256: string;
+}
+
+/** Size and SHA-256 of every file of a folder on disk. */
+export function digestDir(dir: string): Record<string, FileDigest> {
+  const out: Record<string, FileDigest> = {};
+  for (const name of readdirSync(dir).sort()) {
+    const b = readFileSync(path.join(dir, name));
+    out[name] = { bytes: b.length, sha256: createHash('sha256').update(b).digest('hex') };
+  }
+  return out;
+}
+
+/** Size and SHA-256 of every file of a folder in the page's origin-private file system. */
+export async function digestOpfs(page: Page, folder: string): Promise<Record<string, FileDigest>> {
+  return page.evaluate(async (folder) => {
+    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle(folder);
+    const out: Record<string, { bytes: number; sha256: string }> = {};
+    const names: string[] = [];
+    for await (const name of dir.keys()) names.push(name);
+    for (const name of names.sort()) {
+      const buf = await (await (await dir.getFileHandle(name)).getFile()).arrayBuffer();
+      const h = new Uint8Array(await crypto.subtle.digest('SHA-256', buf));
+      out[name] = { bytes: buf.byteLength, sha256: [...h].map((x) => x.toString(16).padStart(2, '0')).join('') };
+    }
+    return out;
+  }, folder);
+}
+
+/** The text of one file in the page's origin-private file system (for reporting a difference). */
+export async function readOpfsText(page: Page, folder: string, name: string): Promise<string> {
+  return page.evaluate(
+    async ([folder, name]) => {
+      const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle(folder!);
+      return (await (await dir.getFileHandle(name!)).getFile()).text();
+    },
+    [folder, name],
+  );
+}
+
+/** Removes a folder of the origin-private file system, if it exists. */
+export async function clearOpfs(page: Page, folder: string): Promise<void> {
+  await page.evaluate(async (folder) => {
+    const root = await navigator.storage.getDirectory();
+    await root.removeEntry(folder, { recursive: true }).catch(() => undefined);
+  }, folder);
+}
+
+/** Opens the merge sheet, writes the child into browser storage / `folder`, and waits for "Done.". */
+export async function mergeToOpfs(page: Page, folder: string): Promise<void> {
+  await clearOpfs(page, folder);
+  await page.getByTestId('open-merge').click();
+  await expect(page.getByTestId('merge-dialog')).toBeVisible();
+  await page.getByLabel('Browser storage folder').fill(folder);
+  await page.getByTestId('use-opfs').click();
+  await expect(page.getByTestId('output-check')).toContainText(folder);
+  await page.getByTestId('run-merge').click();
+  await expect(page.getByTestId('merge-summary')).toContainText('Done.', { timeout: 60_000 });
+}
+
+/** The studio's number formats (app/studio/shared/format.ts), restated: e2e type-checks apart from the app. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB', 'PB'];
+  let i = 0;
+  let v = Math.abs(n);
+  while (v >= 1000 && i < units.length - 1) {
+    v /= 1000;
+    i++;
+  }
+  return `${n < 0 ? '-' : ''}${i === 0 ? String(Math.round(v)) : v.toFixed(v >= 100 ? 0 : 1)} ${units[i]}`;
+}
+export function formatFigure(x: number): string {
+  if (Number.isNaN(x)) return '—';
+  if (x === 0) return '0';
+  const a = Math.abs(x);
+  return a < 1e-3 || a >= 1e5 ? x.toExponential(2) : x.toPrecision(3);
+}
+
+/** What the studio's test-only `window.__moeStudio.figures()` returns (app/studio/client/store.ts). */
+export interface FiguresSnapshot {
+  base: string | null;
+  names: string[];
+  diffs: Record<string, { mode: 'exact' | 'sampled' | null; complete: boolean; running: boolean; rms: number[]; rel: number[]; cos: number[]; sampled: number[] }>;
 }

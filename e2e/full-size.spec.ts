@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { expect, test } from '@playwright/test';
-import { dropFolders, FIXTURE_DIR, openStudio } from './fixtures.ts';
+import { clearOpfs, dropFolders, FIXTURE_DIR, openStudio, snap } from './fixtures.ts';
 
 const DIR = path.join(FIXTURE_DIR, 'full');
 
@@ -40,6 +40,7 @@ test('opens and draws a DeepSeek-V3-sized pair (58 × 256 experts, ~92,000 tenso
   // A merge of ~46,000 weights in 163 sources can be cancelled midway; nothing half-done stays.
   await page.getByRole('button', { name: 'Chimera (AoE)' }).click();
   await page.getByTestId('apply-chimera').click();
+  await clearOpfs(page, 'e2e-full');
   await page.getByTestId('open-merge').click();
   await page.getByLabel('Browser storage folder').fill('e2e-full');
   await page.getByTestId('use-opfs').click();
@@ -55,6 +56,9 @@ test('opens and draws a DeepSeek-V3-sized pair (58 × 256 experts, ~92,000 tenso
     for await (const name of dir.keys()) names.push(name);
     return names;
   });
+  // No index, and nothing the merge wrote stays: no finished or unfinished shard, no config, card or recipe.
   expect(left).not.toContain('model.safetensors.index.json');
-  await page.screenshot({ path: info.outputPath('cancelled-1280x800.png') });
+  expect(left.filter((n) => n.endsWith('.partial'))).toEqual([]);
+  expect(left).toEqual([]);
+  await snap(page, info, 'cancelled');
 });

@@ -95,7 +95,7 @@ function StatusLine() {
         {isolated ? 'cross-origin isolated' : 'not cross-origin isolated'}
       </span>
       <span className={status?.kernels === 'ready' ? 'ok' : status ? 'warn' : ''} title={status?.kernels} data-testid="kernels">
-        {status ? (status.kernels === 'ready' ? `${status.kernelWorkers} kernel workers` : `kernels ${status.kernels.split(':')[0]}`) : 'starting…'}
+        {status ? (status.kernels === 'ready' ? `${status.kernelWorkers} kernel worker${status.kernelWorkers === 1 ? '' : 's'}` : `kernels ${status.kernels.split(':')[0]}`) : 'starting…'}
       </span>
       <span className={hasDirectoryPicker ? 'ok' : 'warn'} title={hasDirectoryPicker ? 'File System Access API available' : 'No File System Access API: use Chrome or Edge 86+, or Opera to write merged models'}>
         {hasDirectoryPicker ? 'folder access' : 'read-only: no folder access'}

@@ -506,3 +506,31 @@ export function thresholdView(s: StudioState, below: number): ThresholdView | nu
   }
   return { keep, kept, candidates: ci.length, unknown, min: Number.isFinite(min) ? min : 0, max };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Test hook (read-only): `window.__moeStudio.figures()` returns copies of the comparison figures
+// the heatmaps draw, by recipe parent name, in the base's tensor order. The end-to-end tests
+// (e2e/figures.spec.ts) compare them with `moe-studio diff --json`; nothing here changes state.
+
+export interface FiguresSnapshot {
+  base: string | null;
+  names: string[];
+  diffs: Record<string, { mode: DiffMode | null; complete: boolean; running: boolean; rms: number[]; rel: number[]; cos: number[]; sampled: number[] }>;
+}
+
+if (typeof window !== 'undefined') {
+  Object.defineProperty(window, '__moeStudio', {
+    configurable: false,
+    value: Object.freeze({
+      figures(): FiguresSnapshot {
+        const s = get();
+        const out: FiguresSnapshot = { base: baseParent(s)?.name ?? null, names: s.index ? [...s.index.names] : [], diffs: {} };
+        for (const [id, d] of Object.entries(s.diffs)) {
+          const name = s.parents.find((p) => p.id === id)?.name ?? id;
+          out.diffs[name] = { mode: d.mode, complete: d.complete, running: d.running, rms: [...d.rms], rel: [...d.rel], cos: [...d.cos], sampled: [...d.sampled] };
+        }
+        return out;
+      },
+    }),
+  });
+}

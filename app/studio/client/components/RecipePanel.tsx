@@ -301,7 +301,7 @@ function SelectionBox() {
         <button className="btn ghost small" disabled={experts === 0} onClick={() => updateRecipe((r) => applyEdits(r, sel, 'clear'))}>
           clear edits
         </button>
-        <span className="muted small">{formatCount(pairs)} experts</span>
+        <span className="muted small">{formatCount(pairs)} expert{pairs === 1 ? '' : 's'}</span>
       </div>
       {!bias && (
         <p className="muted small">
@@ -747,6 +747,8 @@ function YamlView() {
           type="file"
           accept=".yaml,.yml,.json"
           hidden
+          aria-label="Import recipe file"
+          data-testid="recipe-file-input"
           onChange={async (e) => {
             const f = e.currentTarget.files?.[0];
             e.currentTarget.value = '';
