@@ -80,34 +80,70 @@ export class FileListModelFolder implements ModelFolder {
   }
 }
 
+/**
+ * Each write() on a FileSystemWritableFileStream is a round trip to the browser process, so small
+ * writes (headers, small tensors, scale placeholders) are gathered into one buffer and written
+ * together; large ones go straight through.
+ */
+const WRITE_BUFFER = 8 * 1024 * 1024;
+
 class WritableOutputFile implements OutputFile {
   private done = false;
-  /** The sequential write position. */
-  private pos = 0;
+  /** Bytes handed to the stream so far. */
+  private flushed = 0;
+  /** Bytes gathered, not yet handed to the stream (they follow `flushed`). */
+  private readonly buffer = new Uint8Array(WRITE_BUFFER);
+  private fill = 0;
   constructor(
     private readonly stream: FileSystemWritableFileStream,
     private readonly name: string,
   ) {}
-  async write(bytes: Uint8Array): Promise<void> {
+
+  private async put(data: Uint8Array): Promise<void> {
     try {
-      await this.stream.write(bytes as Uint8Array<ArrayBuffer>);
-      this.pos += bytes.length;
+      await this.stream.write(data as Uint8Array<ArrayBuffer>);
     } catch (e) {
       throw new MoeError(`write failed: ${errorText(e)}`, this.name);
     }
+    this.flushed += data.length;
   }
-  /** Rewrites bytes already written, then returns the cursor to the sequential position. */
+
+  private async flush(): Promise<void> {
+    if (this.fill === 0) return;
+    const data = this.buffer.slice(0, this.fill);
+    this.fill = 0;
+    await this.put(data);
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    if (this.fill + bytes.length > WRITE_BUFFER) await this.flush();
+    if (bytes.length >= WRITE_BUFFER / 2) return this.put(bytes);
+    this.buffer.set(bytes, this.fill);
+    this.fill += bytes.length;
+  }
+
+  /** Rewrites bytes already written: in the buffer if they are still there, else in the file (then back to the end). */
   async writeAt(position: number, bytes: Uint8Array): Promise<void> {
-    if (position + bytes.length > this.pos) throw new MoeError(`writeAt past the written part (${position}+${bytes.length} > ${this.pos})`, this.name);
+    const end = this.flushed + this.fill;
+    if (position < 0 || position + bytes.length > end) {
+      throw new MoeError(`writeAt past the written part (${position}+${bytes.length} > ${end})`, this.name);
+    }
+    if (position >= this.flushed) {
+      this.buffer.set(bytes, position - this.flushed);
+      return;
+    }
+    if (position + bytes.length > this.flushed) await this.flush();
     try {
       await this.stream.write({ type: 'write', position, data: bytes as Uint8Array<ArrayBuffer> });
-      await this.stream.seek(this.pos);
+      await this.stream.seek(this.flushed);
     } catch (e) {
       throw new MoeError(`write failed: ${errorText(e)}`, this.name);
     }
   }
+
   async close(): Promise<void> {
     if (this.done) return;
+    await this.flush();
     this.done = true;
     try {
       await this.stream.close();
@@ -115,9 +151,11 @@ class WritableOutputFile implements OutputFile {
       throw new MoeError(`could not finish the file: ${errorText(e)}`, this.name);
     }
   }
+
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
+    this.fill = 0;
     await this.stream.abort().catch(() => {});
   }
 }

@@ -15,9 +15,9 @@ export function kernelStatus(): { status: string; workers: number } {
   return state;
 }
 
+/** One kernel worker per core: the coordinator mostly waits on file reads and writes. */
 export function workerCount(): number {
-  const n = (navigator.hardwareConcurrency || 2) - 1;
-  return Math.min(8, Math.max(1, n));
+  return Math.min(8, Math.max(1, navigator.hardwareConcurrency || 2));
 }
 
 async function compileKernels(): Promise<WebAssembly.Module> {

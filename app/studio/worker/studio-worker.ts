@@ -36,6 +36,9 @@ import type {
 import { FileListModelFolder, HandleModelFolder, HandleOutputFolder, errorText, opfsOutputFolder } from './browser-io.ts';
 import { getKernelPool, kernelStatus } from './kernel-pool.ts';
 
+/** Elements per merge chunk in the browser: 8 MB BF16 reads, ~25 MB in flight per chunk. */
+const BROWSER_CHUNK_ELEMENTS = 4 * 1024 * 1024;
+
 interface OpenParent {
   id: ParentId;
   model: Model;
@@ -371,6 +374,8 @@ const api: StudioApi = {
       if (problems.length > 0) return { ok: false, error: problems.join('; ') };
       const pool = await getKernelPool().catch(() => undefined);
       const report = await executeMerge(plan, out, pool ?? unavailablePool(), {
+        // Each browser file read costs ~1 ms whatever its size: fewer, larger chunks than in Node.
+        chunkElements: BROWSER_CHUNK_ELEMENTS,
         signal: ctrl.signal,
         overwrite: options.overwrite,
         onProgress: (p) => {
