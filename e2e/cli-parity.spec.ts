@@ -71,7 +71,7 @@ test('MEA α=0.5 on Mixtral BF16 with a muted expert: off/on refused, the child 
 
   // Mixtral has no selection-only router bias: off/on are disabled with the reason; mute works.
   await selectCells(page, 'gate', 2, 4, [1, 3], [1, 3]);
-  await expect(page.getByTestId('selection')).toContainText('Layers 1');
+  await expect(page.getByTestId('selection')).toContainText('Layer 1 ');
   await expect(page.getByRole('button', { name: 'off', exact: true })).toBeDisabled();
   await expect(page.getByRole('button', { name: 'on', exact: true })).toBeDisabled();
   await expect(page.getByText(/mixtral routers have none, so the nearest weight edit is mute/)).toBeVisible();

@@ -1,7 +1,7 @@
 // `npm test`: type-check, build, unit and CLI tests (vitest), then the studio in Chromium (Playwright).
 // Installs Debian's chromium first when it is missing and we are root (a fresh machine).
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, mkdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -29,17 +29,21 @@ if (!chromium) {
   process.exit(1);
 }
 
-mkdirSync(`${root}/test-results`, { recursive: true });
+// Not in test-results/: Playwright empties that folder when it starts.
+const reports = `${root}/.cache/test-reports`;
+mkdirSync(reports, { recursive: true });
+const unitJson = `${reports}/vitest.json`;
+const e2eJson = `${reports}/playwright.json`;
+// Stale reports from an earlier run must not be counted.
+for (const f of [unitJson, e2eJson]) rmSync(f, { force: true });
 const failures = [];
 if (step('type-check (tsc -b)', node, [bin('typescript', 'bin/tsc'), '-b']) !== 0) failures.push('type-check');
 if (step('build (CLI bundle + studio)', node, [`${root}/scripts/build.mjs`]) !== 0) {
   console.error('npm test: the build failed; not running the tests');
   process.exit(1);
 }
-const unitJson = `${root}/test-results/vitest.json`;
 const unitStatus = step('unit and CLI tests (vitest)', node, [bin('vitest', 'vitest.mjs'), 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${unitJson}`]);
 if (unitStatus !== 0) failures.push('vitest');
-const e2eJson = `${root}/test-results/playwright.json`;
 const e2eStatus = step('studio in Chromium (playwright)', node, [bin('@playwright/test', 'cli.js'), 'test', '--reporter=list,json'], {
   CHROMIUM_PATH: chromium,
   PLAYWRIGHT_JSON_OUTPUT_NAME: e2eJson,

@@ -73,7 +73,7 @@ export function checkCompatibility(parents: { name: string; model: Model }[], ba
       ['MTP layers', (bl.mtpLayers ?? []).join(','), (pl.mtpLayers ?? []).join(',')],
     ];
     for (const [what, b, p] of skel) {
-      if (b !== p) err(`${what} differ: ${fmt(p)} here, ${fmt(b)} in the base ${baseName}`);
+      if (b !== p) err(`${what} differ: ${fmt(p)} here, ${fmt(b)} in the base "${baseName}"`);
     }
     if (bl.expertsPerToken !== pl.expertsPerToken) {
       warn(`experts per token differ: ${fmt(pl.expertsPerToken)} here, ${fmt(bl.expertsPerToken)} in the base (the child keeps the base's config)`);

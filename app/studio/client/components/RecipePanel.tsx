@@ -260,7 +260,7 @@ function SelectionBox() {
       }
     >
       <div className="sel-summary" data-testid="selection">
-        Layers <b>{formatIndexList(sel.layers)}</b> · experts <b>{experts ? formatIndexList(sel.experts) : 'all'}</b>
+        {sel.layers.length === 1 ? 'Layer' : 'Layers'} <b>{formatIndexList(sel.layers)}</b> · {experts && sel.experts.length === 1 ? 'expert' : 'experts'} <b>{experts ? formatIndexList(sel.experts) : 'all'}</b>
       </div>
       <div className="chips-row">
         {PROJECTIONS.map((p) => (
