@@ -30,6 +30,13 @@ test('opens and draws a DeepSeek-V3-sized pair (58 × 256 experts, ~92,000 tenso
   const box = (await down.boundingBox())!;
   await down.hover({ position: { x: box.width / 2, y: box.height / 2 } });
   await expect(page.getByTestId('heat-tooltip')).toContainText('mlp.experts.');
+  // The sampled estimate reaches every tensor: no batch of figures is lost between the worker and the page.
+  type Hook = { __moeStudio: { figures(): { diffs: Record<string, { complete: boolean; rms: number[] }> } } };
+  await expect
+    .poll(() => page.evaluate(() => (window as unknown as Hook).__moeStudio.figures().diffs['r1']?.complete ?? false), { timeout: 120_000 })
+    .toBe(true);
+  const missing = await page.evaluate(() => (window as unknown as Hook).__moeStudio.figures().diffs['r1']!.rms.filter((x) => Number.isNaN(x)).length);
+  expect(missing).toBe(0);
   info.annotations.push({ type: 'opened-ms', description: String(opened) });
   console.log(`full-size pair opened and drawn in ${opened} ms`);
   await page.screenshot({ path: info.outputPath('full-1280x800.png') });

@@ -260,8 +260,11 @@ const api: StudioApi = {
     let pending: { i: number; rms: number; rel: number; cos: number; sampled: boolean }[] = [];
     let progress: { done: number; total: number } | undefined;
     let count = 0;
+    // Batches travel on the listener's own channel, the result on this worker's: the result must
+    // not overtake the last batches, so it waits until the UI has taken every one.
+    const delivered: Promise<unknown>[] = [];
     const send = (e: DiffEvent, transfer: Transferable[] = []) => {
-      Promise.resolve(listen(Comlink.transfer(e, transfer))).catch(() => {});
+      delivered.push(Promise.resolve(listen(Comlink.transfer(e, transfer))).catch(() => {}));
     };
     const flush = () => {
       if (pending.length > 0) {
@@ -312,6 +315,7 @@ const api: StudioApi = {
     } finally {
       clearInterval(timer);
       flush();
+      await Promise.all(delivered);
       jobs.delete(job);
     }
   },
