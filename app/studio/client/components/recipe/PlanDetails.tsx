@@ -1,0 +1,54 @@
+// What gets written: the files and their sizes, per-kind sources and warnings.
+import { formatBytes, formatCount } from '../../../shared/format.ts';
+import { KIND_LABEL } from '../../heat-data.ts';
+import { useStudio } from '../../store.ts';
+import { Section } from './Section.tsx';
+
+export function PlanDetails() {
+  const plan = useStudio((s) => s.plan);
+  if (!plan) return null;
+  return (
+    <Section title="What gets written" defaultOpen={false}>
+      <table className="kind-table" data-testid="kind-table">
+        <thead>
+          <tr>
+            <th>kind</th>
+            <th>tensors</th>
+            {plan.parents.map((p) => (
+              <th key={p} title={`copied from ${p}`}>
+                {p}
+              </th>
+            ))}
+            <th>mixed</th>
+            <th>muted</th>
+          </tr>
+        </thead>
+        <tbody>
+          {plan.byKind.map((k) => (
+            <tr key={k.kind}>
+              <td>{KIND_LABEL[k.kind]}</td>
+              <td>{formatCount(k.tensors)}</td>
+              {plan.parents.map((p) => (
+                <td key={p}>{k.from[p] ? formatCount(k.from[p]!) : ''}</td>
+              ))}
+              <td>{k.mixed ? formatCount(k.mixed) : ''}</td>
+              <td>{k.muted ? formatCount(k.muted) : ''}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <div className="muted small">
+        {formatCount(plan.ops.copy)} copied byte for byte · {formatCount(plan.ops.convert)} converted · {formatCount(plan.ops.mix)} mixed
+        {plan.ops.zero ? ` · ${formatCount(plan.ops.zero)} muted` : ''} · {plan.files.length} files, {formatBytes(plan.totalBytes)}
+      </div>
+      {plan.warnings.length > 0 && (
+        <ul className="warn-list">
+          {plan.warnings.slice(0, 30).map((w, i) => (
+            <li key={i}>{w}</li>
+          ))}
+          {plan.warnings.length > 30 && <li>… and {plan.warnings.length - 30} more</li>}
+        </ul>
+      )}
+    </Section>
+  );
+}

@@ -1,0 +1,127 @@
+// Presets that fill the rules: swap experts (MEA) with α, Chimera (AoE), mix N parents per tensor kind.
+import { useState } from 'react';
+import { MIX_GROUPS, chimeraPreset, meaPreset, mixPreset } from '../../../shared/recipe-tools.ts';
+import { baseParent, updateRecipe, useStudio } from '../../store.ts';
+import { Section } from './Section.tsx';
+
+export function Presets() {
+  const parents = useStudio((s) => s.parents);
+  useStudio((s) => s.recipe.base);
+  const base = baseParent(useStudio.getState());
+  const others = parents.filter((p) => p.id !== base?.id);
+  const [preset, setPreset] = useState<'mea' | 'chimera' | 'mix'>('mea');
+  const [donorId, setDonorId] = useState<string>('');
+  const [alpha, setAlpha] = useState(1);
+  const donor = others.find((p) => p.id === donorId) ?? others[0];
+  const [mix, setMix] = useState<Record<string, number>[]>([]);
+  if (!base || others.length === 0) {
+    return (
+      <Section title="Presets">
+        <p className="muted">Presets need a base and at least one other parent.</p>
+      </Section>
+    );
+  }
+  const mixWeights = MIX_GROUPS.map((_, g) => {
+    const row: Record<string, number> = {};
+    for (const p of parents) row[p.name] = mix[g]?.[p.name] ?? (p.id === base.id ? 0.5 : 0.5 / others.length);
+    return row;
+  });
+  return (
+    <Section title="Presets">
+      <div className="seg full">
+        <button className={preset === 'mea' ? 'on' : ''} onClick={() => setPreset('mea')}>
+          Swap experts (MEA)
+        </button>
+        <button className={preset === 'chimera' ? 'on' : ''} onClick={() => setPreset('chimera')}>
+          Chimera (AoE)
+        </button>
+        <button className={preset === 'mix' ? 'on' : ''} onClick={() => setPreset('mix')}>
+          Mix N parents
+        </button>
+      </div>
+      {preset !== 'mix' && (
+        <label className="field">
+          <span>Donor of the routed experts</span>
+          <select className="input" value={donor?.id} onChange={(e) => setDonorId(e.target.value)} aria-label="Donor">
+            {others.map((p) => (
+              <option key={p.id} value={p.id}>
+                {p.name}
+              </option>
+            ))}
+          </select>
+        </label>
+      )}
+      {preset === 'mea' && donor && (
+        <>
+          <p className="muted small">
+            Routed experts become (1 − α)·{base.name} + α·{donor.name}; attention, embeddings, norms, router and shared experts stay {base.name}'s. α = 1
+            swaps the experts (copied byte for byte).
+          </p>
+          <div className="slider-row">
+            <span>α</span>
+            <input type="range" min={0} max={1} step={0.05} value={alpha} onChange={(e) => setAlpha(Number(e.target.value))} aria-label="alpha" data-testid="alpha" />
+            <input className="input num" type="number" min={0} max={1} step={0.05} value={alpha} onChange={(e) => setAlpha(Math.min(1, Math.max(0, Number(e.target.value))))} aria-label="alpha value" />
+          </div>
+          <button className="btn" onClick={() => updateRecipe((r) => meaPreset(r, base.name, donor.name, alpha))} data-testid="apply-mea">
+            Apply: replace the rules
+          </button>
+        </>
+      )}
+      {preset === 'chimera' && donor && (
+        <>
+          <p className="muted small">
+            The R1T “Chimera” recipe: routed experts from {donor.name} verbatim, everything else (embeddings, attention, dense layers, shared experts,
+            router and its bias) from {base.name}.
+          </p>
+          <button className="btn" onClick={() => updateRecipe((r) => chimeraPreset(r, base.name, donor.name))} data-testid="apply-chimera">
+            Apply: replace the rules
+          </button>
+        </>
+      )}
+      {preset === 'mix' && (
+        <>
+          <p className="muted small">A convex combination per kind of tensor; each row is normalized to sum 1.</p>
+          <table className="mix-table">
+            <thead>
+              <tr>
+                <th />
+                {parents.map((p) => (
+                  <th key={p.id} title={p.name}>
+                    {p.name}
+                  </th>
+                ))}
+              </tr>
+            </thead>
+            <tbody>
+              {MIX_GROUPS.map((g, gi) => (
+                <tr key={g.label}>
+                  <td>{g.label}</td>
+                  {parents.map((p) => (
+                    <td key={p.id}>
+                      <input
+                        className="input num"
+                        type="number"
+                        min={0}
+                        step={0.05}
+                        value={mixWeights[gi]![p.name]}
+                        aria-label={`${g.label} weight of ${p.name}`}
+                        onChange={(e) => {
+                          const next = mixWeights.map((r) => ({ ...r }));
+                          next[gi]![p.name] = Math.max(0, Number(e.target.value));
+                          setMix(next);
+                        }}
+                      />
+                    </td>
+                  ))}
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          <button className="btn" onClick={() => updateRecipe((r) => mixPreset(r, base.name, mixWeights))}>
+            Apply: replace the rules
+          </button>
+        </>
+      )}
+    </Section>
+  );
+}
