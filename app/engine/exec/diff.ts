@@ -7,7 +7,7 @@ import type { KernelPool } from '../kernels/pool.ts';
 import { addStats, emptyStats, type Chunk, type DiffStats } from '../kernels/types.ts';
 import type { Model, TensorRole, Weight } from '../model/types.ts';
 import { figuresOf, type DiffFigures } from '../report/metrics.ts';
-import { diffTensor } from './merge.ts';
+import { diffTensor } from './tensor-read.ts';
 import { DEFAULT_COALESCE, readRanges, type Range } from './ranges.ts';
 import { matrixShape } from './tensor-view.ts';
 
