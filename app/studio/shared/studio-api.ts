@@ -4,6 +4,7 @@
 // no Model objects, no functions except Comlink.proxy callbacks.
 import type { Recipe } from '../../engine/recipe/schema.ts';
 import type { KindSummary } from '../../engine/plan/types.ts';
+import type { MergeProgress } from '../../engine/exec/merge.ts';
 
 export type { Recipe, KindSummary };
 export type ParentId = string;
@@ -164,16 +165,9 @@ export interface OutputCheck {
   canRename: boolean;
 }
 
-export interface MergeProgress {
-  bytesDone: number;
-  bytesTotal: number;
-  tensor: string;
-  tensorsDone: number;
-  tensorsTotal: number;
-  /** The file being written. */
-  file?: string;
-  elapsedMs: number;
-}
+/** Progress of a merge, as the engine reports it. */
+export type { MergeProgress };
+
 export interface MergeResult {
   cancelled: boolean;
   elapsedMs: number;

@@ -63,43 +63,31 @@ function indexOf(p: OpenParent): Map<string, number> {
   return p.index;
 }
 
+/** The engine's own summary of a model (as `moe-studio inspect` prints it), shaped for the parent card. */
 function summaryOf(model: Model): ParentSummary {
-  const dtypes = new Map<string, { tensors: number; bytes: number }>();
-  let fp8 = false;
-  for (const w of model.weights) {
-    const d = dtypes.get(w.data.dtype) ?? { tensors: 0, bytes: 0 };
-    d.tensors++;
-    d.bytes += w.data.length + (w.scale?.length ?? 0);
-    dtypes.set(w.data.dtype, d);
-    if (w.data.dtype === 'F8_E4M3') fp8 = true;
-  }
-  let text = '';
-  try {
-    text = formatSummary(summarizeModel(model));
-  } catch (e) {
-    text = `(summary unavailable: ${errorText(e)})`;
-  }
-  const l = model.layout;
+  const s = summarizeModel(model);
   const summary: ParentSummary = {
     folderName: model.folder.name,
-    arch: model.arch.name,
-    modelType: String(model.config['model_type'] ?? ''),
-    layers: l.layers,
-    moeLayers: [...l.moeLayers],
-    denseLayers: [...l.denseLayers],
-    experts: l.experts,
-    sharedExperts: l.sharedExperts,
-    dtypes: [...dtypes].map(([dtype, v]) => ({ dtype, ...v })).sort((a, b) => b.bytes - a.bytes),
-    sizeOnDisk: model.sizeOnDisk,
-    tensorCount: model.weights.length,
-    shardCount: model.shards.length,
-    routerBias: model.arch.routerBias,
-    fp8,
-    otherFiles: [...model.otherFiles],
-    text,
+    arch: s.family,
+    modelType: s.modelType ?? '',
+    layers: s.layers,
+    moeLayers: s.moeLayers,
+    denseLayers: s.denseLayers,
+    experts: s.experts,
+    sharedExperts: s.sharedExperts,
+    dtypes: Object.entries(s.dtypes)
+      .map(([dtype, v]) => ({ dtype, ...v }))
+      .sort((a, b) => b.bytes - a.bytes),
+    sizeOnDisk: s.sizeOnDisk,
+    tensorCount: s.weights,
+    shardCount: s.shards,
+    routerBias: s.routerBias,
+    fp8: 'F8_E4M3' in s.dtypes,
+    otherFiles: s.otherFiles,
+    text: formatSummary(s),
   };
-  if (l.expertsPerToken !== undefined) summary.expertsPerToken = l.expertsPerToken;
-  if (l.hiddenSize !== undefined) summary.hiddenSize = l.hiddenSize;
+  if (s.expertsPerToken !== undefined) summary.expertsPerToken = s.expertsPerToken;
+  if (s.hiddenSize !== undefined) summary.hiddenSize = s.hiddenSize;
   return summary;
 }
 

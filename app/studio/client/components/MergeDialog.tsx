@@ -69,7 +69,7 @@ export function MergeDialog() {
     setJob(id);
     setResult(null);
     setError(null);
-    setProgress({ bytesDone: 0, bytesTotal: plan.totalBytes, tensor: '', tensorsDone: 0, tensorsTotal: plan.tensors, elapsedMs: 0 });
+    setProgress({ bytesDone: 0, bytesTotal: plan.totalBytes, tensor: '', tensorsDone: 0, tensorsTotal: plan.tensors, file: '', elapsedMs: 0 });
     samples.current = [];
     const s = useStudio.getState();
     try {
