@@ -131,3 +131,17 @@ export const KIND_LABEL: Record<TensorKind, string> = {
   lm_head: 'LM head',
   other: 'other',
 };
+
+/** Labels for narrow heatmap columns, where the full label does not fit. */
+export const KIND_SHORT: Record<TensorKind, string> = {
+  embedding: 'emb',
+  attention: 'attn',
+  norm: 'norm',
+  router: 'gate',
+  router_bias: 'bias',
+  routed_expert: 'exp',
+  shared_expert: 'shared',
+  dense_mlp: 'MLP',
+  lm_head: 'head',
+  other: 'misc',
+};

@@ -21,7 +21,7 @@ export interface GridCanvasProps {
   /** Label every column (strip) instead of numbering experts. */
   colTitle?: (c: number) => string;
   /** Column groups labelled in the top gutter (strip: kinds of tensors), separated by lines. */
-  colGroups?: { label: string; from: number; to: number }[];
+  colGroups?: { label: string; short?: string; from: number; to: number }[];
   onHover?: (tensor: number | null, cell: { row: number; col: number } | null, x: number, y: number) => void;
   onSelect?: (rows: [number, number], cols: [number, number], additive: boolean) => void;
   ariaLabel: string;
@@ -151,12 +151,11 @@ export function GridCanvas(props: GridCanvasProps) {
       for (const g of props.colGroups) {
         const x0 = GUTTER_L + g.from * cw;
         const w = (g.to - g.from + 1) * cw;
-        ctx.save();
-        ctx.beginPath();
-        ctx.rect(x0, 0, w - 3, GUTTER_T);
-        ctx.clip();
-        ctx.fillText(g.label, x0 + 2, GUTTER_T - 2);
-        ctx.restore();
+        // The full label, else the short one, else none: a cut-off word reads worse than a gap
+        // (hovering a cell names its tensor either way).
+        const fits = (t: string) => ctx.measureText(t).width <= w - 5;
+        const text = fits(g.label) ? g.label : g.short && fits(g.short) ? g.short : '';
+        if (text) ctx.fillText(text, x0 + 2, GUTTER_T - 2);
         if (g.from > 0) {
           ctx.strokeStyle = '#0f1115';
           ctx.lineWidth = 2;

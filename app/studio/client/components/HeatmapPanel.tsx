@@ -5,7 +5,7 @@ import { PROJECTIONS, TENSOR_KINDS, type Projection } from '../../../engine/mode
 import { DIFF_METRICS, type DiffMetric, type TensorIndex } from '../../shared/studio-api.ts';
 import { formatCount, formatDuration, formatFigure } from '../../shared/format.ts';
 import { fitScale, gradientCss, IDENTICAL_RGB, KEPT_RGB, METRIC_HELP, METRIC_LABEL, MISSING_RGB, type Scale } from '../colors.ts';
-import { heatLayout, KIND_LABEL, type Grid } from '../heat-data.ts';
+import { heatLayout, KIND_LABEL, KIND_SHORT, type Grid } from '../heat-data.ts';
 import { GridCanvas as GridCanvasMemo } from './GridCanvas.tsx';
 import { hasDirectoryPicker, pickParentFolder } from '../open-parents.ts';
 import { baseParent, cancelDiff, metricValue, runDiff, thresholdView, useStudio, type DiffData } from '../store.ts';
@@ -274,11 +274,11 @@ function selectCells(g: Grid, p: Projection, rows: [number, number], cols: [numb
 
 function Strip({ grid, paint, version, keep, onHover }: { grid: Grid; paint: (i: number, o: Uint8ClampedArray, a: number) => void; version: string; keep: Uint8Array | null; onHover: (i: number | null, c: unknown, x: number, y: number) => void }) {
   const groups = useMemo(() => {
-    const out: { label: string; from: number; to: number }[] = [];
+    const out: { label: string; short: string; from: number; to: number }[] = [];
     grid.colKinds!.forEach((k, c) => {
       const last = out[out.length - 1];
       if (last && last.label === KIND_LABEL[k]) last.to = c;
-      else out.push({ label: KIND_LABEL[k], from: c, to: c });
+      else out.push({ label: KIND_LABEL[k], short: KIND_SHORT[k], from: c, to: c });
     });
     return out;
   }, [grid]);
