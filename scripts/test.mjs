@@ -21,7 +21,7 @@ function findChromium() {
 
 let chromium = findChromium();
 if (!chromium && process.getuid?.() === 0 && existsSync('/usr/bin/apt-get')) {
-  step('installing Debian chromium for the browser tests', '/bin/sh', ['-c', 'DEBIAN_FRONTEND=noninteractive apt-get update -q && apt-get install -y -q --no-install-recommends chromium']);
+  step('installing Debian chromium for the browser tests', '/bin/sh', ['-c', 'DEBIAN_FRONTEND=noninteractive apt-get update -q && apt-get install -y -q chromium']);
   chromium = findChromium();
 }
 if (!chromium) {
