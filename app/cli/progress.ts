@@ -17,7 +17,7 @@ export function progressLine(stream: NodeJS.WriteStream = process.stderr, unit: 
       last = now;
       const secs = (now - started) / 1000;
       const rate = secs > 0 ? done / secs : 0;
-      const eta = rate > 0 ? (total - done) / rate : 0;
+      const eta = rate > 0 ? (total - done) / rate : Infinity;
       const pct = total > 0 ? ((100 * done) / total).toFixed(1) : '0.0';
       const amount = unit === 'bytes' ? `${formatBytes(done)} / ${formatBytes(total)}, ${formatBytes(rate)}/s` : `${done} / ${total}`;
       const width = Math.max(20, (stream.columns ?? 100) - 60);
