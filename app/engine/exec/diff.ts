@@ -1,7 +1,7 @@
 // Per-tensor differences between two parents: for `moe-studio diff`, the studio's heatmaps and the
 // threshold preview. `exact` reads every byte; `sampled` reads a spread of row blocks of every
 // tensor, fetched with coalesced reads, and says how much it read and how far off it may be.
-import { DTYPE_SIZE, FP8_BLOCK, elementCount, isFloatDtype, type FloatDtype } from '../formats/dtype.ts';
+import { DTYPE_SIZE, FP8_BLOCK, elementCount, isFloatDtype, sameShape, type FloatDtype } from '../formats/dtype.ts';
 import { MoeError } from '../io.ts';
 import type { KernelPool } from '../kernels/pool.ts';
 import { addStats, emptyStats, type Chunk, type DiffStats } from '../kernels/types.ts';
@@ -55,8 +55,6 @@ export interface DiffResult {
 export const SAMPLE_BLOCKS = 4;
 /** Bytes of each sample block, per parent (rounded to whole rows, at most one 128-row stripe). */
 export const SAMPLE_BYTES = 16 * 1024;
-/** Tensors this many sampled sizes or smaller are read whole even in sampled mode. */
-const SMALL_FACTOR = 1;
 /** Sampled mode reads this many tensors' samples in one batch of coalesced reads. */
 const SAMPLE_BATCH = 2048;
 /** Sample bytes per kernel call (both parents): few messages, yet every worker gets a share of a batch. */
@@ -70,7 +68,7 @@ export async function diffModels(a: Model, b: Model, pool: KernelPool, opts: Dif
     const wb = b.byName.get(wa.name);
     const why = !wb
       ? `not in ${b.name}`
-      : wa.data.shape.join('x') !== wb.data.shape.join('x')
+      : !sameShape(wa.data.shape, wb.data.shape)
         ? `shape [${wa.data.shape}] vs [${wb.data.shape}]`
         : !isFloatDtype(wa.data.dtype) || !isFloatDtype(wb.data.dtype)
           ? `dtype ${wa.data.dtype}/${wb.data.dtype} is not a float dtype`
@@ -111,16 +109,15 @@ interface SampleBlock {
 export function sampleBlocks(shape: number[], elemBytes: number, blocks = SAMPLE_BLOCKS, bytes = SAMPLE_BYTES): SampleBlock[] {
   const { rows, cols } = matrixShape(shape);
   const rowsPer = Math.max(1, Math.min(FP8_BLOCK, Math.floor(bytes / Math.max(1, cols * elemBytes))));
-  if (rows <= rowsPer * blocks * SMALL_FACTOR) return [{ row0: 0, rows }];
+  // A tensor no larger than the sample would be is read whole.
+  if (rows <= rowsPer * blocks) return [{ row0: 0, rows }];
   const out: SampleBlock[] = [];
   for (let k = 0; k < blocks; k++) {
     const centre = Math.floor(((k + 0.5) * rows) / blocks);
     const stripe = Math.floor(centre / FP8_BLOCK) * FP8_BLOCK;
     const stripeEnd = Math.min(rows, stripe + FP8_BLOCK);
-    let row0 = Math.max(stripe, Math.min(centre - Math.floor(rowsPer / 2), stripeEnd - rowsPer));
-    const n = Math.min(rowsPer, stripeEnd - row0);
-    row0 = Math.max(stripe, row0);
-    out.push({ row0, rows: n });
+    const row0 = Math.max(stripe, Math.min(centre - Math.floor(rowsPer / 2), stripeEnd - rowsPer));
+    out.push({ row0, rows: Math.min(rowsPer, stripeEnd - row0) });
   }
   return out;
 }

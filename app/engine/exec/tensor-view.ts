@@ -1,6 +1,6 @@
 // How a tensor is cut into chunks for the kernels. FP8 tensors go by whole 128-row stripes so each
 // chunk carries complete block scales; everything else goes by flat element ranges.
-import { DTYPE_SIZE, FP8_BLOCK, elementCount } from '../formats/dtype.ts';
+import { FP8_BLOCK, elementCount } from '../formats/dtype.ts';
 
 /**
  * Elements per chunk. 1 Mi keeps a two-parent mix near 12 MB per chunk in flight (inputs, f32
@@ -16,7 +16,7 @@ export interface ChunkSpan {
   /** As the kernels see it. */
   rows: number;
   cols: number;
-  /** FP8 only: first row and first stripe. */
+  /** FP8 stripes only: the first row of the chunk (a multiple of 128). */
   row0: number;
 }
 
@@ -45,11 +45,6 @@ export function chunkSpans(shape: readonly number[], stripes: boolean, chunkElem
     spans.push({ start: e, count: c, rows: 1, cols: c, row0: 0 });
   }
   return spans;
-}
-
-export function byteRange(dtype: string, span: { start: number; count: number }): { offset: number; length: number } {
-  const size = DTYPE_SIZE[dtype]!;
-  return { offset: span.start * size, length: span.count * size };
 }
 
 /** The block-scale rows a stripe chunk needs: [row0/128, ceil((row0+rows)/128)). */

@@ -16,6 +16,7 @@
 //    descend from one pretraining run. `_name_or_path` is not compared: base and instruct
 //    releases of one model always differ in it, so it says nothing.
 // Shard layouts may differ freely.
+import { sameShape } from '../formats/dtype.ts';
 import { MoeError } from '../io.ts';
 import type { Model, TensorKind } from './types.ts';
 
@@ -32,10 +33,6 @@ export interface CompatReport {
   /** No errors. */
   ok: boolean;
   problems: CompatProblem[];
-}
-
-function same(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 function shapeText(s: readonly number[]): string {
@@ -114,7 +111,7 @@ export function checkCompatibility(parents: { name: string; model: Model }[], ba
         );
         continue;
       }
-      if (!same(bw.data.shape, pw.data.shape)) {
+      if (!sameShape(bw.data.shape, pw.data.shape)) {
         (hard ? err : warn)(
           `shape ${shapeText(pw.data.shape)} here, ${shapeText(bw.data.shape)} in the base` + (hard ? '' : ' (the child can take it from the base only)'),
           bw.name,

@@ -114,14 +114,14 @@ export function summarizeModel(model: Model): ModelSummary {
 }
 
 /** 1234567 → "1.23M"; below 1000 as is. */
-export function formatCount(n: number): string {
+function compactCount(n: number): string {
   const units: [number, string][] = [[1e12, 'T'], [1e9, 'B'], [1e6, 'M'], [1e3, 'K']];
   for (const [v, u] of units) if (n >= v) return `${(n / v).toFixed(n / v >= 100 ? 0 : n / v >= 10 ? 1 : 2)}${u}`;
   return String(n);
 }
 
 /** Bytes in binary units: "1.5 GiB". */
-export function formatBytes(n: number): string {
+function binaryBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let i = 0;
   let v = n;
@@ -168,14 +168,14 @@ export function formatSummary(s: ModelSummary): string {
   if (s.hiddenSize !== undefined || s.vocabSize !== undefined) {
     lines.push(`${pad('sizes')}${[s.hiddenSize !== undefined ? `hidden ${s.hiddenSize}` : '', s.vocabSize !== undefined ? `vocab ${s.vocabSize}` : ''].filter(Boolean).join(', ')}`);
   }
-  lines.push(`${pad('parameters')}${formatCount(s.parameters)} (${formatCount(s.routedParameters)} in routed experts)`);
+  lines.push(`${pad('parameters')}${compactCount(s.parameters)} (${compactCount(s.routedParameters)} in routed experts)`);
   if (s.quantization) lines.push(`${pad('quantization')}${s.quantization}`);
   const scaleText = s.scales > 0 ? ` + ${s.scales} FP8 block scales` : '';
   lines.push(`${pad('tensors')}${s.tensors} (${s.weights} weights${scaleText}) in ${s.shards} shard${s.shards === 1 ? '' : 's'}`);
-  lines.push(`${pad('size on disk')}${formatBytes(s.sizeOnDisk)} (${s.sizeOnDisk} bytes)`);
+  lines.push(`${pad('size on disk')}${binaryBytes(s.sizeOnDisk)} (${s.sizeOnDisk} bytes)`);
   const dts = Object.entries(s.dtypes).sort((a, b) => b[1].bytes - a[1].bytes);
   dts.forEach(([d, v], i) => {
-    lines.push(`${pad(i === 0 ? 'dtypes' : '')}${d.padEnd(8)} ${String(v.tensors).padStart(7)} tensors  ${formatBytes(v.bytes)}`);
+    lines.push(`${pad(i === 0 ? 'dtypes' : '')}${d.padEnd(8)} ${String(v.tensors).padStart(7)} tensors  ${binaryBytes(v.bytes)}`);
   });
   const kinds = Object.entries(s.kinds).filter(([, n]) => n > 0);
   lines.push(`${pad('kinds')}${kinds.map(([k, n]) => `${k} ${n}`).join(', ')}`);

@@ -1,6 +1,6 @@
 // From a recipe and opened parents to a complete merge plan. Everything that can be wrong with a
 // recipe is found here, before a byte is written, and reported with the rule it concerns.
-import { DTYPE_SIZE, FP8_BLOCK, OUTPUT_DTYPE, elementCount, isFloatDtype, type FloatDtype } from '../formats/dtype.ts';
+import { DTYPE_SIZE, FP8_BLOCK, OUTPUT_DTYPE, elementCount, isFloatDtype, sameShape, type FloatDtype } from '../formats/dtype.ts';
 import { buildSafetensorsHeader, referenceTensorOrder } from '../formats/safetensors.ts';
 import { MoeError, readAll } from '../io.ts';
 import { checkCompatibility } from '../model/compat.ts';
@@ -216,10 +216,6 @@ function compileRule(rule: Rule, index: number, parentOrder: string[]): Compiled
     if (weights.length === 1) weights = [{ parent: weights[0]!.parent, weight: 1 }];
   }
   return { index, rule, match: compileSelector(rule.select, where), weights, decided: 0, matched: 0 };
-}
-
-function sameShape(a: number[], b: number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 function requireDecodable(w: Weight, parent: string, where: string): void {

@@ -1,7 +1,7 @@
 // A merge plan: every output byte decided before any is written, so sizes, headers and the
 // list of files are known up front (the safetensors header goes first in each shard).
 import type { FloatDtype } from '../formats/dtype.ts';
-import type { Model, TensorKind, TensorRecord, TensorRole, Weight } from '../model/types.ts';
+import type { Model, TensorKind, TensorRole } from '../model/types.ts';
 import type { Recipe } from '../recipe/schema.ts';
 
 /** How a child tensor's bytes are made. */
@@ -97,12 +97,4 @@ export interface MergePlan {
   warnings: string[];
   outputDtype: FloatDtype | 'keep';
   shardSize: number;
-}
-
-/** Where a planned tensor's input bytes live, per parent. */
-export interface TensorInput {
-  parent: string;
-  weight: Weight;
-  data: TensorRecord;
-  scale?: TensorRecord;
 }

@@ -42,8 +42,8 @@ export function indexSet(v: IndexSet, where: string): (i: number) => boolean {
   return (i) => i >= a && i <= b;
 }
 
-/** Compact text for a list of indices: [3,4,5,9] → "3-5" and 9 as a list, as a recipe writes it. */
-export function toIndexSet(values: number[]): IndexSet {
+/** The most readable index set for a list: one index, a range "a-b" when contiguous, else the sorted list. */
+export function toIndexSet(values: readonly number[]): IndexSet {
   const sorted = [...new Set(values)].sort((x, y) => x - y);
   if (sorted.length === 1) return sorted[0]!;
   const contiguous = sorted.every((v, i) => i === 0 || v === sorted[i - 1]! + 1);

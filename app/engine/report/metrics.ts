@@ -24,7 +24,3 @@ export function figuresOf(s: DiffStats): DiffFigures {
   const cosine = normA > 0 && normB > 0 ? Math.max(-1, Math.min(1, s.dot / (normA * normB))) : normA === 0 && normB === 0 ? 1 : 0;
   return { rmsDiff, relDiff, cosine };
 }
-
-export function metricValue(f: DiffFigures, m: Metric): number {
-  return m === 'rms_diff' ? f.rmsDiff : m === 'rel_diff' ? f.relDiff : f.cosine;
-}

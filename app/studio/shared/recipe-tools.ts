@@ -1,6 +1,7 @@
 // Pure recipe helpers for the studio: presets, rules from a heatmap selection, renames.
 // The recipe shape itself is the engine's (app/engine/recipe/schema.ts), shared with the CLI.
 import type { Edit, IndexSet, Recipe, Rule } from '../../engine/recipe/schema.ts';
+import { toIndexSet } from '../../engine/recipe/select.ts';
 import { TENSOR_KINDS, type Projection, type TensorKind } from '../../engine/model/types.ts';
 
 export const NON_EXPERT_KINDS: TensorKind[] = TENSOR_KINDS.filter((k) => k !== 'routed_expert');
@@ -66,14 +67,6 @@ export function dropParent(recipe: Recipe, name: string): Recipe {
   const out: Recipe = { ...recipe, parents, rules };
   if (out.base === name) delete out.base;
   return out;
-}
-
-/** The most readable index set for a list: one index, a range "a-b", or the list. */
-export function indexSetOf(xs: readonly number[]): IndexSet {
-  const s = [...new Set(xs)].sort((a, b) => a - b);
-  if (s.length === 1) return s[0]!;
-  if (s.length > 1 && s[s.length - 1]! - s[0]! === s.length - 1) return `${s[0]}-${s[s.length - 1]}`;
-  return s;
 }
 
 /** Expands an index set; `all` is used when it is absent. */
@@ -158,8 +151,8 @@ export interface ExpertSelection {
 /** A rule for the routed experts under a heatmap selection. */
 export function selectionRule(sel: ExpertSelection, take: { from: string } | { weights: Record<string, number> }, allProj = 3): Rule {
   const select: Rule['select'] = { kind: 'routed_expert' };
-  if (sel.layers.length) select.layers = indexSetOf(sel.layers);
-  if (sel.experts.length) select.experts = indexSetOf(sel.experts);
+  if (sel.layers.length) select.layers = toIndexSet(sel.layers);
+  if (sel.experts.length) select.experts = toIndexSet(sel.experts);
   if (sel.proj.length && sel.proj.length < allProj) select.proj = sel.proj.length === 1 ? sel.proj[0]! : [...sel.proj];
   return 'from' in take ? { select, from: take.from } : { select, weights: take.weights };
 }

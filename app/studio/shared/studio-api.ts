@@ -5,6 +5,7 @@
 import type { Recipe } from '../../engine/recipe/schema.ts';
 import type { KindSummary } from '../../engine/plan/types.ts';
 import type { MergeProgress } from '../../engine/exec/merge.ts';
+import { METRICS, type Metric } from '../../engine/report/metrics.ts';
 
 export type { Recipe, KindSummary };
 export type ParentId = string;
@@ -94,8 +95,8 @@ export interface CompatReport {
 }
 
 export type DiffMode = 'sampled' | 'exact';
-export type DiffMetric = 'rms_diff' | 'rel_diff' | 'cosine';
-export const DIFF_METRICS: readonly DiffMetric[] = ['rms_diff', 'rel_diff', 'cosine'];
+export type DiffMetric = Metric;
+export const DIFF_METRICS: readonly DiffMetric[] = METRICS;
 
 /** Figures for some tensors of `other` against the base, by index into the base's TensorIndex. */
 export interface DiffBatch {

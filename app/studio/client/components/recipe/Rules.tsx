@@ -58,11 +58,7 @@ export function Rules() {
 }
 
 function RuleCard({ i, rule, names, count, onMove, last }: { i: number; rule: Rule; names: string[]; count: number | undefined; onMove: (i: number, d: number) => void; last: boolean }) {
-  const [layersText, setLayersText] = useState(indexSetText(rule.select.layers));
-  const [expertsText, setExpertsText] = useState(indexSetText(rule.select.experts));
   const [bad, setBad] = useState<string | null>(null);
-  useEffect(() => setLayersText(indexSetText(rule.select.layers)), [rule.select.layers]);
-  useEffect(() => setExpertsText(indexSetText(rule.select.experts)), [rule.select.experts]);
   const kinds = asList(rule.select.kind);
   const projs = asList(rule.select.proj);
   const update = (fn: (r: Rule) => Rule) => updateRecipe((rec) => ({ ...rec, rules: rec.rules.map((x, k) => (k === i ? fn(x) : x)) }));
@@ -106,36 +102,8 @@ function RuleCard({ i, rule, names, count, onMove, last }: { i: number; rule: Ru
         ))}
       </div>
       <div className="rule-fields">
-        <label>
-          layers
-          <input
-            className="input"
-            value={layersText}
-            placeholder="all"
-            onChange={(e) => setLayersText(e.target.value)}
-            onBlur={() => {
-              const p = parseIndexSet(layersText);
-              if (!p.ok) return setBad('layers: write 5, 3-10 or 1, 4, 9');
-              setBad(null);
-              setSelect({ layers: p.value });
-            }}
-          />
-        </label>
-        <label>
-          experts
-          <input
-            className="input"
-            value={expertsText}
-            placeholder="all"
-            onChange={(e) => setExpertsText(e.target.value)}
-            onBlur={() => {
-              const p = parseIndexSet(expertsText);
-              if (!p.ok) return setBad('experts: write 5, 3-10 or 1, 4, 9');
-              setBad(null);
-              setSelect({ experts: p.value });
-            }}
-          />
-        </label>
+        <IndexSetField label="layers" value={rule.select.layers} onBad={setBad} onCommit={(layers) => setSelect({ layers })} />
+        <IndexSetField label="experts" value={rule.select.experts} onBad={setBad} onCommit={(experts) => setSelect({ experts })} />
         <label className="proj">
           proj
           <span className="chips-row">
@@ -198,5 +166,28 @@ function RuleCard({ i, rule, names, count, onMove, last }: { i: number; rule: Ru
         )}
       </div>
     </div>
+  );
+}
+
+/** A `layers` or `experts` field: typed freely, checked and committed when it loses focus. */
+function IndexSetField({ label, value, onBad, onCommit }: { label: string; value: IndexSet | undefined; onBad: (m: string | null) => void; onCommit: (v: IndexSet | undefined) => void }) {
+  const [text, setText] = useState(indexSetText(value));
+  useEffect(() => setText(indexSetText(value)), [value]);
+  return (
+    <label>
+      {label}
+      <input
+        className="input"
+        value={text}
+        placeholder="all"
+        onChange={(e) => setText(e.target.value)}
+        onBlur={() => {
+          const p = parseIndexSet(text);
+          if (!p.ok) return onBad(`${label}: write 5, 3-10 or 1, 4, 9`);
+          onBad(null);
+          onCommit(p.value);
+        }}
+      />
+    </label>
   );
 }
