@@ -3,10 +3,10 @@
 // parents (the studio writes parent paths as folder names, relative to the recipe), and the child
 // the studio writes into browser storage (OPFS) is compared with the CLI's BYTE FOR BYTE, every
 // file. A recipe file written for the CLI imports into the studio with the same rules.
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { expect, test, type Page, type TestInfo } from '@playwright/test';
-import { cli, digestDir, digestOpfs, mergeToOpfs, openStudio, openWithInput, parentDirs, readOpfsText, snap, type Preset, FIXTURE_DIR } from './fixtures.ts';
+import { cli, expectSameAsCli, mergeToOpfs, openStudio, openWithInput, parentDirs, snap, type Preset, FIXTURE_DIR } from './fixtures.ts';
 
 /** Exports the studio's recipe with its "Export recipe.yaml" button into the preset's folder. */
 async function exportRecipe(page: Page, preset: Preset, file: string): Promise<{ path: string; text: string }> {
@@ -24,28 +24,11 @@ async function exportRecipe(page: Page, preset: Preset, file: string): Promise<{
 
 /** Runs the CLI on the exported recipe and the studio's merge into OPFS; every file must be equal. */
 async function sameChild(page: Page, info: TestInfo, recipePath: string, folder: string): Promise<string[]> {
-  const out = info.outputPath('cli-child');
-  rmSync(out, { recursive: true, force: true });
-  const log = cli(['merge', recipePath, '-o', out, '--workers', '0'], true);
-  await info.attach('cli-merge.txt', { body: log, contentType: 'text/plain' });
   await mergeToOpfs(page, folder);
   await snap(page, info, `${folder}-merged`);
-  const want = digestDir(out);
-  const got = await digestOpfs(page, folder);
-  const differ: string[] = [];
-  for (const name of new Set([...Object.keys(want), ...Object.keys(got)])) {
-    const w = want[name];
-    const g = got[name];
-    if (w && g && w.sha256 === g.sha256 && w.bytes === g.bytes) continue;
-    differ.push(`${name}: CLI ${w ? `${w.bytes} B` : 'missing'}, studio ${g ? `${g.bytes} B` : 'missing'}`);
-    if (w && g && !name.endsWith('.safetensors')) {
-      await info.attach(`cli-${name}`, { body: readFileSync(path.join(out, name)), contentType: 'text/plain' });
-      await info.attach(`studio-${name}`, { body: await readOpfsText(page, folder, name), contentType: 'text/plain' });
-    }
-  }
-  expect(differ, 'files that differ between the studio child and the CLI child').toEqual([]);
+  const files = await expectSameAsCli(page, info, recipePath, folder);
   await page.getByTestId('merge-dialog').getByRole('button', { name: 'Close', exact: true }).click();
-  return Object.keys(want).sort();
+  return files;
 }
 
 /** Drags over a routed-expert heatmap from (layer row, expert) to (layer row, expert), inclusive. */

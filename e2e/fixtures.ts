@@ -1,7 +1,7 @@
 // Where the fixture parents live and small helpers the studio tests share.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { expect, type Page, type TestInfo } from '@playwright/test';
 
@@ -140,6 +140,44 @@ export async function mergeToOpfs(page: Page, folder: string): Promise<void> {
   await expect(page.getByTestId('output-check')).toContainText(folder);
   await page.getByTestId('run-merge').click();
   await expect(page.getByTestId('merge-summary')).toContainText('Done.', { timeout: 60_000 });
+}
+
+/**
+ * Runs the CLI on a recipe file and compares its child with the studio's child in browser storage
+ * `folder`, BYTE FOR BYTE, every file; attaches both versions of any text file that differs.
+ * Returns the files' names.
+ */
+export async function expectSameAsCli(page: Page, info: TestInfo, recipePath: string, folder: string): Promise<string[]> {
+  const out = info.outputPath('cli-child');
+  rmSync(out, { recursive: true, force: true });
+  const log = cli(['merge', recipePath, '-o', out, '--workers', '0'], true);
+  await info.attach('cli-merge.txt', { body: log, contentType: 'text/plain' });
+  const want = digestDir(out);
+  const got = await digestOpfs(page, folder);
+  const differ: string[] = [];
+  for (const name of new Set([...Object.keys(want), ...Object.keys(got)])) {
+    const w = want[name];
+    const g = got[name];
+    if (w && g && w.sha256 === g.sha256 && w.bytes === g.bytes) continue;
+    differ.push(`${name}: CLI ${w ? `${w.bytes} B` : 'missing'}, studio ${g ? `${g.bytes} B` : 'missing'}`);
+    if (w && g && !name.endsWith('.safetensors')) {
+      await info.attach(`cli-${name}`, { body: readFileSync(path.join(out, name)), contentType: 'text/plain' });
+      await info.attach(`studio-${name}`, { body: await readOpfsText(page, folder, name), contentType: 'text/plain' });
+    }
+  }
+  expect(differ, 'files that differ between the studio child and the CLI child').toEqual([]);
+  return Object.keys(want).sort();
+}
+
+/** Names of the files of a folder of the page's origin-private file system (none when it does not exist). */
+export async function listOpfs(page: Page, folder: string): Promise<string[]> {
+  return page.evaluate(async (folder) => {
+    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle(folder).catch(() => undefined);
+    if (!dir) return [];
+    const names: string[] = [];
+    for await (const name of dir.keys()) names.push(name);
+    return names.sort();
+  }, folder);
 }
 
 /** The studio's number formats (app/studio/shared/format.ts), restated: e2e type-checks apart from the app. */

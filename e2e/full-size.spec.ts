@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { expect, test } from '@playwright/test';
-import { clearOpfs, dropFolders, FIXTURE_DIR, openStudio, snap } from './fixtures.ts';
+import { clearOpfs, dropFolders, FIXTURE_DIR, listOpfs, openStudio, snap } from './fixtures.ts';
 
 const DIR = path.join(FIXTURE_DIR, 'full');
 
@@ -44,7 +44,8 @@ test('opens and draws a DeepSeek-V3-sized pair (58 × 256 experts, ~92,000 tenso
   await page.screenshot({ path: info.outputPath('full-1920x1080.png') });
   await page.setViewportSize({ width: 1280, height: 800 });
 
-  // A merge of ~46,000 weights in 163 sources can be cancelled midway; nothing half-done stays.
+  // A merge of ~46,000 weights in 163 sources can be cancelled midway: nothing looks finished,
+  // the completed shards stay for resume, and Discard takes them away.
   await page.getByRole('button', { name: 'Chimera (AoE)' }).click();
   await page.getByTestId('apply-chimera').click();
   await clearOpfs(page, 'e2e-full');
@@ -57,15 +58,15 @@ test('opens and draws a DeepSeek-V3-sized pair (58 × 256 experts, ~92,000 tenso
   await expect(page.getByTestId('merge-progress')).not.toContainText(' 0 / 46,');
   await page.getByTestId('cancel-merge').click();
   await expect(page.getByTestId('merge-summary')).toContainText('Cancelled');
-  const left = await page.evaluate(async () => {
-    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('e2e-full');
-    const names: string[] = [];
-    for await (const name of dir.keys()) names.push(name);
-    return names;
-  });
-  // No index, and nothing the merge wrote stays: no finished or unfinished shard, no config, card or recipe.
+  const left = await listOpfs(page, 'e2e-full');
   expect(left).not.toContain('model.safetensors.index.json');
-  expect(left.filter((n) => n.endsWith('.partial'))).toEqual([]);
-  expect(left).toEqual([]);
+  // Only temporary names: completed shards (kept for resume) and the journal; no config, card or recipe.
+  expect(left.filter((n) => !n.endsWith('.partial') && n !== '.moe-studio-journal.json')).toEqual([]);
+  if (left.length > 0) {
+    await expect(page.getByTestId('interrupted')).toBeVisible();
+    await page.getByTestId('discard-merge').click();
+    await expect(page.getByTestId('interrupted')).toHaveCount(0);
+  }
+  expect(await listOpfs(page, 'e2e-full')).toEqual([]);
   await snap(page, info, 'cancelled');
 });

@@ -9,6 +9,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { FLOAT_DTYPES, type FloatDtype } from '../app/engine/formats/dtype.ts';
 import type { Chunk, DiffStats, Encoded, Kernels } from '../app/engine/kernels/types.ts';
 import { createWasmKernels, createWasmKernelsFromBytes } from '../app/engine/kernels/wasm-kernels.ts';
+import { xxh64Ref } from './reference/xxh64.ts';
 import {
   BF16_MAX,
   ELEMENT_BYTES,
@@ -331,7 +332,7 @@ describe('wasm module', () => {
     const mod = await WA.compile(wasmBytes);
     expect(WA.Module.imports(mod)).toEqual([]);
     const names = WA.Module.exports(mod).map((e) => `${e.kind}:${e.name}`);
-    for (const f of ['alloc', 'dealloc', 'fill_zero', 'decode', 'accumulate', 'encode', 'diff', 'kernels_abi']) {
+    for (const f of ['alloc', 'dealloc', 'fill_zero', 'decode', 'accumulate', 'encode', 'diff', 'xxh64', 'kernels_abi']) {
       expect(names).toContain(`function:${f}`);
     }
     expect(names).toContain('memory:memory');
@@ -343,6 +344,43 @@ describe('wasm module', () => {
     const a = new Uint8Array([1, 2, 3, 4]);
     const b = new Uint8Array([1, 2, 3, 5]);
     expect(() => expectSameBytes(a, b, 'x', 2)).toThrow(/element 1/);
+  });
+});
+
+// ---- checksums ------------------------------------------------------------------------------
+
+describe('xxh64', () => {
+  const ascii = (t: string) => new TextEncoder().encode(t);
+  it('gives the published XXH64 values (seed 0)', () => {
+    expect(K.hash(new Uint8Array(0))).toBe(0xef46db3751d8e999n);
+    expect(K.hash(ascii('a'))).toBe(0xd24ec4f1a98c6e5bn);
+    expect(K.hash(ascii('abc'))).toBe(0x44bc2cf5ad770999n);
+    expect(xxh64Ref(new Uint8Array(0))).toBe(0xef46db3751d8e999n);
+    expect(xxh64Ref(ascii('abc'))).toBe(0x44bc2cf5ad770999n);
+  });
+
+  it('equals the BigInt reference on every length 0-300 and at every alignment', () => {
+    const rnd = mulberry32(77);
+    const buf = new Uint8Array(400);
+    for (let i = 0; i < buf.length; i++) buf[i] = Math.floor(rnd() * 256);
+    for (let len = 0; len <= 300; len++) {
+      const start = len % 7;
+      const view = buf.subarray(start, start + len);
+      expect(K.hash(view)).toBe(xxh64Ref(view));
+    }
+  });
+
+  it('sees a one-bit change anywhere in a 1 MiB buffer', () => {
+    const rnd = mulberry32(78);
+    const buf = new Uint8Array(1 << 20);
+    for (let i = 0; i < buf.length; i++) buf[i] = Math.floor(rnd() * 256);
+    const h = K.hash(buf);
+    expect(h).toBe(xxh64Ref(buf));
+    for (const at of [0, 31, 32, 1000, buf.length - 1]) {
+      buf[at]! ^= 1;
+      expect(K.hash(buf)).not.toBe(h);
+      buf[at]! ^= 1;
+    }
   });
 });
 

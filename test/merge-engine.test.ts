@@ -1,7 +1,7 @@
 // The engine in-process: chunk boundaries (tiny chunks across FP8 stripes), cancellation and
 // failures mid-merge (nothing that looks complete is left), and parents that are only ever read.
 import { describe, it, expect, beforeAll } from 'vitest';
-import { readFileSync, statSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, readdirSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { createKernelPool, localEndpoint, type KernelPool } from '../app/engine/kernels/pool.ts';
@@ -10,7 +10,7 @@ import { openModel } from '../app/engine/model/open-model.ts';
 import type { Model } from '../app/engine/model/types.ts';
 import { parseRecipe } from '../app/engine/recipe/parse.ts';
 import { planMerge } from '../app/engine/plan/plan.ts';
-import { executeMerge, MergeCancelled } from '../app/engine/exec/merge.ts';
+import { executeMerge, MergeCancelled, MergeInterrupted } from '../app/engine/exec/merge.ts';
 import type { OutputFolder } from '../app/engine/io.ts';
 import { openNodeModelFolder, openNodeOutputFolder } from '../app/cli/node-io.ts';
 import { compareChild, expectedChild, readChild } from './support/reference-merge.ts';
@@ -82,7 +82,7 @@ output: {dtype: f32}
         const { parents, recipe } = await open(file);
         const plan = await planMerge(recipe, parents);
         const outDir = path.join(dir, `engine-${name.replace(/\W+/g, '-')}-${chunkElements}`);
-        const out = await openNodeOutputFolder(outDir);
+        const out = openNodeOutputFolder(outDir);
         const report = await executeMerge(plan, out, pool, { chunkElements, window: 5 });
         expect(report.totalBytes).toBe(report.files.reduce((s, f) => s + f.bytes, 0));
         expect(compareChild(await expectedChild(file), readChild(outDir).tensors)).toEqual([]);
@@ -100,7 +100,10 @@ rules:
 output: {shard_size: 300KB}
 `;
 
-  it('a cancelled merge leaves no index and no files, and the parents are untouched', async () => {
+  /** Files that would make a folder look like (part of) a finished child: anything not temporary. */
+  const finalLooking = (dir: string) => filesIn(dir).filter((f) => !f.endsWith('.partial') && f !== '.moe-studio-journal.json');
+
+  it('a cancelled merge leaves no index and no shard under its final name; completed shards stay for resume; parents untouched', async () => {
     const dir = dirs['deepseek-v3-fp8-pair']!;
     const before = [folderHash(path.join(dir, 'v3')), folderHash(path.join(dir, 'r1'))];
     const { parents, recipe } = await open(writeRecipe(dir, 'cancel.yaml', yaml));
@@ -109,7 +112,7 @@ output: {shard_size: 300KB}
     const outDir = path.join(dir, 'engine-cancel');
     const controller = new AbortController();
     let sawProgress = 0;
-    const run = executeMerge(plan, await openNodeOutputFolder(outDir), pool, {
+    const run = executeMerge(plan, openNodeOutputFolder(outDir), pool, {
       signal: controller.signal,
       chunkElements: 1000,
       onProgress: (p) => {
@@ -117,50 +120,114 @@ output: {shard_size: 300KB}
         if (p.bytesDone > p.bytesTotal / 2) controller.abort();
       },
     });
-    await expect(run).rejects.toBeInstanceOf(MergeCancelled);
+    const err = await run.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MergeCancelled);
     expect(sawProgress).toBeGreaterThan(0);
-    expect(filesIn(outDir)).toEqual([]);
+    const kept = (err as MergeCancelled).kept!;
+    expect(kept.shards).toBeGreaterThan(0);
+    expect(kept.shards).toBeLessThan(plan.shards.length);
+    expect(finalLooking(outDir)).toEqual([]);
+    expect(filesIn(outDir).filter((f) => f.endsWith('.partial'))).toHaveLength(kept.shards);
+    expect(filesIn(outDir)).toContain('.moe-studio-journal.json');
     expect([folderHash(path.join(dir, 'v3')), folderHash(path.join(dir, 'r1'))]).toEqual(before);
+
+    // Without resume or overwrite, the interrupted merge is not touched.
+    await expect(executeMerge(plan, openNodeOutputFolder(outDir), pool)).rejects.toThrow(/holds an interrupted merge .*resume it, or overwrite/);
+
+    // Resumed: the kept shards are not written again, and the child is the one a single run makes.
+    const notices: string[] = [];
+    const report = await executeMerge(plan, openNodeOutputFolder(outDir), pool, { resume: true, chunkElements: 1000, onNotice: (t) => notices.push(t) });
+    expect(report.resumedShards).toBe(kept.shards);
+    expect(report.resumedBytes).toBe(kept.bytes);
+    expect(notices.join('\n')).toContain(`resuming: ${kept.shards} of ${plan.shards.length} shards are kept`);
+    expect(compareChild(await expectedChild(path.join(dir, 'cancel.yaml')), readChild(outDir).tensors)).toEqual([]);
+    const fresh = path.join(dir, 'engine-cancel-fresh');
+    await executeMerge(plan, openNodeOutputFolder(fresh), pool);
+    // Buffer.compare: toEqual on large buffers takes seconds.
+    for (const f of filesIn(fresh)) expect(Buffer.compare(readFileSync(path.join(outDir, f)), readFileSync(path.join(fresh, f))), f).toBe(0);
+    expect(filesIn(outDir)).toEqual(filesIn(fresh));
   });
 
-  it('a write failure mid-merge (disk full) removes what was written and writes no index', async () => {
+  it('resume refuses a changed recipe or parent with the reason, and rewrites a kept shard whose bytes changed', async () => {
+    const dir = dirs['deepseek-v3-fp8-pair']!;
+    const file = writeRecipe(dir, 'resume.yaml', yaml);
+    const { parents, recipe } = await open(file);
+    const plan = await planMerge(recipe, parents);
+    const outDir = path.join(dir, 'engine-resume');
+    // Interrupt after the second shard completes (the pause hook), then cancel.
+    const controller = new AbortController();
+    await executeMerge(plan, openNodeOutputFolder(outDir), pool, {
+      signal: controller.signal,
+      pause: async (point) => {
+        if (point === `shard-complete:${plan.shards[1]!.file}`) controller.abort();
+      },
+    }).catch(() => {});
+    expect(filesIn(outDir).filter((f) => f.endsWith('.partial'))).toEqual([`${plan.shards[0]!.file}.partial`, `${plan.shards[1]!.file}.partial`]);
+
+    const other = await open(writeRecipe(dir, 'resume-other.yaml', yaml.replace('0.5, r1: 0.5', '0.4, r1: 0.6')));
+    const otherPlan = await planMerge(other.recipe, other.parents);
+    await expect(executeMerge(otherPlan, openNodeOutputFolder(outDir), pool, { resume: true })).rejects.toThrow(
+      /cannot resume the interrupted merge: the recipe changed .*Overwrite to start over \(its 2 completed shards are discarded\)/,
+    );
+    const swapped = await open(writeRecipe(dir, 'resume-swapped.yaml', yaml.replace('{v3: ./v3, r1: ./r1}', '{v3: ./v3, r1: ./v3}')));
+    await expect(executeMerge(await planMerge(swapped.recipe, swapped.parents), openNodeOutputFolder(outDir), pool, { resume: true })).rejects.toThrow(
+      /cannot resume the interrupted merge: parent "r1" changed since/,
+    );
+
+    // One byte of a kept shard flipped: that shard is written again, the other kept.
+    const victim = path.join(outDir, `${plan.shards[1]!.file}.partial`);
+    const bytes = readFileSync(victim);
+    bytes[bytes.length - 3]! ^= 0x40;
+    writeFileSync(victim, bytes);
+    const notices: string[] = [];
+    const report = await executeMerge(plan, openNodeOutputFolder(outDir), pool, { resume: true, onNotice: (t) => notices.push(t) });
+    expect(report.resumedShards).toBe(1);
+    expect(notices.join('\n')).toContain(`shard ${plan.shards[1]!.file} of the interrupted merge is written again: its checksum differs`);
+    expect(compareChild(await expectedChild(file), readChild(outDir).tensors)).toEqual([]);
+    expect(filesIn(outDir).some((f) => f.endsWith('.partial') || f.startsWith('.moe-studio'))).toBe(false);
+  });
+
+  it('a write failure (disk full) removes what was written and writes no index: the folder it made goes, or completed shards stay for resume', async () => {
     const dir = dirs['deepseek-v3-fp8-pair']!;
     const { parents, recipe } = await open(writeRecipe(dir, 'fail.yaml', yaml));
     const plan = await planMerge(recipe, parents);
-    const outDir = path.join(dir, 'engine-fail');
-    const real = await openNodeOutputFolder(outDir);
-    let writes = 0;
-    const failing: OutputFolder = {
-      name: real.name,
-      canRename: real.canRename,
-      list: () => real.list(),
-      rename: (a, b) => real.rename(a, b),
-      remove: (f) => real.remove(f),
-      overlaps: (p) => real.overlaps(p),
-      create: async (f) => {
-        const file = await real.create(f);
-        return {
-          write: async (b) => {
-            if (++writes === 40) throw new Error('ENOSPC: no space left on device');
-            return file.write(b);
-          },
-          writeAt: (p, b) => file.writeAt(p, b),
-          close: () => file.close(),
-          abort: () => file.abort(),
-        };
-      },
+    const failingAt = (outDir: string, failAt: number): OutputFolder => {
+      const real = openNodeOutputFolder(outDir);
+      let writes = 0;
+      return Object.assign(Object.create(Object.getPrototypeOf(real)), real, {
+        create: async (f: string) => {
+          const file = await real.create(f);
+          return {
+            write: async (b: Uint8Array) => {
+              if (f.startsWith('model-') && ++writes === failAt) throw new Error('ENOSPC: no space left on device');
+              return file.write(b);
+            },
+            writeAt: (p: number, b: Uint8Array) => file.writeAt(p, b),
+            close: () => file.close(),
+            abort: () => file.abort(),
+          };
+        },
+      });
     };
-    await expect(executeMerge(plan, failing, pool, { chunkElements: 1000 })).rejects.toThrow(/ENOSPC/);
-    expect(filesIn(outDir)).toEqual([]);
+    // In the first shard: nothing is complete, nothing stays, not even the folders the merge made.
+    await expect(executeMerge(plan, failingAt(path.join(dir, 'engine-fail', 'nested'), 5), pool, { chunkElements: 1000 })).rejects.toThrow(/ENOSPC/);
+    expect(existsSync(path.join(dir, 'engine-fail'))).toBe(false);
+    // Later: the completed shards stay (temporary names) with the journal; the error says so.
+    const later = path.join(dir, 'engine-fail-later');
+    const err = (await executeMerge(plan, failingAt(later, 60), pool, { chunkElements: 1000 }).catch((e: unknown) => e)) as MergeInterrupted;
+    expect(err).toBeInstanceOf(MergeInterrupted);
+    expect(err.message).toMatch(/ENOSPC.*\(\d+ of 16 shards, [\d.]+ KB, are complete and kept for resume\)/);
+    expect(finalLooking(later)).toEqual([]);
+    expect(filesIn(later).filter((f) => f.endsWith('.partial'))).toHaveLength(err.kept.shards);
   });
 
-  it('refuses when the output folder lacks the space the child needs', async () => {
+  it('refuses when the output folder lacks the space the child needs, creating nothing', async () => {
     const dir = dirs['mixtral-pair']!;
     const { parents, recipe } = await open(writeRecipe(dir, 'space.yaml', 'parents: {base: ./base}\n'));
     const plan = await planMerge(recipe, parents);
-    const real = await openNodeOutputFolder(path.join(dir, 'engine-space'));
+    const real = openNodeOutputFolder(path.join(dir, 'engine-space'));
     const tiny: OutputFolder = Object.assign(Object.create(Object.getPrototypeOf(real)), real, { freeBytes: async () => 1000 });
     await expect(executeMerge(plan, tiny, pool)).rejects.toThrow(/not enough free space/);
-    expect(filesIn(path.join(dir, 'engine-space'))).toEqual([]);
+    expect(existsSync(path.join(dir, 'engine-space'))).toBe(false);
   });
 });

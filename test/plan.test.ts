@@ -61,4 +61,14 @@ describe('planMerge', () => {
     const p = await plan('deepseek-v3-fp8-pair', `parents: {v3: ./v3, r1: ./r1}\nrules:\n  - select: {kind: routed_expert}\n    from: r1\nedits:\n  - {layer: 3, expert: 5, action: off}\n`);
     expect(p.description).toMatch(/^A v3-based child of 173 tensors .*routed expert \(96\): all from r1.*Router edits: L3\/E5 off\.$/);
   });
+
+  it('reads index sets as YAML users write them: "2", "1, 3-4", "all"', async () => {
+    const routed = (p: Awaited<ReturnType<typeof plan>>) => p.tensors.filter((t) => t.role.kind === 'routed_expert' && t.op.type === 'copy' && t.op.parent === 'r1').map((t) => `${t.role.layer}:${t.role.expert}`);
+    const rule = (layers: string, experts: string) =>
+      plan('deepseek-v3-fp8-pair', `parents: {v3: ./v3, r1: ./r1}\nrules:\n  - select: {kind: routed_expert, layers: ${layers}, experts: ${experts}, proj: up}\n    from: r1\n`);
+    expect(new Set(routed(await rule('"2"', '"1, 3-4"')))).toEqual(new Set(['2:1', '2:3', '2:4']));
+    expect(routed(await rule('all', '"0"')).sort()).toEqual(['1:0', '2:0', '3:0', '4:0']);
+    await expect(rule('"3-1"', '0')).rejects.toThrow(/rule 1: layers: range "3-1" runs backwards/);
+    expect(() => rule('"1;2"', '0')).toThrow(/rules\[0\]\.select\.layers: expected an integer, a list of integers, or a string of integers and ranges/);
+  });
 });

@@ -6,7 +6,6 @@ import { NodeModelFolder } from '../app/cli/node-io.ts';
 import {
   MAX_HEADER_BYTES,
   buildSafetensorsHeader,
-  paddingBytes,
   readSafetensorsHeader,
   referenceTensorOrder,
   type HeaderEntry,
@@ -33,8 +32,7 @@ function assemble(built: ReturnType<typeof buildSafetensorsHeader>, data: Uint8A
   out.set(built.header, 0);
   let pos = built.header.length;
   built.offsets.forEach((o, i) => {
-    out.set(paddingBytes(o.paddingBefore), pos);
-    pos += o.paddingBefore;
+    expect(pos - built.header.length).toBe(o.begin);
     out.set(data[i]!, pos);
     pos += data[i]!.length;
   });
@@ -58,7 +56,6 @@ describe('buildSafetensorsHeader / readSafetensorsHeader round trip', () => {
   it('writes back-to-back tensors by default, in the given order, and reads them back', async () => {
     const built = buildSafetensorsHeader(entries, { format: 'pt', note: 'x' });
     expect(built.header.length % 8).toBe(0);
-    expect(built.offsets.map((o) => o.paddingBefore)).toEqual([0, 0, 0, 0, 0, 0]);
     expect(built.offsets.map((o) => o.name)).toEqual(entries.map((e) => e.name));
     expect(built.dataLength).toBe(entries.reduce((a, e) => a + e.length, 0));
     const json = text(built.header.subarray(8)).trimEnd();
@@ -67,7 +64,7 @@ describe('buildSafetensorsHeader / readSafetensorsHeader round trip', () => {
 
     const file = assemble(built, data);
     const h = await readSafetensorsHeader(new MemSource('one.safetensors', file));
-    expect(h.metadata).toEqual({ format: 'pt', note: 'x' });
+    expect(h.metadata).toEqual(new Map([['format', 'pt'], ['note', 'x']]));
     expect(h.dataStart).toBe(built.header.length);
     // Tensors come back in offset order; the zero-length one sorts before the one at its offset.
     const byName = new Map(h.tensors.map((t) => [t.name, t]));
@@ -82,15 +79,17 @@ describe('buildSafetensorsHeader / readSafetensorsHeader round trip', () => {
     });
   });
 
-  it('pads each tensor to an 8-byte aligned start with align: 8', async () => {
-    const built = buildSafetensorsHeader(entries, undefined, { align: 8 });
-    for (const o of built.offsets) expect(o.begin % 8).toBe(0);
-    expect(built.offsets[1]!.paddingBefore).toBe(2); // 30 → 32
-    expect(text(built.header.subarray(8)).startsWith('{"a.weight"')).toBe(true);
-    const file = assemble(built, data);
-    const h = await readSafetensorsHeader(new MemSource('aligned.safetensors', file));
-    expect(h.metadata).toEqual({});
-    for (const t of h.tensors) expect((t.offset - h.dataStart) % 8).toBe(0);
+  it('writes and reads back any tensor name, __proto__ and control characters included', async () => {
+    const odd: HeaderEntry[] = [
+      { name: '__proto__', dtype: 'BF16', shape: [2], length: 4 },
+      { name: 'constructor', dtype: 'U8', shape: [1], length: 1 },
+      { name: 'line\nbreak\u001b[31m', dtype: 'U8', shape: [1], length: 1 },
+    ];
+    const built = buildSafetensorsHeader(odd, new Map([['__proto__', 'x']]));
+    const file = assemble(built, odd.map((e) => new Uint8Array(e.length).fill(7)));
+    const h = await readSafetensorsHeader(new MemSource('odd.safetensors', file));
+    expect(h.tensors.map((t) => t.name).sort()).toEqual(odd.map((e) => e.name).sort());
+    expect(h.metadata.get('__proto__')).toBe('x');
   });
 
   it('matches the reference writer byte for byte on its own examples', () => {
@@ -106,9 +105,17 @@ describe('buildSafetensorsHeader / readSafetensorsHeader round trip', () => {
     expect(text(meta.header.subarray(8))).toBe('{"__metadata__":{"framework":"pt"}}     ');
   });
 
-  it('orders like the reference writer on request (dtype size descending, then name)', () => {
+  it('orders like the reference writer on request (its Dtype enum descending, then name by code point)', () => {
     const order = referenceTensorOrder(entries).map((e) => e.name);
     expect(order).toEqual(['scalar', 'b.bias', 'c.weight_scale_inv', 'a.weight', 'empty', 'c.weight']);
+    // Same element size, different enum positions: F32 before U32 before I32; U8 after every 1-byte float.
+    const same = referenceTensorOrder([
+      { name: 'a', dtype: 'I32' }, { name: 'b', dtype: 'U32' }, { name: 'c', dtype: 'F32' },
+      { name: 'd', dtype: 'U8' }, { name: 'e', dtype: 'F8_E8M0' }, { name: 'f', dtype: 'I8' },
+    ]).map((e) => e.name);
+    expect(same).toEqual(['c', 'b', 'a', 'e', 'f', 'd']);
+    // Names compare by code point (Rust's order), not by UTF-16 unit: U+FF5E sorts before U+1F600.
+    expect(referenceTensorOrder([{ name: '\u{1F600}', dtype: 'U8' }, { name: '\uFF5E', dtype: 'U8' }]).map((e) => e.name)).toEqual(['\uFF5E', '\u{1F600}']);
   });
 
   it('refuses inconsistent entries', () => {
@@ -167,7 +174,7 @@ describe('readSafetensorsHeader validation', () => {
     folders.push(folder);
     const h = await readSafetensorsHeader(await folder.open('model.safetensors'));
     expect(h.tensors.length).toBeGreaterThan(10);
-    expect(h.metadata).toEqual({ format: 'pt' });
+    expect(h.metadata).toEqual(new Map([['format', 'pt']]));
     // What the reference reader demands: tensors back to back from the data start to the end of the file.
     let pos = h.dataStart;
     for (const t of h.tensors) {
@@ -252,7 +259,7 @@ describe('readSafetensorsHeader validation', () => {
     const { tensor } = await corrupt.breakDtypeSize(file);
     const err = await readErr();
     expect(err.tensor).toBe(tensor);
-    expect(err.message).toMatch(/× F32 \(4 bytes\) = \d+ bytes, but data_offsets \[\d+, \d+\] hold \d+/);
+    expect(err.message).toMatch(/× F32 \(32 bits\) = \d+ bytes, but data_offsets \[\d+, \d+\] hold \d+/);
   });
 
   it('tensor ending past the end of the file', async () => {
@@ -282,13 +289,58 @@ describe('readSafetensorsHeader validation', () => {
     expect((await readErr()).message).toMatch(/__metadata__ value for "step" is 1000, not a string/);
   });
 
-  it('accepts gaps between tensors (the bytes of a dropped entry)', async () => {
+  // As strict as the reference reader (serde_json + Metadata::validate): what it refuses, refused here.
+  it('refuses a gap between tensors', async () => {
     await corrupt.rewriteHeader(file, (j) => {
       delete j['model.norm.weight'];
+    });
+    expect((await readErr()).message).toMatch(/leave a gap of \d+ bytes after .*back to back/);
+  });
+
+  it('refuses bytes after the last tensor', async () => {
+    await corrupt.appendTrailingBytes(file, 16);
+    expect((await readErr()).message).toMatch(/16 bytes after the last tensor's data/);
+  });
+
+  it('refuses a duplicate tensor name (JSON.parse would keep the last one)', async () => {
+    await corrupt.replaceHeaderText(file, (t) => t.replace('{', '{"lm_head.weight":{"dtype":"U8","shape":[0],"data_offsets":[0,0]},'));
+    expect((await readErr()).message).toMatch(/not valid JSON \(duplicate key "lm_head.weight"/);
+  });
+
+  it('refuses offsets written as 2.0 (a float where the reference wants an integer)', async () => {
+    let tensor = '';
+    await corrupt.replaceHeaderText(file, (t) =>
+      t.replace(/"([^"]+)":\{"dtype":"[^"]+","shape":\[[^\]]*\],"data_offsets":\[(\d+),/, (m, name: string, b: string) => {
+        tensor = name;
+        return m.replace(`[${b},`, `[${b}.0,`);
+      }),
+    );
+    const err = await readErr();
+    expect(err.tensor).toBe(tensor);
+    expect(err.message).toMatch(/data_offsets \[\d+\.0, \d+\] is not a pair of non-negative integers/);
+  });
+
+  it('refuses a byte-order mark before the JSON', async () => {
+    await corrupt.replaceHeaderText(file, (t) => `\uFEFF${t}`);
+    expect((await readErr()).message).toMatch(/byte-order mark/);
+  });
+
+  it('accepts __metadata__: null, as the reference does', async () => {
+    await corrupt.rewriteHeader(file, (j) => {
+      j['__metadata__'] = null;
     });
     const folder = new NodeModelFolder(dir);
     folders.push(folder);
     const h = await readSafetensorsHeader(await folder.open('model.safetensors'));
-    expect(h.tensors.some((t) => t.name === 'model.norm.weight')).toBe(false);
+    expect(h.metadata.size).toBe(0);
+  });
+
+  it('names control characters in a tensor name as escapes, on one line', async () => {
+    await corrupt.rewriteHeader(file, (j) => {
+      j['evil\nname\u001b[2J'] = 'nope';
+    });
+    const err = await readErr();
+    expect(err.message).toContain('tensor evil\\nname\\u001b[2J: header entry is not an object');
+    expect(err.message).not.toMatch(/[\n\u001b]/);
   });
 });

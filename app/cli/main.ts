@@ -2,17 +2,18 @@
 import path from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { MoeError } from '../engine/io.ts';
+import { MoeError, printable } from '../engine/io.ts';
 import type { KernelPool } from '../engine/kernels/pool.ts';
 import { openModel } from '../engine/model/open-model.ts';
 import { formatSummary, summarizeModel } from '../engine/model/inspect.ts';
 import type { Model } from '../engine/model/types.ts';
 import { parseRecipe } from '../engine/recipe/parse.ts';
 import { planMerge } from '../engine/plan/plan.ts';
-import { executeMerge, MergeCancelled } from '../engine/exec/merge.ts';
+import { executeMerge, MergeCancelled, type PausePoint } from '../engine/exec/merge.ts';
 import { diffModels, type TensorDiff } from '../engine/exec/diff.ts';
 import { createNodeKernelPool, defaultWorkers } from './kernel-pool.ts';
 import { openNodeModelFolder, openNodeOutputFolder, type NodeModelFolder } from './node-io.ts';
+import { existsSync, writeFileSync } from 'node:fs';
 import { progressLine } from './progress.ts';
 import { formatBytes, formatDuration } from '../engine/report/format.ts';
 import { formatDiffTable, summarizeDiff, formatKindSummary } from './diff-report.ts';
@@ -20,7 +21,7 @@ import { formatDiffTable, summarizeDiff, formatKindSummary } from './diff-report
 const USAGE = `moe-studio: assemble Mixture-of-Experts models from existing releases
 
 Usage:
-  moe-studio merge RECIPE -o OUT [--workers N] [--overwrite]
+  moe-studio merge RECIPE -o OUT [--workers N] [--overwrite | --resume]
       Run a recipe (YAML or JSON). Parent paths are relative to the recipe file.
   moe-studio diff MODEL_A MODEL_B [--json] [--sampled] [--workers N]
       Per-tensor rms_diff, relative difference and cosine of B against A, and a per-kind summary.
@@ -30,7 +31,8 @@ Usage:
 Options:
   -o, --output DIR   folder for the child (created if missing; never a parent's folder)
   --workers N        kernel worker threads (default ${defaultWorkers()}; 0 runs in this thread)
-  --overwrite        replace an earlier child in OUT (its index is removed first)
+  --overwrite        replace an earlier child (or an interrupted merge) in OUT; its index goes first
+  --resume           continue an interrupted merge in OUT: its completed shards are checked and kept
   --json             machine-readable output on stdout
   --sampled          diff a spread of row blocks of each tensor instead of every byte (an estimate)
   -h, --help         this text
@@ -45,6 +47,7 @@ export async function main(argv: string[]): Promise<number> {
       output: { type: 'string', short: 'o' },
       workers: { type: 'string' },
       overwrite: { type: 'boolean' },
+      resume: { type: 'boolean' },
       json: { type: 'boolean' },
       sampled: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -59,7 +62,8 @@ export async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'merge':
       if (args.length !== 1 || !values.output) throw new UsageError('merge needs RECIPE and -o OUT');
-      return merge(args[0]!, values.output, workers, values.overwrite ?? false);
+      if (values.overwrite && values.resume) throw new UsageError('--overwrite and --resume exclude each other');
+      return merge(args[0]!, values.output, workers, { overwrite: values.overwrite ?? false, resume: values.resume ?? false });
     case 'diff':
       if (args.length !== 2) throw new UsageError('diff needs MODEL_A and MODEL_B');
       return diff(args[0]!, args[1]!, workers, values.json ?? false, values.sampled ?? false);
@@ -79,9 +83,57 @@ function parseWorkers(v: string): number {
   return n;
 }
 
+/** Opens a parent; on failure its file handles are closed before the error goes on. */
 async function openParent(dir: string): Promise<{ folder: NodeModelFolder; model: Model }> {
   const folder = await openNodeModelFolder(dir);
-  return { folder, model: await openModel(folder) };
+  try {
+    return { folder, model: await openModel(folder) };
+  } catch (e) {
+    await folder.close();
+    throw e;
+  }
+}
+
+const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
+
+/**
+ * Ctrl-C, `kill` and a closed terminal all stop a merge the same way: the first signal cancels it,
+ * and any further one while it cleans up is only acknowledged (before, a second Ctrl-C within
+ * 50 ms killed the process mid-cleanup, leaving finished-looking shards).
+ */
+function onStopSignals(stop: (signal: string) => void): () => void {
+  let first: string | undefined;
+  const handler = (signal: NodeJS.Signals) => {
+    if (first) {
+      process.stderr.write(`\nmoe-studio: ${signal} again: still cleaning up, one moment\n`);
+      return;
+    }
+    first = signal;
+    stop(signal);
+  };
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const s of signals) process.on(s, handler);
+  return () => {
+    for (const s of signals) process.off(s, handler);
+  };
+}
+
+/**
+ * Test hook (documented in the README): with MOE_STUDIO_TEST_PAUSE_AT=<pause point> and
+ * MOE_STUDIO_TEST_PAUSE_FILE=<path>, the merge writes <path>.waiting when it reaches that point
+ * and waits until <path>.go exists. Tests arrange races (two merges into one folder) with it,
+ * deterministically, instead of with sleeps.
+ */
+function testPauseHook(signal: AbortSignal): ((point: PausePoint) => Promise<void>) | undefined {
+  const at = process.env['MOE_STUDIO_TEST_PAUSE_AT'];
+  const file = process.env['MOE_STUDIO_TEST_PAUSE_FILE'];
+  if (!at || !file) return undefined;
+  return async (point) => {
+    if (point !== at) return;
+    writeFileSync(`${file}.waiting`, `${process.pid}\n`);
+    // A signal ends the wait: the merge then stops as it would anywhere else.
+    while (!existsSync(`${file}.go`) && !signal.aborted) await new Promise((r) => setTimeout(r, 10));
+  };
 }
 
 async function withPool<T>(workers: number, run: (pool: KernelPool) => Promise<T>): Promise<T> {
@@ -93,7 +145,7 @@ async function withPool<T>(workers: number, run: (pool: KernelPool) => Promise<T
   }
 }
 
-async function merge(recipePath: string, outDir: string, workers: number, overwrite: boolean): Promise<number> {
+async function merge(recipePath: string, outDir: string, workers: number, mode: { overwrite: boolean; resume: boolean }): Promise<number> {
   const recipeFile = path.resolve(recipePath);
   const text = await readFile(recipeFile, 'utf8').catch((e: NodeJS.ErrnoException) => {
     throw new MoeError(e.code === 'ENOENT' ? 'recipe file not found' : e.message, recipeFile);
@@ -111,25 +163,37 @@ async function merge(recipePath: string, outDir: string, workers: number, overwr
     const err = process.stderr;
     err.write(`${plan.description}\n`);
     for (const w of plan.warnings) err.write(`warning: ${w}\n`);
-    const out = await openNodeOutputFolder(outDir);
+    const out = openNodeOutputFolder(outDir);
     const controller = new AbortController();
-    const onSigint = () => controller.abort();
-    process.once('SIGINT', onSigint);
+    let stoppedBy: string | undefined;
+    const offSignals = onStopSignals((signal) => {
+      stoppedBy = signal;
+      controller.abort();
+    });
     const bar = progressLine(process.stderr, 'bytes');
     try {
       const report = await withPool(workers, (pool) =>
         executeMerge(plan, out, pool, {
           signal: controller.signal,
-          overwrite,
+          overwrite: mode.overwrite,
+          resume: mode.resume,
+          owner: { tool: 'moe-studio merge', started: new Date().toISOString() },
+          pause: testPauseHook(controller.signal),
+          onNotice: (t) => {
+            bar.done();
+            err.write(`note: ${t}\n`);
+          },
           onProgress: (p) => bar.update(p.bytesDone, p.bytesTotal, p.tensor),
         }),
       );
       bar.done();
       const secs = report.elapsedMs / 1000;
+      const written = report.totalBytes - report.resumedBytes;
       const lines = [
-        `wrote ${report.files.length} files, ${formatBytes(report.totalBytes)} to ${out.path} in ${formatDuration(report.elapsedMs)} (${formatBytes(report.totalBytes / Math.max(secs, 1e-3))}/s)`,
+        `wrote ${report.files.length} files, ${formatBytes(report.totalBytes)} to ${out.path} in ${formatDuration(report.elapsedMs)} (${formatBytes(written / Math.max(secs, 1e-3))}/s)`,
         `tensors: ${report.copied} copied, ${report.converted} converted, ${report.mixed} mixed, ${report.muted} muted, ${report.patched} router biases edited`,
       ];
+      if (report.resumedShards > 0) lines.push(`resumed: ${report.resumedShards} shards (${formatBytes(report.resumedBytes)}) kept from the interrupted merge`);
       if (recipe.threshold) {
         lines.push(`threshold rms_diff < ${recipe.threshold.below}: ${report.thresholdKept} of ${report.threshold.length} tensors kept from ${plan.base}`);
       }
@@ -138,12 +202,13 @@ async function merge(recipePath: string, outDir: string, workers: number, overwr
     } catch (e) {
       bar.done();
       if (e instanceof MergeCancelled) {
-        process.stderr.write(`moe-studio: ${e.message}\n`);
-        return 130;
+        const how = stoppedBy ? `${stoppedBy}: ` : '';
+        process.stderr.write(`moe-studio: ${how}${e.message}${e.kept ? `; continue with: moe-studio merge ${recipePath} -o ${outDir} --resume` : ''}\n`);
+        return SIGNAL_EXIT[stoppedBy ?? 'SIGINT'] ?? 130;
       }
       throw e;
     } finally {
-      process.off('SIGINT', onSigint);
+      offSignals();
     }
   } finally {
     await Promise.all(folders.map((f) => f.close()));
@@ -152,7 +217,10 @@ async function merge(recipePath: string, outDir: string, workers: number, overwr
 
 async function diff(aDir: string, bDir: string, workers: number, json: boolean, sampled: boolean): Promise<number> {
   const a = await openParent(aDir);
-  const b = await openParent(bDir);
+  const b = await openParent(bDir).catch(async (e: unknown) => {
+    await a.folder.close();
+    throw e;
+  });
   try {
     const bar = progressLine(process.stderr, 'items');
     const result = await withPool(workers, (pool) =>
@@ -199,6 +267,11 @@ async function inspect(dir: string, json: boolean): Promise<number> {
 
 /** Runs the CLI; every failure is one clear line on stderr and a non-zero exit. */
 export async function run(argv: string[]): Promise<void> {
+  // A reader that stops early (`moe-studio diff --json | head -c1`) is not an error of ours.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw e;
+  });
   try {
     process.exitCode = await main(argv);
   } catch (e) {
@@ -206,7 +279,8 @@ export async function run(argv: string[]): Promise<void> {
       process.stderr.write(`moe-studio: ${(e as Error).message}\n\n${USAGE}`);
       process.exitCode = 2;
     } else {
-      const msg = e instanceof Error ? e.message : String(e);
+      // Escaped again here: an error that is not the engine's may still quote a name from a file.
+      const msg = printable(e instanceof Error ? e.message : String(e));
       process.stderr.write(`moe-studio: error: ${msg}\n`);
       if (process.env.MOE_STUDIO_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
       process.exitCode = 1;

@@ -6,7 +6,14 @@ export interface ByteSource {
   /** Path or name shown in error messages. */
   readonly name: string;
   readonly size: number;
+  /**
+   * What changes when the file may have changed (size and modification time, or a server's ETag);
+   * a resumed merge refuses parents whose identity differs from the interrupted run's.
+   */
+  readonly identity?: string;
   read(offset: number, length: number): Promise<Uint8Array>;
+  /** Frees what the source holds (a file handle), where it is the caller's to free. */
+  close?(): Promise<void>;
 }
 
 /** A parent model's folder, opened read-only. */
@@ -30,12 +37,46 @@ export interface OutputFile {
   abort(): Promise<void>;
 }
 
-/** The folder a child model is written to. */
+/** Who holds an output folder's merge lock, as written into the lock file. */
+export interface LockOwner {
+  /** "moe-studio merge" or "MoE Studio (browser)". */
+  tool: string;
+  /** Process id and host name where the platform has them (the CLI); the browser has neither. */
+  pid?: number;
+  host?: string;
+  /** ISO time the merge started. */
+  started: string;
+}
+
+/** A held merge lock. */
+export interface OutputLock {
+  /** A lock left by a merge that is provably gone (same host, its process not running), which this one replaced. */
+  readonly replacedStale?: LockOwner;
+  /** Gives the lock up (only if the lock file is still this merge's). */
+  release(): Promise<void>;
+}
+
+/** The lock file every merge holds in its output folder for as long as it writes there. */
+export const LOCK_FILE = '.moe-studio.lock';
+
+/** The folder a child model is written to. Nothing is created in it before `prepare`. */
 export interface OutputFolder {
   readonly name: string;
+  /** Files directly inside the folder; none when it does not exist yet. */
   list(): Promise<string[]>;
+  /** Creates the folder (and missing parents) when needed, remembering what it created. */
+  prepare(): Promise<void>;
+  /** Removes the folders `prepare` created that are empty again (after a refused, failed or cancelled merge). */
+  discardCreated(): Promise<void>;
+  /**
+   * Takes the folder's merge lock, created atomically where the platform allows. Throws a MoeError
+   * naming the holder while another merge holds it.
+   */
+  lock(owner: LockOwner): Promise<OutputLock>;
   /** Creates (or truncates) a file. */
   create(file: string): Promise<OutputFile>;
+  /** Reads a file of the folder back (verifying shards before the index, resuming). */
+  open(file: string): Promise<ByteSource>;
   /** Renames within the folder, replacing `to`. Platforms that cannot rename set `canRename` false. */
   rename(from: string, to: string): Promise<void>;
   readonly canRename: boolean;
@@ -66,6 +107,24 @@ export async function writeWhole(folder: OutputFolder, file: string, bytes: Uint
   }
 }
 
+/** Longest error text shown; longer ones keep their start and end (a 10 MB pattern must not make a 10 MB line). */
+const MAX_MESSAGE = 2000;
+
+/**
+ * Text from files or recipes made safe to print on one line: control characters (newlines, ANSI
+ * escapes, …) are written as escapes, and very long text keeps its start and end.
+ */
+export function printable(text: string, max = MAX_MESSAGE): string {
+  // C0 controls, DEL, C1 controls, and the Unicode line/paragraph separators.
+  const escaped = text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => {
+    const named: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+    return named[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+  });
+  if (escaped.length <= max) return escaped;
+  const keep = Math.floor((max - 40) / 2);
+  return `${escaped.slice(0, keep)} … (${escaped.length - 2 * keep} characters left out) … ${escaped.slice(-keep)}`;
+}
+
 /** Every error the engine raises on bad input: says which file, which tensor and what is wrong. */
 export class MoeError extends Error {
   constructor(
@@ -73,7 +132,7 @@ export class MoeError extends Error {
     readonly file?: string,
     readonly tensor?: string,
   ) {
-    super([file, tensor ? `tensor ${tensor}` : undefined, message].filter(Boolean).join(': '));
+    super(printable([file, tensor !== undefined ? `tensor ${tensor}` : undefined, message].filter(Boolean).join(': ')));
     this.name = 'MoeError';
   }
 }

@@ -104,7 +104,7 @@ const GENERIC_EXPERT = /(?:^|\.)(?:layers|blocks|h|layer)\.\d+\.(?:.*\.)?experts
 /** The generic spec, with config keys chosen from those present in `config`. */
 export function genericArchitecture(config: Record<string, unknown>): ArchitectureSpec {
   const g = TABLE.generic;
-  const pick = (field: ConfigField): string | null => g.configCandidates[field].find((k) => k in config) ?? null;
+  const pick = (field: ConfigField): string | null => g.configCandidates[field].find((k) => Object.prototype.hasOwnProperty.call(config, k)) ?? null;
   const modelType = typeof config['model_type'] === 'string' ? config['model_type'] : undefined;
   return {
     name: g.name,
@@ -133,7 +133,7 @@ export function genericArchitecture(config: Record<string, unknown>): Architectu
  * The architecture of a model from its config.json and tensor names (scale tensors may be
  * included; they are ignored). Throws MoeError when neither a family nor the fallback fits.
  */
-export function detectArchitecture(config: Record<string, unknown>, tensorNames: Iterable<string>): ArchitectureSpec {
+export function detectArchitecture(config: Record<string, unknown>, tensorNames: Iterable<string>, configPath = 'config.json'): ArchitectureSpec {
   const modelType = config['model_type'];
   if (typeof modelType === 'string') {
     const family = TABLE.families.find((f) => f.modelTypes.includes(modelType));
@@ -149,10 +149,10 @@ export function detectArchitecture(config: Record<string, unknown>, tensorNames:
   if (sawExperts) return genericArchitecture(config);
   const shown = typeof modelType === 'string' ? `model_type "${modelType}"` : 'config.json has no model_type';
   const why = typeof modelType === 'string' ? TABLE.unsupported[modelType] : undefined;
-  if (why) throw new MoeError(`${shown} is not supported yet: ${why}`, 'config.json');
+  if (why) throw new MoeError(`${shown} is not supported yet: ${why}`, configPath);
   throw new MoeError(
     `${shown} is not a known MoE family (${TABLE.families.map((f) => f.name).join(', ')}) and no tensor is named like ` +
       `…layers.L…experts.E…, so it does not look like a Mixture-of-Experts checkpoint`,
-    'config.json',
+    configPath,
   );
 }

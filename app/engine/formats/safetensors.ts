@@ -1,35 +1,30 @@
-// Safetensors headers: reading (with every check a hostile or broken file needs) and building.
+// Safetensors headers: reading (exactly as strict as the reference reader) and building.
 //
 // File layout: 8-byte little-endian header length N, N bytes of UTF-8 JSON, then the data.
 // Offsets in the JSON are relative to the data start (8 + N); the engine's TensorRecord holds
 // absolute offsets.
 //
-// Writing conventions (buildSafetensorsHeader), compared with the reference Rust writer
-// (huggingface/safetensors, safetensors/src/tensor.rs `prepare`):
-//  - JSON is compact (no spaces), `__metadata__` first (only when given), then the tensors in
-//    data order, each as {"dtype","shape","data_offsets"} in that key order: as the reference.
-//  - The JSON is padded with spaces to a multiple of 8 bytes, so the data section starts
-//    8-byte aligned: as the reference.
-//  - Tensors are laid out in the order the caller gives. The reference instead sorts by
-//    descending dtype alignment, then by name (`referenceTensorOrder` reproduces that order for
-//    callers who want it); the engine keeps its plan's order so shards stay predictable.
-//  - Gaps. The reference *reader* (`Metadata::validate`) refuses any gap between tensors
-//    (each begin must equal the previous end, and the last end must be the end of the file),
-//    so a file with padding between tensors cannot be loaded by `safetensors`/transformers.
-//    The default is therefore `align: 1`: tensors back to back, no padding, loadable
-//    everywhere (a tensor may then start at an address that is not a multiple of its element
-//    size; every reader we know copies or tolerates that). `align: 8` gives each tensor an
-//    8-byte aligned start with zero bytes in between, for consumers that mmap and want
-//    alignment and do not use the reference reader. Either way each offset says how many zero
-//    bytes the writer must emit before the tensor (`paddingBefore`), and `dataLength` counts them.
+// Reading mirrors the reference Rust reader (huggingface/safetensors, safetensors/src/tensor.rs
+// `read_metadata` + `Metadata::validate`, parsing with serde_json), because a parent it refuses
+// cannot be loaded by transformers either, and a child must never be built from bytes the engine
+// guessed at:
+//  - the JSON is parsed strictly (formats/strict-json.ts): no byte-order mark, no duplicate keys,
+//    integers written as integers (`2.0` is refused), nothing after the value but whitespace;
+//  - `__metadata__` is null or an object of strings; every other key is a tensor with a known
+//    dtype, a shape of non-negative integers and a pair of data_offsets;
+//  - sorted by data_offsets, the tensors lie back to back from 0 (no gap, no overlap), each holds
+//    exactly shape × dtype bytes (a whole number of bytes for sub-byte dtypes), and the last one
+//    ends exactly at the end of the file.
 //
-// Reading is deliberately more lenient than the reference reader on layout (gaps and unread
-// trailing bytes are accepted: many tools write them) and strict on everything that could make
-// the engine read the wrong bytes (sizes, bounds, overlaps).
+// Writing (buildSafetensorsHeader) as the reference writer (`prepare`): compact JSON,
+// `__metadata__` first when given, then the tensors in data order as {"dtype","shape","data_offsets"},
+// padded with spaces to a multiple of 8 bytes, tensors back to back in the order given
+// (`referenceTensorOrder` gives the reference's own: descending dtype enum order, then name).
 import type { ByteSource } from '../io.ts';
 import { MoeError } from '../io.ts';
 import type { TensorRecord } from '../model/types.ts';
-import { DTYPE_SIZE, isKnownDtype } from './dtype.ts';
+import { DTYPE_BITS, DTYPE_ORDER, isKnownDtype, tensorBytes } from './dtype.ts';
+import { jsonText, parseStrictJson, type JsonObject, type JsonValue } from './strict-json.ts';
 
 /** Largest header accepted, as the reference implementation (100 MB). */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -37,18 +32,10 @@ export const MAX_HEADER_BYTES = 100_000_000;
 export interface SafetensorsHeader {
   /** Tensors in data order (ascending offset). `file` is the source's name. */
   tensors: TensorRecord[];
-  /** `__metadata__`, or {} when absent. */
-  metadata: Record<string, string>;
+  /** `__metadata__`, or empty when absent or null. Keys from the file: a Map, never an object. */
+  metadata: Map<string, string>;
   /** Absolute offset of the data section: 8 + header length. */
   dataStart: number;
-}
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function isNonNegInt(v: unknown): v is number {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
 /** Reads and validates the header of a safetensors file. Throws MoeError(reason, file, tensor?). */
@@ -73,61 +60,68 @@ export async function readSafetensorsHeader(source: ByteSource): Promise<Safeten
   return parseSafetensorsHeader(file, size, headerBytes);
 }
 
+function isNonNegInt(v: JsonValue | undefined): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+function intList(v: JsonValue | undefined): number[] | undefined {
+  return Array.isArray(v) && v.every(isNonNegInt) ? (v as number[]) : undefined;
+}
+
 /** Validates header JSON bytes (the N bytes after the length) of a file of `fileSize` bytes. */
 export function parseSafetensorsHeader(file: string, fileSize: number, headerBytes: Uint8Array): SafetensorsHeader {
   const n = headerBytes.length;
   const dataStart = 8 + n;
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+    // ignoreBOM keeps a byte-order mark in the text, where the JSON parser refuses it (as serde_json).
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(headerBytes);
   } catch {
     throw new MoeError('header is not valid UTF-8', file);
   }
-  let json: unknown;
+  let json: JsonValue;
   try {
-    json = JSON.parse(text);
+    json = parseStrictJson(text);
   } catch (e) {
-    const why = e instanceof Error ? e.message : String(e);
-    throw new MoeError(`header is not valid JSON (${why})`, file);
+    throw new MoeError(`header is not valid JSON (${e instanceof Error ? e.message : String(e)})`, file);
   }
-  if (!isPlainObject(json)) throw new MoeError('header JSON is not an object', file);
+  if (!(json instanceof Map)) throw new MoeError('header JSON is not an object', file);
 
-  const metadata: Record<string, string> = {};
+  const metadata = new Map<string, string>();
   const tensors: TensorRecord[] = [];
   const dataSize = fileSize - dataStart;
-  for (const [name, entry] of Object.entries(json)) {
+  for (const [name, entry] of json as JsonObject) {
     if (name === '__metadata__') {
-      if (!isPlainObject(entry)) throw new MoeError('__metadata__ is not an object of strings', file);
-      for (const [k, v] of Object.entries(entry)) {
-        if (typeof v !== 'string') {
-          throw new MoeError(`__metadata__ value for "${k}" is ${JSON.stringify(v)}, not a string`, file);
-        }
-        metadata[k] = v;
+      if (entry === null) continue;
+      if (!(entry instanceof Map)) throw new MoeError('__metadata__ is not an object of strings', file);
+      for (const [k, v] of entry) {
+        if (typeof v !== 'string') throw new MoeError(`__metadata__ value for ${JSON.stringify(k)} is ${jsonText(v)}, not a string`, file);
+        metadata.set(k, v);
       }
       continue;
     }
-    if (!isPlainObject(entry)) throw new MoeError('header entry is not an object', file, name);
-    const { dtype, shape, data_offsets: offsets } = entry;
+    if (!(entry instanceof Map)) throw new MoeError('header entry is not an object', file, name);
+    const dtype = entry.get('dtype');
     if (typeof dtype !== 'string' || !isKnownDtype(dtype)) {
-      throw new MoeError(`unknown dtype ${JSON.stringify(dtype)}`, file, name);
+      throw new MoeError(`unknown dtype ${jsonText(dtype)}`, file, name);
     }
-    if (!Array.isArray(shape) || !shape.every(isNonNegInt)) {
-      throw new MoeError(`shape ${JSON.stringify(shape)} is not a list of non-negative integers`, file, name);
-    }
-    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegInt)) {
-      throw new MoeError(`data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`, file, name);
+    const shape = intList(entry.get('shape'));
+    if (!shape) throw new MoeError(`shape ${jsonText(entry.get('shape'))} is not a list of non-negative integers`, file, name);
+    const offsets = intList(entry.get('data_offsets'));
+    if (!offsets || offsets.length !== 2) {
+      throw new MoeError(`data_offsets ${jsonText(entry.get('data_offsets'))} is not a pair of non-negative integers`, file, name);
     }
     const [begin, end] = offsets as [number, number];
     if (begin > end) throw new MoeError(`data_offsets [${begin}, ${end}] begin after end`, file, name);
     let elements = 1;
-    for (const d of shape as number[]) elements *= d;
-    const bytes = elements * DTYPE_SIZE[dtype]!;
-    if (!Number.isSafeInteger(bytes)) {
-      throw new MoeError(`shape ${JSON.stringify(shape)} is too large`, file, name);
+    for (const d of shape) elements *= d;
+    const bytes = tensorBytes(dtype, elements);
+    if (bytes === undefined) {
+      throw new MoeError(`shape ${JSON.stringify(shape)} of ${dtype} (${DTYPE_BITS.get(dtype)} bits) is too large or not a whole number of bytes`, file, name);
     }
     if (bytes !== end - begin) {
       throw new MoeError(
-        `shape ${JSON.stringify(shape)} × ${dtype} (${DTYPE_SIZE[dtype]} bytes) = ${bytes} bytes, ` +
+        `shape ${JSON.stringify(shape)} × ${dtype} (${DTYPE_BITS.get(dtype)} bits) = ${bytes} bytes, ` +
           `but data_offsets [${begin}, ${end}] hold ${end - begin}`,
         file,
         name,
@@ -140,18 +134,34 @@ export function parseSafetensorsHeader(file: string, fileSize: number, headerByt
         name,
       );
     }
-    tensors.push({ name, dtype, shape: [...(shape as number[])], file, offset: dataStart + begin, length: end - begin });
+    tensors.push({ name, dtype, shape: [...shape], file, offset: dataStart + begin, length: end - begin });
   }
 
+  // Back to back from the start of the data section, in data_offsets order, to its very end.
   tensors.sort((a, b) => a.offset - b.offset || a.length - b.length);
+  let pos = dataStart;
   let prev: TensorRecord | undefined;
+  const rel = (r: TensorRecord) => `[${r.offset - dataStart}, ${r.offset - dataStart + r.length}]`;
   for (const t of tensors) {
-    if (t.length === 0) continue;
-    if (prev && t.offset < prev.offset + prev.length) {
-      const rel = (r: TensorRecord) => `[${r.offset - dataStart}, ${r.offset - dataStart + r.length}]`;
-      throw new MoeError(`data_offsets ${rel(t)} overlap tensor ${prev.name} ${rel(prev)}`, file, t.name);
+    if (t.offset < pos) {
+      throw new MoeError(`data_offsets ${rel(t)} overlap tensor ${prev!.name} ${rel(prev!)}`, file, t.name);
     }
-    if (!prev || t.offset + t.length > prev.offset + prev.length) prev = t;
+    if (t.offset > pos) {
+      throw new MoeError(
+        `data_offsets ${rel(t)} leave a gap of ${t.offset - pos} bytes after ${prev ? `tensor ${prev.name} ${rel(prev)}` : 'the header'} ` +
+          '(the reference reader needs tensors back to back)',
+        file,
+        t.name,
+      );
+    }
+    pos = t.offset + t.length;
+    prev = t;
+  }
+  if (pos !== fileSize) {
+    throw new MoeError(
+      `${fileSize - pos} bytes after the last tensor's data (data ends at ${pos}, the file has ${fileSize}); the reference reader refuses them`,
+      file,
+    );
   }
   return { tensors, metadata, dataStart };
 }
@@ -169,8 +179,6 @@ export interface HeaderOffset {
   /** Offset relative to the data start, as written in data_offsets. */
   begin: number;
   end: number;
-  /** Zero bytes the writer must emit just before this tensor's data. */
-  paddingBefore: number;
 }
 
 export interface BuiltHeader {
@@ -178,34 +186,24 @@ export interface BuiltHeader {
   header: Uint8Array;
   /** In the given order (= data order). */
   offsets: HeaderOffset[];
-  /** Bytes after the header: every tensor plus padding. File size = header.length + dataLength. */
+  /** Bytes after the header: every tensor, back to back. File size = header.length + dataLength. */
   dataLength: number;
 }
 
-export interface BuildOptions {
-  /**
-   * Alignment of each tensor's start within the data section. 1 (default): back to back, the
-   * only layout the reference reader accepts. 8: zero padding so each tensor starts 8-aligned.
-   */
-  align?: number;
-}
-
-/** Builds a header for tensors laid out in the given order. See the conventions at the top. */
-export function buildSafetensorsHeader(
-  entries: readonly HeaderEntry[],
-  metadata?: Record<string, string>,
-  options: BuildOptions = {},
-): BuiltHeader {
-  const align = options.align ?? 1;
-  if (!Number.isSafeInteger(align) || align < 1) throw new MoeError(`alignment ${align} is not a positive integer`);
+/**
+ * Builds a header for tensors laid out back to back in the given order (see the conventions at
+ * the top). The JSON is assembled key by key, so any name (`__proto__` too) is written as given.
+ */
+export function buildSafetensorsHeader(entries: readonly HeaderEntry[], metadata?: ReadonlyMap<string, string> | Readonly<Record<string, string>>): BuiltHeader {
   const seen = new Set<string>();
   const offsets: HeaderOffset[] = [];
-  const json: Record<string, unknown> = {};
+  const parts: string[] = [];
   if (metadata !== undefined) {
-    for (const [k, v] of Object.entries(metadata)) {
-      if (typeof v !== 'string') throw new MoeError(`__metadata__ value for "${k}" is not a string`);
+    const meta = metadata instanceof Map ? [...metadata] : Object.entries(metadata);
+    for (const [k, v] of meta) {
+      if (typeof v !== 'string') throw new MoeError(`__metadata__ value for ${JSON.stringify(k)} is not a string`);
     }
-    json['__metadata__'] = { ...metadata };
+    parts.push(`"__metadata__":{${meta.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(',')}}`);
   }
   let pos = 0;
   for (const e of entries) {
@@ -215,25 +213,20 @@ export function buildSafetensorsHeader(
     if (!isKnownDtype(e.dtype)) throw new MoeError(`unknown dtype ${JSON.stringify(e.dtype)}`, undefined, e.name);
     let elements = 1;
     for (const d of e.shape) {
-      if (!isNonNegInt(d)) throw new MoeError(`shape ${JSON.stringify(e.shape)} is not a list of non-negative integers`, undefined, e.name);
+      if (!Number.isSafeInteger(d) || d < 0) throw new MoeError(`shape ${JSON.stringify(e.shape)} is not a list of non-negative integers`, undefined, e.name);
       elements *= d;
     }
-    if (elements * DTYPE_SIZE[e.dtype]! !== e.length) {
-      throw new MoeError(
-        `shape ${JSON.stringify(e.shape)} × ${e.dtype} = ${elements * DTYPE_SIZE[e.dtype]!} bytes, but length is ${e.length}`,
-        undefined,
-        e.name,
-      );
+    const bytes = tensorBytes(e.dtype, elements);
+    if (bytes !== e.length) {
+      throw new MoeError(`shape ${JSON.stringify(e.shape)} × ${e.dtype} = ${bytes ?? 'not a whole number of'} bytes, but length is ${e.length}`, undefined, e.name);
     }
-    const aligned = Math.ceil(pos / align) * align;
-    const paddingBefore = aligned - pos;
-    const begin = aligned;
+    const begin = pos;
     const end = begin + e.length;
-    offsets.push({ name: e.name, begin, end, paddingBefore });
-    json[e.name] = { dtype: e.dtype, shape: [...e.shape], data_offsets: [begin, end] };
+    offsets.push({ name: e.name, begin, end });
+    parts.push(`${JSON.stringify(e.name)}:{"dtype":${JSON.stringify(e.dtype)},"shape":[${e.shape.join(',')}],"data_offsets":[${begin},${end}]}`);
     pos = end;
   }
-  const body = new TextEncoder().encode(JSON.stringify(json));
+  const body = new TextEncoder().encode(`{${parts.join(',')}}`);
   const padded = Math.ceil(body.length / 8) * 8;
   if (padded > MAX_HEADER_BYTES) throw new MoeError(`header would be ${padded} bytes, over the ${MAX_HEADER_BYTES}-byte limit`);
   const header = new Uint8Array(8 + padded);
@@ -245,19 +238,29 @@ export function buildSafetensorsHeader(
   return { header, offsets, dataLength: pos };
 }
 
+/** Compares strings by Unicode code points, which is how Rust orders them (UTF-8 bytes). */
+function compareCodePoints(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    // A surrogate (a code point above U+FFFF) sorts after every BMP character in code-point order.
+    const sx = x >= 0xd800 && x <= 0xdfff;
+    const sy = y >= 0xd800 && y <= 0xdfff;
+    if (sx !== sy) return sx ? 1 : -1;
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
 /**
- * The order the reference writer uses: descending dtype alignment (element size), then name.
- * With back-to-back layout this keeps every tensor aligned to its own element size.
+ * The order the reference writer uses: descending position in its Dtype enum (which goes by
+ * alignment, so every tensor stays aligned to its own element size back to back), then by name.
  */
 export function referenceTensorOrder<T extends { name: string; dtype: string }>(entries: readonly T[]): T[] {
   return [...entries].sort((a, b) => {
-    const d = (DTYPE_SIZE[b.dtype] ?? 0) - (DTYPE_SIZE[a.dtype] ?? 0);
-    if (d !== 0) return d;
-    return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+    const d = (DTYPE_ORDER.get(b.dtype) ?? -1) - (DTYPE_ORDER.get(a.dtype) ?? -1);
+    return d !== 0 ? d : compareCodePoints(a.name, b.name);
   });
-}
-
-/** The zero bytes to emit before a tensor (`offset.paddingBefore`). */
-export function paddingBytes(n: number): Uint8Array {
-  return new Uint8Array(n);
 }

@@ -19,6 +19,7 @@ export function serveKernels(k: Kernels, transfer: Transfer): KernelEndpoint {
     mix: async (req) => encoded(k.mix(req)),
     diff: async (a, b) => k.diff(a, b),
     diffMany: async (pairs) => pairs.map(([a, b]) => k.diff(a, b)),
+    hashMany: async (parts) => parts.map((p) => k.hash(p)),
   };
 }
 
@@ -30,5 +31,6 @@ export function callKernels(remote: KernelEndpoint, transfer: Transfer): KernelE
     mix: (req: MixRequest) => remote.mix(transfer(req, transferablesOf(...req.inputs))),
     diff: (a: Chunk, b: Chunk) => remote.diff(transfer(a, transferablesOf(a, b)), b),
     diffMany: (pairs: [Chunk, Chunk][]) => remote.diffMany(transfer(pairs, transferablesOf(...pairs.flat()))),
+    hashMany: (parts: Uint8Array[]) => remote.hashMany(transfer(parts, transferablesOf(...parts))),
   };
 }

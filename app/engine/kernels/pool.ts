@@ -12,6 +12,8 @@ export interface KernelEndpoint {
   diff(a: Chunk, b: Chunk): Promise<DiffStats>;
   /** Many small diffs in one call: a sampled pass over ~90,000 tensors would otherwise be ~90,000 messages. */
   diffMany(pairs: [Chunk, Chunk][]): Promise<DiffStats[]>;
+  /** XXH64 of each buffer, in one call (the buffers may be handed over). */
+  hashMany(parts: Uint8Array[]): Promise<bigint[]>;
 }
 
 export interface KernelPool extends KernelEndpoint {
@@ -40,6 +42,7 @@ export function createKernelPool(endpoints: KernelEndpoint[], close: () => Promi
     mix: (req) => run((e) => e.mix(req)),
     diff: (a, b) => run((e) => e.diff(a, b)),
     diffMany: (pairs) => run((e) => e.diffMany(pairs)),
+    hashMany: (parts) => run((e) => e.hashMany(parts)),
     close,
   };
 }
@@ -52,15 +55,16 @@ export function localEndpoint(k: Kernels): KernelEndpoint {
     mix: async (req) => k.mix(req),
     diff: async (a, b) => k.diff(a, b),
     diffMany: async (pairs) => pairs.map(([a, b]) => k.diff(a, b)),
+    hashMany: async (parts) => parts.map((p) => k.hash(p)),
   };
 }
 
 /** Buffers a call hands over, so a platform bridge can transfer instead of copy. */
-export function transferablesOf(...chunks: (Chunk | Float32Array | undefined)[]): ArrayBuffer[] {
+export function transferablesOf(...chunks: (Chunk | Float32Array | Uint8Array | undefined)[]): ArrayBuffer[] {
   const out = new Set<ArrayBuffer>();
   for (const c of chunks) {
     if (!c) continue;
-    if (c instanceof Float32Array) out.add(c.buffer as ArrayBuffer);
+    if (c instanceof Float32Array || c instanceof Uint8Array) out.add(c.buffer as ArrayBuffer);
     else {
       out.add(c.bytes.buffer as ArrayBuffer);
       if (c.scales) out.add(c.scales.buffer as ArrayBuffer);

@@ -55,6 +55,8 @@ export interface Kernels {
   mix(req: MixRequest): Encoded;
   /** Difference statistics of b against a (same shape). */
   diff(a: Chunk, b: Chunk): DiffStats;
+  /** XXH64 (seed 0) of the bytes: the checksum of a written span, for resume journals. */
+  hash(bytes: Uint8Array): bigint;
 }
 
 export function emptyStats(): DiffStats {

@@ -11,7 +11,7 @@ import { FLOAT_DTYPES, type FloatDtype } from '../formats/dtype.ts';
 import type { Chunk, DiffStats, Encoded, Kernels, MixRequest } from './types.ts';
 
 /** Must equal `kernels_abi()` of the module. */
-const KERNELS_ABI = 2;
+const KERNELS_ABI = 3;
 const BLOCK = 128;
 const DTYPE_CODE: Readonly<Record<FloatDtype, number>> = { F32: 0, F16: 1, BF16: 2, F8_E4M3: 3 };
 const ELEMENT_BYTES: Readonly<Record<FloatDtype, number>> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1 };
@@ -32,9 +32,10 @@ interface Exports {
     bDtype: number, b: number, bScales: number,
     rows: number, cols: number, out: number,
   ): number;
+  xxh64(p: number, len: number, seed: bigint): bigint;
 }
 
-const REQUIRED_FUNCTIONS = ['kernels_abi', 'alloc', 'dealloc', 'fill_zero', 'decode', 'accumulate', 'encode', 'diff'];
+const REQUIRED_FUNCTIONS = ['kernels_abi', 'alloc', 'dealloc', 'fill_zero', 'decode', 'accumulate', 'encode', 'diff', 'xxh64'];
 
 function blockCount(rows: number, cols: number): number {
   return Math.ceil(rows / BLOCK) * Math.ceil(cols / BLOCK);
@@ -113,6 +114,17 @@ class WasmKernels implements Kernels {
     s = { ptr, cap };
     this.slots.set(name, s);
     return ptr;
+  }
+
+  /** Copies bytes into the input slot; returns where they are. */
+  stage(bytes: Uint8Array): number {
+    const ptr = this.slot('in', bytes.byteLength);
+    this.u8(ptr, bytes.byteLength).set(bytes);
+    return ptr;
+  }
+
+  hash(bytes: Uint8Array): bigint {
+    return hashBytes(this, this.x, bytes);
   }
 
   private u8(ptr: number, len: number): Uint8Array {
@@ -225,6 +237,13 @@ class WasmKernels implements Kernels {
       count: s[0]!, nonFinite: s[1]!, sumSqDiff: s[2]!, sumSqA: s[3]!, sumSqB: s[4]!, dot: s[5]!, maxAbsDiff: s[6]!,
     };
   }
+}
+
+/** XXH64 of a byte array: copied into wasm memory, hashed there; the i64 result arrives as a BigInt. */
+function hashBytes(k: WasmKernels, x: Exports, bytes: Uint8Array): bigint {
+  if (!(bytes instanceof Uint8Array)) throw new Error('hash: bytes must be a Uint8Array');
+  const ptr = bytes.length === 0 ? 0 : k.stage(bytes);
+  return BigInt.asUintN(64, x.xxh64(ptr, bytes.length, 0n));
 }
 
 /** Instantiates the kernels from the compiled module (Node reads public/moe_kernels.wasm, the browser fetches it). */

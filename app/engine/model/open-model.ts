@@ -43,17 +43,23 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** A file of the folder as named in messages: "FOLDER/FILE". */
+export function pathIn(folder: ModelFolder, file: string): string {
+  return `${folder.name.replace(/[\\/]+$/, '')}/${file}`;
+}
+
 async function readJson(folder: ModelFolder, file: string): Promise<unknown> {
   let text: string;
   try {
     text = await readText(folder, file);
   } catch (e) {
-    throw new MoeError(`cannot be read as UTF-8 text (${e instanceof Error ? e.message : String(e)})`, file);
+    throw new MoeError(`cannot be read as UTF-8 text (${e instanceof Error ? e.message : String(e)})`, pathIn(folder, file));
   }
   try {
+    // JSON.parse defines every key as an own property, `__proto__` included.
     return JSON.parse(text);
   } catch (e) {
-    throw new MoeError(`is not valid JSON (${e instanceof Error ? e.message : String(e)})`, file);
+    throw new MoeError(`is not valid JSON (${e instanceof Error ? e.message : String(e)})`, pathIn(folder, file));
   }
 }
 
@@ -89,8 +95,10 @@ export async function openModel(folder: ModelFolder): Promise<Model> {
   if (!fileSet.has(CONFIG_FILE)) {
     throw new MoeError(`${CONFIG_FILE} is missing: a model folder needs its config (layers, experts, model_type)`, folder.name);
   }
+  const configPath = pathIn(folder, CONFIG_FILE);
+  const indexPath = pathIn(folder, INDEX_FILE);
   const config = await readJson(folder, CONFIG_FILE);
-  if (!isPlainObject(config)) throw new MoeError('is not a JSON object', CONFIG_FILE);
+  if (!isPlainObject(config)) throw new MoeError('is not a JSON object', configPath);
 
   // Which shards, and what the index says.
   let shards: string[];
@@ -98,20 +106,20 @@ export async function openModel(folder: ModelFolder): Promise<Model> {
   let indexTotal: number | undefined;
   if (fileSet.has(INDEX_FILE)) {
     const index = await readJson(folder, INDEX_FILE);
-    if (!isPlainObject(index)) throw new MoeError('is not a JSON object', INDEX_FILE);
+    if (!isPlainObject(index)) throw new MoeError('is not a JSON object', indexPath);
     const wm = index['weight_map'];
-    if (!isPlainObject(wm)) throw new MoeError('has no "weight_map" object (tensor name → shard file)', INDEX_FILE);
+    if (!isPlainObject(wm)) throw new MoeError('has no "weight_map" object (tensor name → shard file)', indexPath);
     weightMap = new Map();
     for (const [tensor, file] of Object.entries(wm)) {
       if (typeof file !== 'string' || file === '') {
-        throw new MoeError(`weight_map value ${JSON.stringify(file)} is not a file name`, INDEX_FILE, tensor);
+        throw new MoeError(`weight_map value ${JSON.stringify(file)} is not a file name`, indexPath, tensor);
       }
       if (file.includes('/') || file.includes('\\')) {
-        throw new MoeError(`weight_map names ${JSON.stringify(file)}: shards in subfolders are not supported`, INDEX_FILE, tensor);
+        throw new MoeError(`weight_map names ${JSON.stringify(file)}: shards in subfolders are not supported`, indexPath, tensor);
       }
       weightMap.set(tensor, file);
     }
-    if (weightMap.size === 0) throw new MoeError('weight_map is empty', INDEX_FILE);
+    if (weightMap.size === 0) throw new MoeError('weight_map is empty', indexPath);
     const meta = index['metadata'];
     if (isPlainObject(meta) && meta['total_size'] !== undefined) {
       const ts = Number(meta['total_size']);
@@ -123,7 +131,7 @@ export async function openModel(folder: ModelFolder): Promise<Model> {
       const example = [...weightMap].find(([, f]) => f === missing[0])![0];
       throw new MoeError(
         `weight_map names shard file${missing.length > 1 ? 's' : ''} not in the folder: ${listNames(missing)} (e.g. for tensor ${example})`,
-        INDEX_FILE,
+        indexPath,
       );
     }
   } else if (fileSet.has(SINGLE_FILE)) {
@@ -162,13 +170,13 @@ export async function openModel(folder: ModelFolder): Promise<Model> {
       if (!r || r.file !== file) notInShard.push(r ? `${tensor} (found in ${r.file})` : `${tensor} (in ${file})`);
     }
     if (notInShard.length > 0) {
-      throw new MoeError(`weight_map names tensor${notInShard.length > 1 ? 's' : ''} missing from the shard's header: ${listNames(notInShard)}`, INDEX_FILE);
+      throw new MoeError(`weight_map names tensor${notInShard.length > 1 ? 's' : ''} missing from the shard's header: ${listNames(notInShard)}`, indexPath);
     }
     const unmapped = [...records.values()].filter((r) => !weightMap!.has(r.name));
     if (unmapped.length > 0) {
       throw new MoeError(
         `shard header${unmapped.length > 1 ? 's hold tensors' : ' holds a tensor'} the weight_map does not list: ${listNames(unmapped.map((r) => `${r.name} (in ${r.file})`))}`,
-        INDEX_FILE,
+        indexPath,
       );
     }
   }
@@ -198,7 +206,7 @@ export async function openModel(folder: ModelFolder): Promise<Model> {
     } else dataRecords.push(r);
   }
 
-  const arch = detectArchitecture(config, dataRecords.map((r) => r.name));
+  const arch = detectArchitecture(config, dataRecords.map((r) => r.name), configPath);
 
   const shardIndex = new Map(shards.map((f, i) => [f, i]));
   dataRecords.sort((a, b) => shardIndex.get(a.file)! - shardIndex.get(b.file)! || a.offset - b.offset);
@@ -228,7 +236,7 @@ export async function openModel(folder: ModelFolder): Promise<Model> {
     warnings.push(`${INDEX_FILE} metadata.total_size is ${indexTotal}, but the tensors hold ${sizeOnDisk} bytes`);
   }
 
-  const layout = buildLayout(config, arch, weights, warnings);
+  const layout = buildLayout(config, arch, weights, warnings, configPath);
 
   const shardSet = new Set(shards);
   const otherFiles: string[] = [];
@@ -257,51 +265,77 @@ export async function openModel(folder: ModelFolder): Promise<Model> {
   return model;
 }
 
-function configInt(config: Record<string, unknown>, key: string | null | undefined, what: string, required: true): number;
-function configInt(config: Record<string, unknown>, key: string | null | undefined, what: string, required?: false): number | undefined;
-function configInt(config: Record<string, unknown>, key: string | null | undefined, what: string, required = false): number | undefined {
-  if (!key || config[key] === undefined || config[key] === null) {
-    if (required) throw new MoeError(`has no "${key}" (${what})`, CONFIG_FILE);
+/**
+ * Largest values a config may state before anything is sized from it: far above every real model
+ * (DeepSeek-V3: 61 layers, 256 experts), far below what would exhaust memory.
+ */
+const CONFIG_LIMIT = { layers: 10_000, experts: 1_000_000 } as const;
+
+interface ConfigReader {
+  config: Record<string, unknown>;
+  /** "FOLDER/config.json", for messages. */
+  path: string;
+}
+
+function configInt(c: ConfigReader, key: string | null | undefined, what: string, required: true): number;
+function configInt(c: ConfigReader, key: string | null | undefined, what: string, required?: false): number | undefined;
+function configInt(c: ConfigReader, key: string | null | undefined, what: string, required = false): number | undefined {
+  const own = key !== null && key !== undefined && Object.prototype.hasOwnProperty.call(c.config, key);
+  if (!own || c.config[key!] === undefined || c.config[key!] === null) {
+    if (required) throw new MoeError(`has no "${key}" (${what})`, c.path);
     return undefined;
   }
-  const v = config[key];
+  const v = c.config[key!];
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
-    throw new MoeError(`"${key}" (${what}) is ${JSON.stringify(v)}, not a non-negative integer`, CONFIG_FILE);
+    throw new MoeError(`"${key}" (${what}) is ${JSON.stringify(v)}, not a non-negative integer`, c.path);
   }
   return v;
 }
 
-/** Which layers the config says are MoE (undefined where the config does not say). */
-function configMoeLayers(config: Record<string, unknown>, arch: ArchitectureSpec, layers: number, experts: number): Set<number> {
-  const c = arch.config;
-  const firstDense = configInt(config, c.firstDenseLayers, 'dense layers before the first MoE layer') ?? 0;
-  const freq = configInt(config, c.moeLayerFreq, 'MoE layer frequency') ?? 1;
-  const step = configInt(config, c.sparseStep, 'MoE every n-th layer') ?? 1;
-  let denseList: number[] = [];
-  if (c.denseLayerList && Array.isArray(config[c.denseLayerList])) {
-    denseList = (config[c.denseLayerList] as unknown[]).filter((x): x is number => typeof x === 'number');
-  }
+/** Which layers the config says are MoE, among layers 0..layers-1 (layers is already bounded). */
+function configMoeLayers(c: ConfigReader, arch: ArchitectureSpec, layers: number, experts: number): Set<number> {
+  const k = arch.config;
+  const firstDense = configInt(c, k.firstDenseLayers, 'dense layers before the first MoE layer') ?? 0;
+  const freq = configInt(c, k.moeLayerFreq, 'MoE layer frequency') ?? 1;
+  const step = configInt(c, k.sparseStep, 'MoE every n-th layer') ?? 1;
+  const denseList = new Set<number>();
+  const list = k.denseLayerList ? c.config[k.denseLayerList] : undefined;
+  if (Array.isArray(list)) for (const x of list) if (typeof x === 'number') denseList.add(x);
   const out = new Set<number>();
   if (experts <= 0) return out;
   for (let l = 0; l < layers; l++) {
     if (l < firstDense) continue;
     if (freq > 1 && l % freq !== 0) continue;
     if (step > 1 && (l + 1) % step !== 0) continue;
-    if (denseList.includes(l)) continue;
+    if (denseList.has(l)) continue;
     out.add(l);
   }
   return out;
 }
 
-/** "0-2, 5, 7-9" for a sorted list of integers; "none" when empty. */
-function buildLayout(config: Record<string, unknown>, arch: ArchitectureSpec, weights: Weight[], warnings: string[]): ModelLayout {
+function maxOf(values: Iterable<number>): number {
+  let m = -Infinity;
+  for (const v of values) if (v > m) m = v;
+  return m;
+}
+
+/**
+ * Layers, experts and shared experts from config.json, checked against the tensor names. Every
+ * number the config states is compared with what the tensors show before anything is sized from
+ * it, so a config claiming a billion layers is an error, not a billion-step loop.
+ */
+function buildLayout(config: Record<string, unknown>, arch: ArchitectureSpec, weights: Weight[], warnings: string[], configPath: string): ModelLayout {
   const c = arch.config;
-  const layers = configInt(config, c.layers, 'number of layers', true);
-  const experts = configInt(config, c.experts, 'routed experts per MoE layer', true);
-  const expertsPerToken = configInt(config, c.expertsPerToken, 'experts per token');
-  const hiddenSize = configInt(config, c.hiddenSize, 'hidden size');
-  const mtpCount = configInt(config, c.mtpLayers, 'multi-token-prediction layers') ?? 0;
-  const sharedFromConfig = configInt(config, c.sharedExperts, 'shared experts');
+  const cr: ConfigReader = { config, path: configPath };
+  const layers = configInt(cr, c.layers, 'number of layers', true);
+  const experts = configInt(cr, c.experts, 'routed experts per MoE layer', true);
+  const expertsPerToken = configInt(cr, c.expertsPerToken, 'experts per token');
+  const hiddenSize = configInt(cr, c.hiddenSize, 'hidden size');
+  const mtpCount = configInt(cr, c.mtpLayers, 'multi-token-prediction layers') ?? 0;
+  const sharedFromConfig = configInt(cr, c.sharedExperts, 'shared experts');
+  if (layers > CONFIG_LIMIT.layers) throw new MoeError(`"${c.layers}" is ${layers}: more layers than any model has (at most ${CONFIG_LIMIT.layers})`, configPath);
+  if (mtpCount > CONFIG_LIMIT.layers) throw new MoeError(`"${c.mtpLayers}" is ${mtpCount}: more layers than any model has (at most ${CONFIG_LIMIT.layers})`, configPath);
+  if (experts > CONFIG_LIMIT.experts) throw new MoeError(`"${c.experts}" is ${experts}: more experts than any model has (at most ${CONFIG_LIMIT.experts})`, configPath);
 
   // What the tensors show.
   const expertSets = new Map<number, Set<number>>();
@@ -321,9 +355,14 @@ function buildLayout(config: Record<string, unknown>, arch: ArchitectureSpec, we
     if (r.kind === 'shared_expert') sawShared = true;
   }
   if (expertSets.size === 0) {
-    throw new MoeError(`no routed expert tensors found for family ${arch.name}: this does not look like an MoE checkpoint`, CONFIG_FILE);
+    throw new MoeError(`no routed expert tensors found for family ${arch.name}: this does not look like an MoE checkpoint`, configPath);
   }
 
+  // The config's layer count against the highest layer the tensors show.
+  const lastSeen = maxOf(layersSeen);
+  if (layers > lastSeen + 1) {
+    throw new MoeError(`"${c.layers}" is ${layers}, but the tensors show layers 0-${lastSeen} only`, configPath);
+  }
   // Layers beyond the config: only MTP layers.
   const mtpLayers: number[] = [];
   const beyond = [...layersSeen].filter((l) => l >= layers).sort((a, b) => a - b);
@@ -342,33 +381,40 @@ function buildLayout(config: Record<string, unknown>, arch: ArchitectureSpec, we
   const empty: number[] = [];
   for (let l = 0; l < layers; l++) if (!layersSeen.has(l)) empty.push(l);
   if (empty.length > 0) {
-    throw new MoeError(`config "${c.layers}" is ${layers}, but no tensors were found for layer${empty.length > 1 ? 's' : ''} ${rangeText(empty)}`, CONFIG_FILE);
+    throw new MoeError(`config "${c.layers}" is ${layers}, but no tensors were found for layer${empty.length > 1 ? 's' : ''} ${rangeText(empty)}`, configPath);
   }
 
   // Expert counts per MoE layer, MTP layers included.
   for (const [l, set] of [...expertSets].sort((a, b) => a[0] - b[0])) {
-    const max = Math.max(...set) + 1;
+    const max = maxOf(set) + 1;
     if (max > experts) {
-      throw new MoeError(
-        `config "${c.experts}" is ${experts}, but layer ${l} has tensors for expert ${max - 1} (${max} or more experts)`,
-        CONFIG_FILE,
-      );
+      throw new MoeError(`config "${c.experts}" is ${experts}, but layer ${l} has tensors for expert ${max - 1} (${max} or more experts)`, configPath);
+    }
+    if (experts > max) {
+      throw new MoeError(`config "${c.experts}" is ${experts}, but layer ${l} has tensors for experts 0-${max - 1} only`, configPath);
     }
     if (set.size !== experts) {
       const missing: number[] = [];
       for (let e = 0; e < experts; e++) if (!set.has(e)) missing.push(e);
-      throw new MoeError(`config "${c.experts}" is ${experts}, but layer ${l} has no tensors for expert${missing.length > 1 ? 's' : ''} ${rangeText(missing)}`, CONFIG_FILE);
+      throw new MoeError(`config "${c.experts}" is ${experts}, but layer ${l} has no tensors for expert${missing.length > 1 ? 's' : ''} ${rangeText(missing)}`, configPath);
     }
   }
+  if (expertsPerToken !== undefined && (expertsPerToken < 1 || expertsPerToken > experts)) {
+    throw new MoeError(
+      `"${c.expertsPerToken}" is ${expertsPerToken}, but each token must be routed to between 1 and the ${experts} experts of a layer`,
+      configPath,
+    );
+  }
+  requireCompleteExperts(weights);
 
   const moeLayers = [...expertSets.keys()].filter((l) => l < layers).sort((a, b) => a - b);
   const denseLayers: number[] = [];
   for (let l = 0; l < layers; l++) if (!expertSets.has(l)) denseLayers.push(l);
-  const expected = [...configMoeLayers(config, arch, layers, experts)].sort((a, b) => a - b);
+  const expected = [...configMoeLayers(cr, arch, layers, experts)].sort((a, b) => a - b);
   if (expected.join(',') !== moeLayers.join(',')) {
     throw new MoeError(
       `the config implies MoE layers ${rangeText(expected)}, but routed expert tensors are in layers ${rangeText(moeLayers)}`,
-      CONFIG_FILE,
+      configPath,
     );
   }
 
@@ -376,7 +422,7 @@ function buildLayout(config: Record<string, unknown>, arch: ArchitectureSpec, we
   if (sharedFromConfig !== undefined) {
     sharedExperts = sharedFromConfig;
     if (sharedFromConfig > 0 && !sawShared) {
-      throw new MoeError(`config "${c.sharedExperts}" is ${sharedFromConfig}, but no shared expert tensors were found`, CONFIG_FILE);
+      throw new MoeError(`config "${c.sharedExperts}" is ${sharedFromConfig}, but no shared expert tensors were found`, configPath);
     }
     if (sharedFromConfig === 0 && sawShared) {
       warnings.push(`config "${c.sharedExperts}" is 0, but shared expert tensors were found`);
@@ -388,4 +434,42 @@ function buildLayout(config: Record<string, unknown>, arch: ArchitectureSpec, we
   if (hiddenSize !== undefined) layout.hiddenSize = hiddenSize;
   if (mtpLayers.length > 0) layout.mtpLayers = mtpLayers;
   return layout;
+}
+
+/**
+ * Every routed expert of a layer holds the same tensors (its projections, and their biases where
+ * the family has them). A missing one is an error naming it: a child merged without it would not
+ * load, and silently taking it from elsewhere would make a model nobody asked for.
+ */
+function requireCompleteExperts(weights: Weight[]): void {
+  // Per layer: the tensor name of each (expert, slot), a slot being the name with its expert index wildcarded.
+  const layersMap = new Map<number, Map<string, Map<number, Weight>>>();
+  const EXPERT_INDEX = /(^|\.)experts\.(\d+)\./;
+  for (const w of weights) {
+    const r = w.role;
+    if (r.kind !== 'routed_expert' || r.layer === undefined || r.expert === undefined) continue;
+    const slot = w.name.replace(EXPERT_INDEX, '$1experts.*.');
+    let slots = layersMap.get(r.layer);
+    if (!slots) layersMap.set(r.layer, (slots = new Map()));
+    let byExpert = slots.get(slot);
+    if (!byExpert) slots.set(slot, (byExpert = new Map()));
+    byExpert.set(r.expert, w);
+  }
+  for (const [layer, slots] of [...layersMap].sort((a, b) => a[0] - b[0])) {
+    const experts = new Set<number>();
+    for (const byExpert of slots.values()) for (const e of byExpert.keys()) experts.add(e);
+    for (const [slot, byExpert] of slots) {
+      if (byExpert.size === experts.size) continue;
+      const missing = [...experts].filter((e) => !byExpert.has(e)).sort((a, b) => a - b);
+      const example = byExpert.values().next().value as Weight;
+      const name = slot.replace('experts.*.', `experts.${missing[0]}.`);
+      throw new MoeError(
+        `layer ${layer}: expert${missing.length > 1 ? 's' : ''} ${rangeText(missing)} ${missing.length > 1 ? 'lack' : 'lacks'} ` +
+          `${name}${missing.length > 1 ? ' (and the others of that slot)' : ''}, which the layer's other experts have (e.g. ${example.name}): ` +
+          'an incomplete expert cannot be merged',
+        example.data.file,
+        name,
+      );
+    }
+  }
 }

@@ -425,11 +425,11 @@ function plannedFiles(plan: MergePlan, copiedSizes: number[]): PlannedFile[] {
 
 /** `model.safetensors.index.json`: total_size is the sum of tensor bytes, as transformers writes it. */
 export function indexBytes(plan: MergePlan): Uint8Array {
-  const weightMap: Record<string, string> = {};
   const names: [string, string][] = [];
   for (const s of plan.shards) for (const e of s.entries) names.push([e.name, s.file]);
   names.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  for (const [n, f] of names) weightMap[n] = f;
+  // fromEntries defines each name as an own property: `__proto__` is kept like any other.
+  const weightMap = Object.fromEntries(names);
   const text = JSON.stringify({ metadata: { total_size: plan.tensorBytes }, weight_map: weightMap }, null, 2) + '\n';
   return new TextEncoder().encode(text);
 }

@@ -1,16 +1,27 @@
 // Reading and writing recipes: YAML or JSON text in, a checked Recipe out, and back to YAML.
 import { Document, isMap, isSeq, parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { MoeError } from '../io.ts';
+import { MoeError, printable } from '../io.ts';
 import { recipeSchema, type Recipe } from './schema.ts';
 
 /** Parses YAML (JSON is YAML) and checks the shape. Errors name the file and the path, e.g. `rules[2].select.kind`. */
 export function parseRecipe(text: string, fileName = 'recipe'): Recipe {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
-    throw new MoeError(`not valid YAML or JSON: ${doc.errors[0]!.message}`, fileName);
+    const e = doc.errors[0]!;
+    // One line: where, and the first line of the parser's message (its code frame left out).
+    const where = e.linePos?.[0] ? ` (line ${e.linePos[0].line}, column ${e.linePos[0].col})` : '';
+    const what = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+    throw new MoeError(`not valid YAML or JSON${where}: ${what}`, fileName);
   }
-  return checkRecipe(doc.toJS(), fileName);
+  let value: unknown;
+  try {
+    // Expanding aliases can blow up (the "billion laughs"); the library stops at 100 and says so.
+    value = doc.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    throw new MoeError(`cannot be read: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`, fileName);
+  }
+  return checkRecipe(value, fileName);
 }
 
 /** Checks a recipe object (as the studio builds it) against the schema. */
@@ -43,7 +54,7 @@ function ruleIndexOf(path: (string | number)[]): number | undefined {
 
 function ruleSummary(value: unknown, index: number): string {
   const rules = (value as { rules?: unknown[] } | null)?.rules;
-  return JSON.stringify(rules?.[index] ?? null);
+  return printable(JSON.stringify(rules?.[index] ?? null) ?? 'null', 200);
 }
 
 /** The recipe as the CLI reads it, in a stable key order, selectors and weights on one line each. */

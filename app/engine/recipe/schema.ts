@@ -3,15 +3,50 @@
 import { z } from 'zod';
 import { TENSOR_KINDS, PROJECTIONS } from '../model/types.ts';
 
-/** An integer, a list of integers, or a range string "a-b" (inclusive). */
+/** "5", "40-50", "1, 3, 5-7" or "all": what a YAML user writes as a string. */
+export const INDEX_SET_TEXT = /^\s*(?:all|\d+(?:\s*-\s*\d+)?(?:\s*,\s*\d+(?:\s*-\s*\d+)?)*)\s*$/;
+
+const INDEX_SET_HELP = 'expected an integer, a list of integers, or a string of integers and ranges such as "40-50" or "1, 3, 5-7"';
+
+/** An integer, a list of integers, or a string of integers and inclusive ranges ("40-50", "1,3,5-7", "all"). */
 const indexSet = z.union(
   [
     z.number().int().nonnegative(),
     z.array(z.number().int().nonnegative()).min(1),
-    z.string().regex(/^\s*\d+\s*-\s*\d+\s*$/),
+    z.string().regex(INDEX_SET_TEXT, INDEX_SET_HELP),
   ],
-  { error: 'expected an integer, a list of integers, or a range "a-b" such as "40-50"' },
+  { error: INDEX_SET_HELP },
 );
+
+/** Parent names: what a recipe, the studio and the CLI all accept. */
+export const PARENT_NAME = /^[A-Za-z0-9_.-]+$/;
+
+/**
+ * A mapping keyed by names from the recipe, as a null-prototype object: zod's own record drops a
+ * key such as `__proto__`, and a plain object would let that key reach its prototype.
+ */
+function nameRecord<V extends z.ZodType>(value: V, keyPattern?: RegExp, keyMessage?: string) {
+  return z.unknown().transform((input, ctx): Record<string, z.output<V>> => {
+    if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+      ctx.addIssue({ code: 'custom', message: 'expected a mapping of names to values', input });
+      return z.NEVER;
+    }
+    const out = Object.create(null) as Record<string, z.output<V>>;
+    for (const [k, v] of Object.entries(input)) {
+      if (keyPattern && !keyPattern.test(k)) {
+        ctx.addIssue({ code: 'custom', message: keyMessage ?? 'bad name', path: [k], input: k });
+        continue;
+      }
+      const r = value.safeParse(v);
+      if (!r.success) {
+        for (const issue of r.error.issues) ctx.addIssue({ ...issue, code: 'custom', path: [k, ...issue.path], input: v });
+        continue;
+      }
+      Object.defineProperty(out, k, { value: r.data, enumerable: true, writable: true, configurable: true });
+    }
+    return out;
+  });
+}
 
 const oneOrMany = <const T extends readonly [string, ...string[]]>(values: T) =>
   z.union([z.enum(values), z.array(z.enum(values)).min(1)], {
@@ -29,7 +64,7 @@ export const selectorSchema = z.strictObject({
 export const ruleSchema = z
   .strictObject({
     select: selectorSchema,
-    weights: z.record(z.string(), z.number().nonnegative()).optional(),
+    weights: nameRecord(z.number().nonnegative()).optional(),
     from: z.string().optional(),
   })
   .refine((r) => (r.weights === undefined) !== (r.from === undefined), {
@@ -49,7 +84,7 @@ const byteSize = z.union([
 ]);
 
 export const recipeSchema = z.strictObject({
-  parents: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'parent names use letters, digits, _ . -'), z.string().min(1)),
+  parents: nameRecord(z.string().min(1), PARENT_NAME, 'parent names use letters, digits, _ . -'),
   base: z.string().optional(),
   rules: z.array(ruleSchema).default([]),
   threshold: z

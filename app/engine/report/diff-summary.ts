@@ -30,7 +30,7 @@ export function summarizeDiff(tensors: TensorDiff[]): KindDiffSummary[] {
       maxRmsDiff: max.rmsDiff,
       maxTensor: max.name,
       meanCosine: list.reduce((s, t) => s + t.cosine, 0) / list.length,
-      minCosine: Math.min(...list.map((t) => t.cosine)),
+      minCosine: list.reduce((m, t) => Math.min(m, t.cosine), Infinity),
     });
   }
   return out;

@@ -115,9 +115,7 @@ export function baseParent(s: StudioState = get()): ParentEntry | undefined {
 }
 
 export function bindings(s: StudioState = get()): Record<string, ParentId> {
-  const out: Record<string, ParentId> = {};
-  for (const p of s.parents) out[p.name] = p.id;
-  return out;
+  return Object.fromEntries(s.parents.map((p) => [p.name, p.id]));
 }
 
 /** A recipe parent name from a folder name: letters, digits, _ . - only, unique among the parents. */
@@ -508,9 +506,11 @@ export function thresholdView(s: StudioState, below: number): ThresholdView | nu
 }
 
 // ---------------------------------------------------------------------------------------------
-// Test hook (read-only): `window.__moeStudio.figures()` returns copies of the comparison figures
-// the heatmaps draw, by recipe parent name, in the base's tensor order. The end-to-end tests
-// (e2e/figures.spec.ts) compare them with `moe-studio diff --json`; nothing here changes state.
+// Test hooks. `window.__moeStudio.figures()` returns copies of the comparison figures the heatmaps
+// draw, by recipe parent name, in the base's tensor order; the end-to-end tests
+// (e2e/figures.spec.ts) compare them with `moe-studio diff --json`. `pauseMerge(point)` holds the
+// next merge at an engine pause point (as the CLI's MOE_STUDIO_TEST_PAUSE_AT does) until
+// `releaseMerge()` or Cancel; `mergePaused()` says whether one waits there (e2e/resume.spec.ts).
 
 export interface FiguresSnapshot {
   base: string | null;
@@ -527,10 +527,13 @@ if (typeof window !== 'undefined') {
         const out: FiguresSnapshot = { base: baseParent(s)?.name ?? null, names: s.index ? [...s.index.names] : [], diffs: {} };
         for (const [id, d] of Object.entries(s.diffs)) {
           const name = s.parents.find((p) => p.id === id)?.name ?? id;
-          out.diffs[name] = { mode: d.mode, complete: d.complete, running: d.running, rms: [...d.rms], rel: [...d.rel], cos: [...d.cos], sampled: [...d.sampled] };
+          Object.defineProperty(out.diffs, name, { enumerable: true, value: { mode: d.mode, complete: d.complete, running: d.running, rms: [...d.rms], rel: [...d.rel], cos: [...d.cos], sampled: [...d.sampled] } });
         }
         return out;
       },
+      pauseMerge: (point: string): Promise<void> => studio.setTestPause(point),
+      mergePaused: (): Promise<boolean> => studio.testPaused(),
+      releaseMerge: (): Promise<void> => studio.releaseTestPause(),
     }),
   });
 }

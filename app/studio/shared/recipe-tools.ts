@@ -1,6 +1,6 @@
 // Pure recipe helpers for the studio: presets, rules from a heatmap selection, renames.
 // The recipe shape itself is the engine's (app/engine/recipe/schema.ts), shared with the CLI.
-import type { Edit, IndexSet, Recipe, Rule } from '../../engine/recipe/schema.ts';
+import type { Edit, Recipe, Rule } from '../../engine/recipe/schema.ts';
 import { toIndexSet } from '../../engine/recipe/select.ts';
 import { TENSOR_KINDS, type Projection, type TensorKind } from '../../engine/model/types.ts';
 
@@ -22,8 +22,8 @@ export function emptyRecipe(parents: ParentRef[], base: string | undefined): Rec
 
 /** Sets `parents` and `base` from the open parents, keeping paths the user edited for parents that remain. */
 export function withParents(recipe: Recipe, parents: ParentRef[], base: string | undefined): Recipe {
-  const next: Record<string, string> = {};
-  for (const p of parents) next[p.name] = recipe.parents[p.name] ?? p.path;
+  // fromEntries defines own properties: a parent named `__proto__` stays a parent.
+  const next: Record<string, string> = Object.fromEntries(parents.map((p) => [p.name, recipe.parents[p.name] ?? p.path]));
   const out: Recipe = { ...recipe, parents: next };
   if (base !== undefined) out.base = base;
   else delete out.base;
@@ -33,14 +33,11 @@ export function withParents(recipe: Recipe, parents: ParentRef[], base: string |
 /** Renames a parent everywhere it is used: parents, base, weights and `from`. */
 export function renameParent(recipe: Recipe, from: string, to: string): Recipe {
   if (from === to) return recipe;
-  const parents: Record<string, string> = {};
-  for (const [k, v] of Object.entries(recipe.parents)) parents[k === from ? to : k] = v;
+  const parents: Record<string, string> = Object.fromEntries(Object.entries(recipe.parents).map(([k, v]) => [k === from ? to : k, v]));
   const rules = recipe.rules.map((r): Rule => {
     const out: Rule = { select: r.select };
     if (r.weights) {
-      const w: Record<string, number> = {};
-      for (const [k, v] of Object.entries(r.weights)) w[k === from ? to : k] = v;
-      out.weights = w;
+      out.weights = Object.fromEntries(Object.entries(r.weights).map(([k, v]) => [k === from ? to : k, v]));
     }
     if (r.from !== undefined) out.from = r.from === from ? to : r.from;
     return out;
@@ -66,20 +63,6 @@ export function dropParent(recipe: Recipe, name: string): Recipe {
   }
   const out: Recipe = { ...recipe, parents, rules };
   if (out.base === name) delete out.base;
-  return out;
-}
-
-/** Expands an index set; `all` is used when it is absent. */
-export function expandIndexSet(set: IndexSet | undefined, all: readonly number[]): number[] {
-  if (set === undefined) return [...all];
-  if (typeof set === 'number') return [set];
-  if (Array.isArray(set)) return [...set];
-  const m = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(set);
-  if (!m) return [];
-  const a = Number(m[1]);
-  const b = Number(m[2]);
-  const out: number[] = [];
-  for (let i = Math.min(a, b); i <= Math.max(a, b); i++) out.push(i);
   return out;
 }
 

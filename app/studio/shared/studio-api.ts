@@ -4,7 +4,7 @@
 // no Model objects, no functions except Comlink.proxy callbacks.
 import type { Recipe } from '../../engine/recipe/schema.ts';
 import type { KindSummary } from '../../engine/plan/types.ts';
-import type { MergeProgress } from '../../engine/exec/merge.ts';
+import type { InterruptedMerge, KeptWork, MergeProgress } from '../../engine/exec/merge.ts';
 import { METRICS, type Metric } from '../../engine/report/metrics.ts';
 
 export type { Recipe, KindSummary };
@@ -164,13 +164,23 @@ export interface OutputCheck {
   existing: string[];
   freeBytes?: number;
   canRename: boolean;
+  /** An interrupted merge in the folder: whether this recipe can resume it, and if not why. */
+  interrupted?: InterruptedMerge;
 }
+
+export type { InterruptedMerge, KeptWork };
 
 /** Progress of a merge, as the engine reports it. */
 export type { MergeProgress };
 
 export interface MergeResult {
   cancelled: boolean;
+  /** A stopped merge's completed shards, kept for resume. */
+  kept?: KeptWork;
+  /** Shards this merge kept from an interrupted one instead of writing them again. */
+  resumedShards: number;
+  /** What the engine had to say along the way (a stale lock replaced, shards written again, …). */
+  notices: string[];
   elapsedMs: number;
   bytesWritten: number;
   files: PlanFile[];
@@ -202,13 +212,23 @@ export interface StudioApi {
   parseRecipe(text: string, fileName?: string): Promise<Result<Recipe>>;
   recipeToYaml(recipe: Recipe): Promise<string>;
   plan(recipe: Recipe, bindings: Bindings): Promise<Result<PlanSummary>>;
-  checkOutput(target: OutputTarget, bindings: Bindings): Promise<OutputCheck>;
+  /** Can the recipe's child be written there? `recipe` lets it tell whether an interrupted merge there can be resumed. */
+  checkOutput(target: OutputTarget, bindings: Bindings, recipe?: Recipe): Promise<OutputCheck>;
   merge(
     job: string,
     recipe: Recipe,
     bindings: Bindings,
     target: OutputTarget,
-    options: { overwrite: boolean },
+    options: { overwrite: boolean; resume: boolean },
     listen: (p: MergeProgress) => void,
   ): Promise<Result<MergeResult>>;
+  /** Removes an interrupted merge's temporary files and journal from a folder. */
+  discardInterrupted(target: OutputTarget): Promise<Result<number>>;
+  /**
+   * Test hook, as `window.__moeStudio` is: hold the next merge at a pause point (see the engine's
+   * PausePoint) until `releaseTestPause`, or until it is cancelled. `testPaused` says whether one waits.
+   */
+  setTestPause(point: string | null): Promise<void>;
+  testPaused(): Promise<boolean>;
+  releaseTestPause(): Promise<void>;
 }

@@ -1,6 +1,6 @@
 // The engine's I/O interfaces (app/engine/io.ts) over browser files: File System Access handles,
 // File lists from drag-and-drop or <input webkitdirectory>, and the origin-private file system.
-import { MoeError, type ByteSource, type ModelFolder, type OutputFile, type OutputFolder } from '../../engine/io.ts';
+import { LOCK_FILE, MoeError, type ByteSource, type LockOwner, type ModelFolder, type OutputFile, type OutputFolder, type OutputLock } from '../../engine/io.ts';
 
 const MAX_READ = 1024 * 1024 * 1024;
 
@@ -14,6 +14,7 @@ function fileSource(file: File, name: string): ByteSource {
   return {
     name,
     size: file.size,
+    identity: `${file.size}:${file.lastModified}`,
     async read(offset: number, length: number): Promise<Uint8Array> {
       if (length > MAX_READ) throw new MoeError(`read of ${length} bytes exceeds the 1 GiB limit`, name);
       if (offset < 0 || offset + length > file.size)
@@ -160,71 +161,180 @@ class WritableOutputFile implements OutputFile {
   }
 }
 
-/** The output folder: a user-picked folder (readwrite) or a folder in the origin-private file system. */
+/**
+ * The output folder: a user-picked folder (readwrite) or a folder in the origin-private file
+ * system. An OPFS folder is created by `prepare`, not before, and removed again by
+ * `discardCreated` when a refused or failed merge left it empty.
+ */
 export class HandleOutputFolder implements OutputFolder {
   readonly name: string;
   readonly canRename: boolean;
+  private handleP: FileSystemDirectoryHandle | undefined;
+  private createdOpfs = false;
   constructor(
-    readonly handle: FileSystemDirectoryHandle,
+    handle: FileSystemDirectoryHandle | undefined,
     readonly isOpfs: boolean,
-    /** The OPFS root, to tell whether a folder lies inside another. */
-    private readonly opfsRoot?: FileSystemDirectoryHandle,
+    /** The OPFS root and folder name, for a folder that may not exist yet. */
+    private readonly opfs?: { root: FileSystemDirectoryHandle; folder: string },
   ) {
-    this.name = handle.name || 'origin-private storage';
+    this.handleP = handle;
+    this.name = handle?.name || opfs?.folder || 'origin-private storage';
     const proto = (globalThis as { FileSystemFileHandle?: { prototype: Movable } }).FileSystemFileHandle?.prototype;
     // move() exists on every handle in Chrome 110+; outside the OPFS it needs Chrome 122+.
     // Where it is missing the engine writes final names directly.
     this.canRename = typeof proto?.move === 'function';
   }
+  /** The folder's handle; an OPFS folder that does not exist yet has none. */
+  private async existing(): Promise<FileSystemDirectoryHandle | undefined> {
+    if (this.handleP) return this.handleP;
+    if (!this.opfs) return undefined;
+    try {
+      this.handleP = await this.opfs.root.getDirectoryHandle(this.opfs.folder);
+      return this.handleP;
+    } catch {
+      return undefined;
+    }
+  }
+  private async dir(): Promise<FileSystemDirectoryHandle> {
+    const h = await this.existing();
+    if (!h) throw new MoeError('the output folder does not exist yet', this.name);
+    return h;
+  }
+  get handle(): FileSystemDirectoryHandle | undefined {
+    return this.handleP;
+  }
   async list(): Promise<string[]> {
+    const h = await this.existing();
+    if (!h) return [];
     const out: string[] = [];
-    for await (const [name, h] of this.handle.entries()) if (h.kind === 'file') out.push(name);
+    for await (const [name, e] of h.entries()) if (e.kind === 'file') out.push(name);
     return out.sort();
+  }
+  async prepare(): Promise<void> {
+    if (await this.existing()) return;
+    if (!this.opfs) throw new MoeError('the output folder is gone', this.name);
+    try {
+      this.handleP = await this.opfs.root.getDirectoryHandle(this.opfs.folder, { create: true });
+      this.createdOpfs = true;
+    } catch (e) {
+      throw new MoeError(`cannot create the folder in browser storage: ${errorText(e)}`, this.name);
+    }
+  }
+  async discardCreated(): Promise<void> {
+    if (!this.createdOpfs || !this.opfs) return;
+    this.createdOpfs = false;
+    if ((await this.list()).length > 0) return;
+    await this.opfs.root.removeEntry(this.opfs.folder).catch(() => {});
+    this.handleP = undefined;
+  }
+  /**
+   * Web Locks keep two tabs of this browser apart; the lock file makes a CLI merge into the same
+   * folder (and a browser one after a crash) see this one.
+   */
+  async lock(owner: LockOwner): Promise<OutputLock> {
+    const dir = await this.dir();
+    const key = `moe-studio-output:${this.isOpfs ? `opfs/${this.opfs?.folder ?? this.name}` : `folder/${this.name}`}`;
+    let releaseWebLock: (() => void) | undefined;
+    const locks = (navigator as { locks?: LockManager }).locks;
+    if (locks) {
+      const got = await new Promise<boolean>((resolve) => {
+        void locks.request(key, { ifAvailable: true }, async (l) => {
+          if (!l) return resolve(false);
+          resolve(true);
+          await new Promise<void>((done) => (releaseWebLock = done));
+        });
+      });
+      if (!got) throw new MoeError('another merge in this browser is writing to this folder', this.name);
+    }
+    try {
+      const held = await dir.getFileHandle(LOCK_FILE).then((h) => h.getFile()).then((f) => f.text()).catch(() => undefined);
+      if (held !== undefined) {
+        let holder: Partial<LockOwner> = {};
+        try {
+          holder = JSON.parse(held) as Partial<LockOwner>;
+        } catch {
+          /* unreadable: still a lock */
+        }
+        const who = holder.pid !== undefined ? `pid ${holder.pid}${holder.host ? ` on host ${holder.host}` : ''}` : (holder.tool ?? 'another merge');
+        throw new MoeError(
+          `another merge is writing here: ${LOCK_FILE} is held by ${who}${holder.started ? `, since ${holder.started}` : ''}; ` +
+            'if no merge is running, remove that file (or use Discard in the studio)',
+          this.name,
+        );
+      }
+      const text = JSON.stringify(owner) + '\n';
+      const out = await this.create(LOCK_FILE);
+      await out.write(new TextEncoder().encode(text));
+      await out.close();
+      return {
+        release: async () => {
+          const now = await dir.getFileHandle(LOCK_FILE).then((h) => h.getFile()).then((f) => f.text()).catch(() => undefined);
+          if (now === text) await dir.removeEntry(LOCK_FILE).catch(() => {});
+          releaseWebLock?.();
+        },
+      };
+    } catch (e) {
+      releaseWebLock?.();
+      throw e;
+    }
   }
   async create(file: string): Promise<OutputFile> {
     const name = `${this.name}/${file}`;
     try {
-      const fh = await this.handle.getFileHandle(file, { create: true });
+      const fh = await (await this.dir()).getFileHandle(file, { create: true });
       const stream = await fh.createWritable({ keepExistingData: false });
       return new WritableOutputFile(stream, name);
     } catch (e) {
       throw new MoeError(`cannot create the file: ${errorText(e)}`, name);
     }
   }
+  async open(file: string): Promise<ByteSource> {
+    try {
+      const fh = await (await this.dir()).getFileHandle(file);
+      return fileSource(await fh.getFile(), `${this.name}/${file}`);
+    } catch (e) {
+      throw new MoeError(`cannot be read back: ${errorText(e)}`, `${this.name}/${file}`);
+    }
+  }
   async rename(from: string, to: string): Promise<void> {
-    const fh = (await this.handle.getFileHandle(from)) as FileSystemFileHandle & Movable;
+    const dir = await this.dir();
+    const fh = (await dir.getFileHandle(from)) as FileSystemFileHandle & Movable;
     if (typeof fh.move !== 'function') throw new MoeError('this browser cannot rename files', `${this.name}/${from}`);
     try {
-      await this.handle.removeEntry(to).catch(() => {});
+      await dir.removeEntry(to).catch(() => {});
       await fh.move(to);
     } catch (e) {
       throw new MoeError(`cannot rename to ${to}: ${errorText(e)}`, `${this.name}/${from}`);
     }
   }
   async remove(file: string): Promise<void> {
-    await this.handle.removeEntry(file).catch((e: unknown) => {
+    const dir = await this.existing();
+    if (!dir) return;
+    await dir.removeEntry(file).catch((e: unknown) => {
       if ((e as { name?: string }).name !== 'NotFoundError') throw new MoeError(`cannot remove: ${errorText(e)}`, `${this.name}/${file}`);
     });
   }
   async overlaps(parent: ModelFolder): Promise<boolean> {
     if (!(parent instanceof HandleModelFolder)) return false;
-    if (await this.handle.isSameEntry(parent.handle)) return true;
+    const h = await this.existing();
+    if (!h) return false;
+    if (await h.isSameEntry(parent.handle)) return true;
     // Inside the parent: the parent resolves a path down to us.
-    const path = await parent.handle.resolve(this.handle).catch(() => null);
+    const path = await parent.handle.resolve(h).catch(() => null);
     return path !== null;
   }
   async freeBytes(): Promise<number | undefined> {
-    if (!this.isOpfs || !this.opfsRoot) return undefined;
+    if (!this.isOpfs) return undefined;
     const est = await navigator.storage.estimate();
     if (est.quota === undefined || est.usage === undefined) return undefined;
     return Math.max(0, est.quota - est.usage);
   }
 }
 
+/** A folder in the origin-private file system; created when the merge prepares it. */
 export async function opfsOutputFolder(folder: string): Promise<HandleOutputFolder> {
   const root = await navigator.storage.getDirectory();
-  const dir = await root.getDirectoryHandle(folder, { create: true });
-  return new HandleOutputFolder(dir, true, root);
+  return new HandleOutputFolder(undefined, true, { root, folder });
 }
 
 export function errorText(e: unknown): string {

@@ -39,6 +39,7 @@ function endpointOf(remote: Comlink.Remote<KernelWorkerApi>): KernelEndpoint {
     mix: (req) => remote.mix(req),
     diff: (a, b) => remote.diff(a, b),
     diffMany: (pairs) => remote.diffMany(pairs),
+    hashMany: (parts) => remote.hashMany(parts),
   };
   // Inputs are handed over (transferred), not copied.
   return callKernels(r, Comlink.transfer);

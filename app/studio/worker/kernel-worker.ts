@@ -24,6 +24,7 @@ export const kernelWorkerApi = {
   mix: (req: MixRequest) => need().mix(req),
   diff: (a: Chunk, b: Chunk) => need().diff(a, b),
   diffMany: (pairs: [Chunk, Chunk][]) => need().diffMany(pairs),
+  hashMany: (parts: Uint8Array[]) => need().hashMany(parts),
 };
 
 export type KernelWorkerApi = typeof kernelWorkerApi;

@@ -10,7 +10,8 @@ import { parseRecipe, recipeToYaml } from '../../engine/recipe/parse.ts';
 import type { Recipe } from '../../engine/recipe/schema.ts';
 import { planMerge } from '../../engine/plan/plan.ts';
 import type { MergePlan } from '../../engine/plan/types.ts';
-import { executeMerge } from '../../engine/exec/merge.ts';
+import { MergeCancelled, discardInterrupted, executeMerge, interruptedMerge, type PausePoint } from '../../engine/exec/merge.ts';
+import type { LockOwner } from '../../engine/io.ts';
 import { diffModels } from '../../engine/exec/diff.ts';
 import type { KernelPool } from '../../engine/kernels/pool.ts';
 import type {
@@ -334,7 +335,7 @@ const api: StudioApi = {
     }
   },
 
-  async checkOutput(target: OutputTarget, bindings: Bindings): Promise<OutputCheck> {
+  async checkOutput(target: OutputTarget, bindings: Bindings, recipe?: Recipe): Promise<OutputCheck> {
     try {
       const out = await outputFolder(target);
       const problems = await overlapProblems(out, bindings);
@@ -347,6 +348,12 @@ const api: StudioApi = {
       };
       const free = await out.freeBytes();
       if (free !== undefined) check.freeBytes = free;
+      if (recipe && check.existing.length > 0) {
+        const plan = await planMerge(recipe, bound(bindings, recipe)).catch(() => undefined);
+        const pool = await getKernelPool().catch(() => undefined);
+        const found = plan && pool ? await interruptedMerge(plan, out, pool) : undefined;
+        if (found) check.interrupted = found;
+      }
       return check;
     } catch (e) {
       return { ok: false, name: '', problems: [errorText(e)], existing: [], canRename: false };
@@ -359,6 +366,15 @@ const api: StudioApi = {
     const started = performance.now();
     let last: MergeProgress | undefined;
     let sent = 0;
+    const notices: string[] = [];
+    const cancelled = (kept?: MergeResult['kept']): Result<MergeResult> => {
+      const value: MergeResult = {
+        cancelled: true, resumedShards: 0, notices, elapsedMs: performance.now() - started, bytesWritten: last?.bytesDone ?? 0,
+        files: [], folder: target.kind === 'opfs' ? target.folder : '', report: undefined, warnings: [],
+      };
+      if (kept) value.kept = kept;
+      return { ok: true, value };
+    };
     try {
       const plan = await planMerge(recipe, bound(bindings, recipe));
       const out = await outputFolder(target);
@@ -370,6 +386,10 @@ const api: StudioApi = {
         chunkElements: BROWSER_CHUNK_ELEMENTS,
         signal: ctrl.signal,
         overwrite: options.overwrite,
+        resume: options.resume,
+        owner: studioOwner(),
+        onNotice: (t) => notices.push(t),
+        pause: (point) => testPauseAt(point, ctrl.signal),
         onProgress: (p) => {
           const cur: MergeProgress = { ...p };
           last = cur;
@@ -386,6 +406,8 @@ const api: StudioApi = {
         ok: true,
         value: {
           cancelled: false,
+          resumedShards: report.resumedShards,
+          notices,
           elapsedMs: performance.now() - started,
           bytesWritten: report.totalBytes,
           files: report.files.map((f) => ({ name: f.name, bytes: f.bytes, what: plan.files.find((p) => p.name === f.name)?.what ?? 'copy' })),
@@ -395,33 +417,57 @@ const api: StudioApi = {
         },
       };
     } catch (e) {
-      if (ctrl.signal.aborted) {
-        return {
-          ok: true,
-          value: {
-            cancelled: true,
-            elapsedMs: performance.now() - started,
-            bytesWritten: last?.bytesDone ?? 0,
-            files: [],
-            folder: target.kind === 'opfs' ? target.folder : '',
-            report: undefined,
-            warnings: [],
-          },
-        };
-      }
+      if (e instanceof MergeCancelled || ctrl.signal.aborted) return cancelled(e instanceof MergeCancelled ? e.kept : undefined);
       return { ok: false, error: errorText(e) };
     } finally {
       jobs.delete(job);
     }
   },
+
+  async discardInterrupted(target: OutputTarget): Promise<Result<number>> {
+    try {
+      return { ok: true, value: await discardInterrupted(await outputFolder(target), studioOwner()) };
+    } catch (e) {
+      return { ok: false, error: errorText(e) };
+    }
+  },
+
+  async setTestPause(point: string | null): Promise<void> {
+    testPause = point === null ? undefined : { point, waiting: false };
+  },
+  async testPaused(): Promise<boolean> {
+    return testPause?.waiting ?? false;
+  },
+  async releaseTestPause(): Promise<void> {
+    testPause?.release?.();
+  },
 };
+
+function studioOwner(): LockOwner {
+  return { tool: 'MoE Studio (browser)', started: new Date().toISOString() };
+}
+
+/** The test hook's state: where to hold the next merge, whether one waits there, how to let it go. */
+let testPause: { point: string; waiting: boolean; release?: () => void } | undefined;
+
+async function testPauseAt(point: PausePoint, signal: AbortSignal): Promise<void> {
+  const t = testPause;
+  if (!t || t.point !== point) return;
+  t.waiting = true;
+  await new Promise<void>((resolve) => {
+    t.release = resolve;
+    signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+  t.waiting = false;
+  testPause = undefined;
+}
 
 /** A pool for merges that only copy: any kernel call says why the kernels are missing. */
 function unavailablePool(): KernelPool {
   const fail = async (): Promise<never> => {
     throw new Error(`the WASM kernels are not available (${kernelStatus().status}); only byte-for-byte copies can run`);
   };
-  return { size: 1, decode: fail, encode: fail, mix: fail, diff: fail, diffMany: fail, close: async () => {} };
+  return { size: 1, decode: fail, encode: fail, mix: fail, diff: fail, diffMany: fail, hashMany: fail, close: async () => {} };
 }
 
 Comlink.expose(api);

@@ -46,7 +46,20 @@ export function MergeDialog() {
     setCheck(null);
     setResult(null);
     setError(null);
-    setCheck(await studio.checkOutput(t, bindings()));
+    setCheck(await recheck(t));
+  }
+
+  function recheck(t: OutputTarget): Promise<OutputCheck> {
+    const s = useStudio.getState();
+    return studio.checkOutput(t, bindings(s), s.recipe);
+  }
+
+  async function discard() {
+    if (!target) return;
+    const r = await studio.discardInterrupted(target);
+    if (!r.ok) setError(r.error);
+    setResult(null);
+    setCheck(await recheck(target));
   }
 
   async function pickFolder() {
@@ -63,13 +76,13 @@ export function MergeDialog() {
     }
   }
 
-  async function run() {
+  async function run(mode: { resume?: boolean; overwrite?: boolean } = {}) {
     if (!target || !plan) return;
     const id = newJobId('merge');
     setJob(id);
     setResult(null);
     setError(null);
-    setProgress({ bytesDone: 0, bytesTotal: plan.totalBytes, tensor: '', tensorsDone: 0, tensorsTotal: plan.tensors, file: '', elapsedMs: 0 });
+    setProgress({ bytesDone: 0, bytesTotal: plan.totalBytes, resumedBytes: 0, tensor: '', tensorsDone: 0, tensorsTotal: plan.tensors, file: '', elapsedMs: 0 });
     samples.current = [];
     const s = useStudio.getState();
     try {
@@ -78,7 +91,7 @@ export function MergeDialog() {
         s.recipe,
         bindings(s),
         target,
-        { overwrite: overwrite || !!(result && !result.cancelled) },
+        { overwrite: mode.overwrite ?? (overwrite || !!(result && !result.cancelled)), resume: mode.resume ?? false },
         listener((p: MergeProgress) => {
           samples.current.push({ t: p.elapsedMs, bytes: p.bytesDone });
           if (samples.current.length > 60) samples.current.shift();
@@ -93,7 +106,7 @@ export function MergeDialog() {
       setError(e instanceof Error ? e.message : String(e));
     } finally {
       setJob(null);
-      void studio.checkOutput(target, bindings()).then(setCheck);
+      void recheck(target).then(setCheck);
     }
   }
 
@@ -104,7 +117,9 @@ export function MergeDialog() {
   const replaced = check ? planFiles.filter((f) => check.existing.includes(f.name)).map((f) => f.name) : [];
   const others = check ? check.existing.filter((f) => !planFiles.some((p) => p.name === f)) : [];
   const shardLike = /^model-\d{5}-of-\d{5}\.safetensors(\.partial)?$|^model\.safetensors$/;
-  const clash = check ? check.existing.filter((f) => planFiles.some((p) => p.name === f) || shardLike.test(f)) : [];
+  const interrupted = check?.interrupted;
+  // An interrupted merge's files are handled by Resume / Start over / Discard, not the overwrite box.
+  const clash = check && !interrupted ? check.existing.filter((f) => planFiles.some((p) => p.name === f) || shardLike.test(f)) : [];
   const tooBig = check?.freeBytes !== undefined && plan ? plan.totalBytes > check.freeBytes : false;
 
   return (
@@ -157,6 +172,27 @@ export function MergeDialog() {
                 {replaced.length > 0 && clash.length === 0 && <div className="warn-text">Replaces {replaced.join(', ')}</div>}
                 {others.length > 0 && <div className="muted small">{others.length} other file{others.length === 1 ? '' : 's'} in the folder stay untouched.</div>}
                 {!check.canRename && <div className="muted small">This browser cannot rename files: shards are written under their final names.</div>}
+                {interrupted && !job && (
+                  <div className="interrupted" data-testid="interrupted">
+                    <div>
+                      <b>An interrupted merge is here:</b> {interrupted.shards} of {interrupted.of} shards complete.{' '}
+                      {interrupted.resumable ? 'Resume keeps them (each is checked) and writes the rest.' : <span className="warn-text">It cannot be resumed: {interrupted.why}.</span>}
+                    </div>
+                    <div className="row">
+                      {interrupted.resumable && (
+                        <button className="btn primary" disabled={!check.ok || !plan} onClick={() => void run({ resume: true })} data-testid="resume-merge">
+                          Resume
+                        </button>
+                      )}
+                      <button className="btn" disabled={!check.ok || !plan} onClick={() => void run({ overwrite: true })} data-testid="restart-merge">
+                        Start over
+                      </button>
+                      <button className="btn ghost" onClick={() => void discard()} data-testid="discard-merge" title="Removes its temporary files and journal; nothing else in the folder">
+                        Discard
+                      </button>
+                    </div>
+                  </div>
+                )}
               </div>
             )}
             {error && (
@@ -205,7 +241,7 @@ export function MergeDialog() {
               Cancel
             </button>
           ) : (
-            <button className="btn primary" disabled={!check?.ok || !plan || tooBig || (clash.length > 0 && !overwrite && !(result && !result.cancelled))} onClick={() => void run()} data-testid="run-merge">
+            <button className="btn primary" disabled={!check?.ok || !plan || tooBig || !!interrupted || (clash.length > 0 && !overwrite && !(result && !result.cancelled))} onClick={() => void run()} data-testid="run-merge">
               {result && !result.cancelled ? 'Merge again (replaces it)' : 'Start merge'}
             </button>
           )}
@@ -219,14 +255,24 @@ function Summary({ r }: { r: MergeResult }) {
   if (r.cancelled) {
     return (
       <div className="summary bad" data-testid="merge-summary">
-        Cancelled after {formatDuration(r.elapsedMs)} ({formatBytes(r.bytesWritten)} written). Unfinished files were discarded.
+        Cancelled after {formatDuration(r.elapsedMs)}. Nothing looks like a finished model: there is no index and no shard under its final name.{' '}
+        {r.kept
+          ? `${r.kept.shards} of ${r.kept.of} shards (${formatBytes(r.kept.bytes)}) are complete and kept: resume to write the rest, or discard them.`
+          : 'The unfinished files were removed.'}
       </div>
     );
   }
   return (
     <div className="summary" data-testid="merge-summary">
       <b>Done.</b> {formatBytes(r.bytesWritten)} in {r.files.length} files written to “{r.folder}” in {formatDuration(r.elapsedMs)} (
-      {formatBytes(r.bytesWritten / Math.max(0.001, r.elapsedMs / 1000))}/s).
+      {formatBytes(r.bytesWritten / Math.max(0.001, r.elapsedMs / 1000))}/s){r.resumedShards > 0 ? `, ${r.resumedShards} shards kept from the interrupted merge` : ''}.
+      {r.notices.length > 0 && (
+        <ul className="note-list">
+          {r.notices.map((n, i) => (
+            <li key={i}>{n}</li>
+          ))}
+        </ul>
+      )}
       {r.warnings.length > 0 && (
         <ul className="warn-list">
           {r.warnings.slice(0, 10).map((w, i) => (

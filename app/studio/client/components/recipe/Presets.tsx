@@ -22,9 +22,7 @@ export function Presets() {
     );
   }
   const mixWeights = MIX_GROUPS.map((_, g) => {
-    const row: Record<string, number> = {};
-    for (const p of parents) row[p.name] = mix[g]?.[p.name] ?? (p.id === base.id ? 0.5 : 0.5 / others.length);
-    return row;
+    return Object.fromEntries(parents.map((p) => [p.name, mix[g]?.[p.name] ?? (p.id === base.id ? 0.5 : 0.5 / others.length)]));
   });
   return (
     <Section title="Presets">

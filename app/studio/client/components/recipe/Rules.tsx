@@ -1,18 +1,18 @@
 // The rules: edit, add, reorder and delete (the same select / weights / from model as the CLI).
 import { useEffect, useState } from 'react';
 import { PROJECTIONS, TENSOR_KINDS, type Projection, type TensorKind } from '../../../../engine/model/types.ts';
-import type { IndexSet, Rule, Selector } from '../../../../engine/recipe/schema.ts';
+import { INDEX_SET_TEXT, type IndexSet, type Rule, type Selector } from '../../../../engine/recipe/schema.ts';
 import { formatCount } from '../../../shared/format.ts';
 import { KIND_LABEL } from '../../heat-data.ts';
 import { updateRecipe, useStudio } from '../../store.ts';
 import { Section } from './Section.tsx';
 
+/** What the field accepts is what a recipe accepts: a number, or the schema's index-set text. */
 function parseIndexSet(text: string): { ok: true; value: IndexSet | undefined } | { ok: false } {
   const t = text.trim();
   if (t === '') return { ok: true, value: undefined };
   if (/^\d+$/.test(t)) return { ok: true, value: Number(t) };
-  if (/^\d+\s*-\s*\d+$/.test(t)) return { ok: true, value: t.replace(/\s+/g, '') };
-  if (/^\d+(\s*,\s*\d+)+$/.test(t)) return { ok: true, value: t.split(',').map((x) => Number(x.trim())) };
+  if (INDEX_SET_TEXT.test(t)) return { ok: true, value: t.replace(/\s*([,-])\s*/g, (_m, c: string) => (c === ',' ? ', ' : '-')) };
   return { ok: false };
 }
 
@@ -183,7 +183,7 @@ function IndexSetField({ label, value, onBad, onCommit }: { label: string; value
         onChange={(e) => setText(e.target.value)}
         onBlur={() => {
           const p = parseIndexSet(text);
-          if (!p.ok) return onBad(`${label}: write 5, 3-10 or 1, 4, 9`);
+          if (!p.ok) return onBad(`${label}: write 5, 3-10, 1, 4, 9-12 or all`);
           onBad(null);
           onCommit(p.value);
         }}
