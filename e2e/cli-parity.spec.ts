@@ -52,12 +52,12 @@ test('MEA α=0.5 on Mixtral BF16 with a muted expert: off/on refused, the child 
   await expect(page.getByTestId('rule')).toHaveCount(1);
   await expect(page.getByTestId('plan-sentence')).toContainText('routed expert (24): 24 mixed');
 
-  // Mixtral has no selection-only router bias: off/on are disabled with the reason; mute works.
+  // Mixtral's router has no bias: off/on are disabled with the reason; mute works.
   await selectCells(page, 'gate', 2, 4, [1, 3], [1, 3]);
   await expect(page.getByTestId('selection')).toContainText('Layer 1 ');
   await expect(page.getByRole('button', { name: 'off', exact: true })).toBeDisabled();
   await expect(page.getByRole('button', { name: 'on', exact: true })).toBeDisabled();
-  await expect(page.getByText(/mixtral routers have none, so the nearest weight edit is mute/)).toBeVisible();
+  await expect(page.getByTestId('edit-exactness')).toContainText('Off: no router bias to switch it off with; mute or remove the expert instead.');
   await page.getByRole('button', { name: 'mute', exact: true }).click();
   await expect(page.getByText('Expert edits (1)')).toBeVisible();
   await expect(page.locator('.edit-chip')).toHaveText(/L1 E3 mute/);
@@ -71,7 +71,7 @@ test('MEA α=0.5 on Mixtral BF16 with a muted expert: off/on refused, the child 
   expect(files).toEqual(expect.arrayContaining(['README.md', 'config.json', 'model.safetensors.index.json', 'moe-studio-recipe.yaml', 'tokenizer.json', 'tokenizer_config.json']));
 });
 
-test('Chimera on DeepSeek-V3 FP8 with off/on/mute edits: the child equals the CLI\'s', async ({ page }, info) => {
+test('Chimera on DeepSeek-V3 FP8 with off/mute edits (on refused under group-limited routing): the child equals the CLI\'s', async ({ page }, info) => {
   await openStudio(page);
   await openWithInput(page, parentDirs('deepseek-v3-fp8-pair').map((d) => d.dir));
   await page.getByRole('button', { name: 'Chimera (AoE)' }).click();
@@ -82,13 +82,16 @@ test('Chimera on DeepSeek-V3 FP8 with off/on/mute edits: the child equals the CL
   await selectCells(page, 'up', 4, 8, [0, 2], [1, 3]); // layers 1-2, experts 2-3
   await expect(page.getByTestId('selection')).toContainText('Layers 1-2');
   await page.getByRole('button', { name: 'off', exact: true }).click();
+  // n_group 4, topk_group 2: forcing expert 6 on would force its group into the chosen two.
   await selectCells(page, 'up', 4, 8, [2, 6], [2, 6]); // layer 3, expert 6
-  await page.getByRole('button', { name: 'on', exact: true }).click();
+  await expect(page.getByRole('button', { name: 'on', exact: true })).toBeDisabled();
+  await expect(page.getByTestId('edit-exactness')).toContainText('Forcing expert 6 on would force group 3 (experts 6-7) into the 2 groups chosen per token, leaving 1 group slot for every other expert.');
+  await page.getByRole('button', { name: 'off', exact: true }).click();
   await selectCells(page, 'down', 4, 8, [2, 0], [2, 0]); // layer 3, expert 0
   await page.getByRole('button', { name: 'mute', exact: true }).click();
   await expect(page.getByText('Expert edits (6)')).toBeVisible();
   const chips = await page.locator('.edit-chip').allTextContents();
-  expect(chips.map((c) => c.replace('×', '').trim()).sort()).toEqual(['L1 E2 off', 'L1 E3 off', 'L2 E2 off', 'L2 E3 off', 'L3 E0 mute', 'L3 E6 on'].sort());
+  expect(chips.map((c) => c.replace('×', '').trim()).sort()).toEqual(['L1 E2 off', 'L1 E3 off', 'L2 E2 off', 'L2 E3 off', 'L3 E0 mute', 'L3 E6 off'].sort());
   await snap(page, info, 'chimera-edits');
 
   const recipe = await exportRecipe(page, 'deepseek-v3-fp8-pair', 'e2e-chimera.yaml');

@@ -164,7 +164,7 @@ rules:
     from: r1
 edits:
   - {layer: 2, expert: 5, action: off}
-  - {layer: 2, expert: 1, action: on}
+  - {layer: 2, expert: 1, action: off}
   - {layer: 3, expert: 0, action: mute}
 `);
     const card = readFileSync(path.join(out, 'README.md'), 'utf8');
@@ -174,7 +174,14 @@ edits:
     const bias = tensors.get('model.layers.2.mlp.gate.e_score_correction_bias')!;
     const values = new Float32Array(bias.bytes.buffer.slice(bias.bytes.byteOffset, bias.bytes.byteOffset + bias.bytes.byteLength));
     expect(values[5]).toBe(-1e4);
-    expect(values[1]).toBe(1e4);
+    expect(values[1]).toBe(-1e4);
+    // Routing is group-limited here (n_group 4, topk_group 2): forcing an expert on forces its group.
+    const dir = dirs['deepseek-v3-fp8-pair']!;
+    const on = writeRecipe(dir, 'on.yaml', `parents: {v3: ./v3}\nedits:\n  - {layer: 2, expert: 5, action: on}\n`);
+    const r = runCli(['merge', on, '-o', path.join(dir, 'out-on')]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/"on" is not exact here: routing is group-limited \(n_group 4, topk_group 2\).*group 2, experts 4-5.*Switch off/);
+    expect(filesIn(path.join(dir, 'out-on'))).toEqual([]);
     const muted = tensors.get('model.layers.3.mlp.experts.0.down_proj.weight')!;
     expect(muted.bytes.every((b) => b === 0)).toBe(true);
   });
@@ -189,7 +196,7 @@ edits:
     const recipe = writeRecipe(dir, 'off.yaml', `parents: {base: ./base}\nedits:\n  - {layer: 1, expert: 2, action: off}\n`);
     const r = runCli(['merge', recipe, '-o', path.join(dir, 'out-off')]);
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/selection-only bias.*mute/);
+    expect(r.stderr).toMatch(/needs a router bias.*mixtral routers have none.*mute/);
     expect(filesIn(path.join(dir, 'out-off'))).toEqual([]);
   });
 
@@ -291,6 +298,7 @@ rules:
     weights: {base: 0.5, instruct: 0.5}
 edits:
   - {layer: 1, expert: 3, action: off}
+  - {layer: 1, expert: 5, action: on}
 `);
     await mergeAndCheck('generic-pair', 'generic', `
 parents: {base: ./base, tuned: ./tuned}

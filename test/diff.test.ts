@@ -3,12 +3,12 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import { readFileSync, openSync, readSync, closeSync } from 'node:fs';
 import path from 'node:path';
-import { createKernelPool, localEndpoint, type KernelPool } from '../app/engine/kernels/pool.ts';
-import { createWasmKernelsFromBytes } from '../app/engine/kernels/wasm-kernels.ts';
+import { createKernelPool, type KernelPool } from '../app/engine/kernels/pool.ts';
+import { localEndpoint } from '../app/engine/kernels/bridge.ts';
+import { instantiateKernelsFromBytes } from '../app/engine/kernels/wasm-kernels.ts';
 import { openModel } from '../app/engine/model/open-model.ts';
 import type { Model, TensorRecord, Weight } from '../app/engine/model/types.ts';
-import type { Chunk } from '../app/engine/kernels/types.ts';
-import type { FloatDtype } from '../app/engine/formats/dtype.ts';
+import type { Stripe } from '../app/engine/kernels/wasm-kernels.ts';
 import { diffModels, sampleBlocks } from '../app/engine/exec/diff.ts';
 import { figuresOf } from '../app/engine/report/metrics.ts';
 import { openNodeModelFolder } from '../app/cli/node-io.ts';
@@ -26,17 +26,17 @@ function bytesOf(dir: string, rec: TensorRecord): Uint8Array {
   return b;
 }
 
-function whole(dir: string, w: Weight): Chunk {
-  const shape = w.data.shape;
-  const [rows, cols] = shape.length === 2 ? [shape[0]!, shape[1]!] : [1, shape.reduce((a, b) => a * b, 1)];
-  const c: Chunk = { dtype: w.data.dtype as FloatDtype, rows, cols, bytes: bytesOf(dir, w.data) };
-  if (w.scale) c.scales = new Float32Array(bytesOf(dir, w.scale).buffer);
-  return c;
+/** A whole weight as one stripe of its slabs' rows. */
+function whole(dir: string, w: Weight): Stripe {
+  const scale = w.companions.find((c) => c.role === 'scale');
+  const s: Stripe = { codec: w.codec, rows: w.view.slabs * w.view.rows, cols: w.view.cols, data: bytesOf(dir, w.data) };
+  if (scale && w.codec.kind !== 'plain') s.scales = bytesOf(dir, scale.record);
+  return s;
 }
 
 beforeAll(async () => {
-  const kernels = await createWasmKernelsFromBytes(new Uint8Array(readFileSync(path.join(ROOT, 'public/moe_kernels.wasm'))));
-  pool = createKernelPool([localEndpoint(kernels), localEndpoint(kernels)]);
+  const wasm = new Uint8Array(readFileSync(path.join(ROOT, 'public/moe_kernels.wasm')));
+  pool = createKernelPool([localEndpoint(await instantiateKernelsFromBytes(wasm)), localEndpoint(await instantiateKernelsFromBytes(wasm))], { inProcess: true });
   for (const [preset, a, b] of [['deepseek-v3-fp8-pair', 'v3', 'r1'], ['mixtral-pair', 'base', 'instruct'], ['mixed-dtype-pair', 'fp8', 'bf16']] as const) {
     const dir = await presetDir(preset);
     const da = path.join(dir, a);
@@ -78,14 +78,14 @@ describe('diff', () => {
   });
 
   it('sample blocks are spread over the rows and never cross a 128-row stripe', () => {
-    const blocks = sampleBlocks([1000, 7168], 1, 4, 16 * 1024);
+    const blocks = sampleBlocks(1000, 7168, 1, 4, 16 * 1024);
     expect(blocks).toHaveLength(4);
     for (const b of blocks) {
-      expect(Math.floor(b.row0 / 128)).toBe(Math.floor((b.row0 + b.rows - 1) / 128));
-      expect(b.rows).toBeGreaterThan(0);
+      expect(Math.floor(b.at / 128)).toBe(Math.floor((b.at + b.count - 1) / 128));
+      expect(b.count).toBeGreaterThan(0);
     }
-    expect(blocks[0]!.row0).toBeLessThan(250);
-    expect(blocks[3]!.row0).toBeGreaterThan(750);
-    expect(sampleBlocks([100, 64], 2)).toEqual([{ row0: 0, rows: 100 }]);
+    expect(blocks[0]!.at).toBeLessThan(250);
+    expect(blocks[3]!.at).toBeGreaterThan(750);
+    expect(sampleBlocks(100, 64, 2)).toEqual([{ at: 0, count: 100 }]);
   });
 });

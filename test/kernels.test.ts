@@ -7,23 +7,24 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { FLOAT_DTYPES, type FloatDtype } from '../app/engine/formats/dtype.ts';
-import type { Chunk, DiffStats, Encoded, Kernels } from '../app/engine/kernels/types.ts';
-import { createWasmKernels, createWasmKernelsFromBytes } from '../app/engine/kernels/wasm-kernels.ts';
+import type { DiffStats } from '../app/engine/kernels/types.ts';
+import { createWasmKernels, createWasmKernelsFromBytes, type Encoded as StripeEncoded, type Kernels, type Stripe } from '../app/engine/kernels/wasm-kernels.ts';
+import type { Codec } from '../app/engine/formats/codec.ts';
 import { xxh64Ref } from './reference/xxh64.ts';
 import {
   BF16_MAX,
   ELEMENT_BYTES,
   bf16BitsToF32,
-  decodeRef,
-  diffRef,
+  decodeRef as decodeStripeRef,
+  diffRef as diffStripeRef,
   e4m3ToF32,
-  encodeRef,
+  encodeRef as encodeStripeRef,
   f16BitsToF32,
   f32ToBf16Bits,
   f32ToE4m3,
   f32ToF16Bits,
   fp8ScaleRef,
-  mixRef,
+  mixRef as mixStripeRef,
 } from './reference/scalar.ts';
 
 /** The WebAssembly global, typed here: the test project's libs (ES2022 + node) do not declare it. */
@@ -44,6 +45,55 @@ beforeAll(async () => {
   wasmBytes = new Uint8Array(readFileSync(WASM_PATH));
   K = await createWasmKernelsFromBytes(wasmBytes);
 });
+
+// ---- chunks: the plain dtypes and DeepSeek FP8 -----------------------------------------------
+// Most tests below speak of a chunk as a dtype, F8_E4M3 meaning DeepSeek's 128×128 blocks of F32
+// scales; these adapters put them into stripes of codecs for the kernels and the reference alike.
+// The other codecs (FP8 block shapes and scale dtypes, MXFP4, INT4) are tested on stripes below.
+
+interface Chunk {
+  dtype: FloatDtype;
+  rows: number;
+  cols: number;
+  bytes: Uint8Array;
+  scales?: Float32Array;
+}
+interface Encoded {
+  bytes: Uint8Array;
+  scales?: Float32Array;
+  nanCount: number;
+}
+interface ChunkMix {
+  rows: number;
+  cols: number;
+  inputs: Chunk[];
+  weights: number[];
+  out: FloatDtype;
+}
+const DEEPSEEK_FP8: Codec = { kind: 'fp8', scaleDtype: 'F32', blockRows: 128, blockCols: 128, scaleRole: 'scale_inv' };
+const codecOf = (d: FloatDtype): Codec => (d === 'F8_E4M3' ? DEEPSEEK_FP8 : { kind: 'plain', dtype: d });
+function stripe(c: Chunk): Stripe {
+  const s: Stripe = { codec: codecOf(c.dtype), rows: c.rows, cols: c.cols, data: c.bytes };
+  if (c.scales && c.scales.length > 0) s.scales = new Uint8Array(c.scales.buffer, c.scales.byteOffset, c.scales.byteLength);
+  return s;
+}
+function chunkEncoded(e: StripeEncoded, out: FloatDtype): Encoded {
+  const r: Encoded = { bytes: e.data, nanCount: e.bad };
+  if (out === 'F8_E4M3') r.scales = e.scales ? new Float32Array(e.scales.buffer.slice(e.scales.byteOffset, e.scales.byteOffset + e.scales.byteLength)) : new Float32Array(0);
+  return r;
+}
+const mixStripes = (r: ChunkMix) => ({ rows: r.rows, cols: r.cols, inputs: r.inputs.map(stripe), weights: r.weights, out: codecOf(r.out) });
+/** The kernels on chunks. */
+const L = {
+  decode: (c: Chunk) => K.decode(stripe(c)),
+  encode: (v: Float32Array, rows: number, cols: number, out: FloatDtype) => chunkEncoded(K.encode(v, rows, cols, codecOf(out)), out),
+  mix: (r: ChunkMix) => chunkEncoded(K.mix(mixStripes(r)), r.out),
+  diff: (a: Chunk, b: Chunk) => K.diff(stripe(a), stripe(b)),
+};
+const decodeRef = (c: Chunk) => decodeStripeRef(stripe(c));
+const encodeRef = (v: ArrayLike<number>, rows: number, cols: number, out: FloatDtype) => chunkEncoded(encodeStripeRef(v, rows, cols, codecOf(out)), out);
+const mixRef = (r: ChunkMix) => chunkEncoded(mixStripeRef(mixStripes(r)), r.out);
+const diffRef = (a: Chunk, b: Chunk) => diffStripeRef(stripe(a), stripe(b));
 
 // ---- helpers --------------------------------------------------------------------------------
 
@@ -391,9 +441,9 @@ describe('decode', () => {
     for (const dtype of ['F16', 'BF16'] as const) {
       const codes = new Uint16Array(65536).map((_, i) => i);
       const chunk: Chunk = { dtype, rows: 256, cols: 256, bytes: bytesOf(codes) };
-      expectSameBytes(bytesOf(K.decode(chunk)), bytesOf(decodeRef(chunk)), dtype, 4, (i) => `0x${i.toString(16)}`);
+      expectSameBytes(bytesOf(L.decode(chunk)), bytesOf(decodeRef(chunk)), dtype, 4, (i) => `0x${i.toString(16)}`);
       // and a few by value, so wasm and reference cannot agree on something wrong
-      const d = K.decode(chunk);
+      const d = L.decode(chunk);
       if (dtype === 'F16') {
         expect([d[0x7bff], d[0x0001], d[0x3c00], d[0xfc00]]).toEqual([65504, 2 ** -24, 1, -Infinity]);
       } else {
@@ -414,9 +464,9 @@ describe('decode', () => {
     for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7 + Math.floor(i / cols)) & 0xff;
     const scales = new Float32Array(blocks(rows, cols)).map((_, b) => scaleSet[b % scaleSet.length]!);
     const chunk: Chunk = { dtype: 'F8_E4M3', rows, cols, bytes, scales };
-    expectSameBytes(bytesOf(K.decode(chunk)), bytesOf(decodeRef(chunk)), 'E4M3', 4);
+    expectSameBytes(bytesOf(L.decode(chunk)), bytesOf(decodeRef(chunk)), 'E4M3', 4);
     const unit: Chunk = { dtype: 'F8_E4M3', rows: 1, cols: 256, bytes: new Uint8Array(256).map((_, i) => i), scales: new Float32Array([1, 1]) };
-    const d = K.decode(unit);
+    const d = L.decode(unit);
     expect([d[0x7e], d[0x01], d[0x08], d[0x38], d[0xfe]]).toEqual([448, 2 ** -9, 2 ** -6, 1, -448]);
     const bits = new Uint32Array(d.buffer);
     expect([bits[0x7f], bits[0xff]]).toEqual([0x7fc00000, 0x7fc00000]);
@@ -426,7 +476,7 @@ describe('decode', () => {
   it('F32 keeps every value and canonicalizes NaN', () => {
     const bits = new Uint32Array([...SPECIAL_F32_BITS, 0x12345678, 0xdeadbeef, 0x7fa00000]);
     const chunk: Chunk = { dtype: 'F32', rows: 1, cols: bits.length, bytes: bytesOf(bits) };
-    const got = new Uint32Array(K.decode(chunk).buffer);
+    const got = new Uint32Array(L.decode(chunk).buffer);
     bits.forEach((b, i) => {
       const nan = (b & 0x7fffffff) > 0x7f800000;
       expect(got[i], `0x${b.toString(16)}`).toBe(nan ? 0x7fc00000 : b);
@@ -439,7 +489,7 @@ describe('decode', () => {
     for (const dtype of FLOAT_DTYPES) {
       for (const [rows, cols] of [[1, 1], [1, 7], [3, 17], [129, 1], [1, 129], [257, 385], [300, 200], [128, 128]] as const) {
         const c = randomChunk(rng, dtype, rows, cols);
-        expectSameBytes(bytesOf(K.decode(c)), bytesOf(decodeRef(c)), `${dtype} ${rows}x${cols}`, 4);
+        expectSameBytes(bytesOf(L.decode(c)), bytesOf(decodeRef(c)), `${dtype} ${rows}x${cols}`, 4);
       }
     }
   });
@@ -464,7 +514,7 @@ describe('encode', () => {
   for (const dtype of ['F32', 'F16', 'BF16'] as const) {
     it(`${dtype}: f32 sweep (all upper halves × tie patterns), random bits and specials`, () => {
       for (const [name, values] of [['sweep', sweep], ['random', randomBits], ['specials', new Float32Array(SPECIAL_VALUES)]] as const) {
-        const got = K.encode(values, 1, values.length, dtype);
+        const got = L.encode(values, 1, values.length, dtype);
         const want = encodeRef(values, 1, values.length, dtype);
         expectSameEncoded(got, want, dtype, `${dtype} ${name}`, (i) => describeValue(values[i]!));
       }
@@ -473,7 +523,7 @@ describe('encode', () => {
 
   it('known codes straight from the module', () => {
     const enc = (dtype: FloatDtype, xs: number[]) => {
-      const e = K.encode(new Float32Array(xs), 1, xs.length, dtype);
+      const e = L.encode(new Float32Array(xs), 1, xs.length, dtype);
       return Array.from(dtype === 'F32' ? new Uint32Array(e.bytes.buffer) : new Uint16Array(e.bytes.buffer));
     };
     expect(enc('F16', [65504, 65519.996, 65520, -65520, 2 ** -24, 2 ** -25, 3 * 2 ** -25, NaN, -NaN, -0, Infinity])).toEqual([
@@ -495,13 +545,13 @@ describe('encode', () => {
       values[b * 128] = b % 2 ? -448 : 448;
       values.set(inRange.subarray(b * per, (b + 1) * per), b * 128 + 1);
     }
-    const got = K.encode(values, 1, values.length, 'F8_E4M3');
+    const got = L.encode(values, 1, values.length, 'F8_E4M3');
     const want = encodeRef(values, 1, values.length, 'F8_E4M3');
     expect(Array.from(new Set(want.scales))).toEqual([1]);
     expectSameEncoded(got, want, 'F8_E4M3', 'E4M3 sweep', (i) => describeValue(values[i]!));
     // Known codes through the module.
     const direct = new Float32Array([448, Math.fround(447.9), 2 ** -9, 2 ** -10, 3 * 2 ** -10, 1.0625, 1.1875, -0, -448, 2 ** -6]);
-    const e = K.encode(direct, 1, direct.length, 'F8_E4M3');
+    const e = L.encode(direct, 1, direct.length, 'F8_E4M3');
     expect(Array.from(e.bytes)).toEqual([0x7e, 0x7e, 0x01, 0x00, 0x02, 0x38, 0x3a, 0x80, 0xfe, 0x08]);
     expect(Array.from(e.scales!)).toEqual([1]);
   });
@@ -511,7 +561,7 @@ describe('encode', () => {
     const v = new Float32Array(3 * 128);
     v[0] = 464; v[1] = -464; v[2] = 463.9999; v[3] = NaN; v[4] = 448; v[5] = -0;
     v[128] = Infinity; v[129] = 1; v[130] = -Infinity; v[131] = -1;
-    const got = K.encode(v, 1, v.length, 'F8_E4M3');
+    const got = L.encode(v, 1, v.length, 'F8_E4M3');
     const want = encodeRef(v, 1, v.length, 'F8_E4M3');
     expectSameEncoded(got, want, 'F8_E4M3', 'specials');
     expect(got.scales![0]).toBe(Math.fround(464 / 448));
@@ -534,7 +584,7 @@ describe('encode', () => {
         for (let c = 0; c < Math.min(cols, 128); c++) values[r * cols + c] = 0;
       }
       if (rows > 128) for (let c = 0; c < Math.min(cols, 128); c++) values[128 * cols + c] = Math.fround(gauss(rng) * 1e-6);
-      const got = K.encode(values, rows, cols, 'F8_E4M3');
+      const got = L.encode(values, rows, cols, 'F8_E4M3');
       const want = encodeRef(values, rows, cols, 'F8_E4M3');
       expect(got.scales!.length).toBe(blocks(rows, cols));
       expectSameEncoded(got, want, 'F8_E4M3', `${rows}x${cols}`, (i) => describeValue(values[i]!));
@@ -545,7 +595,7 @@ describe('encode', () => {
     const codes = new Uint16Array(65536).map((_, i) => i);
     for (const dtype of ['F16', 'BF16'] as const) {
       const c: Chunk = { dtype, rows: 1, cols: 65536, bytes: bytesOf(codes) };
-      const e = K.encode(K.decode(c), 1, 65536, dtype);
+      const e = L.encode(L.decode(c), 1, 65536, dtype);
       const want = new Uint16Array(codes).map((h) => ((h & 0x7fff) > (dtype === 'F16' ? 0x7c00 : 0x7f80) ? (dtype === 'F16' ? 0x7e00 : 0x7fc0) : h));
       expectSameBytes(e.bytes, bytesOf(want), `${dtype} round trip`, 2);
     }
@@ -564,7 +614,7 @@ describe('mix', () => {
           for (const weights of [[0.3, 0.7], [1, 0], [0, 1], [-0.5, 1.5]]) {
             const inputs = [randomChunk(rng, inDtype, rows, cols), randomChunk(rng, inDtype, rows, cols)];
             const req = { rows, cols, inputs, weights, out };
-            expectSameEncoded(K.mix(req), mixRef(req), out, `${rows}x${cols} w=${weights}`);
+            expectSameEncoded(L.mix(req), mixRef(req), out, `${rows}x${cols} w=${weights}`);
           }
         }
       });
@@ -580,20 +630,20 @@ describe('mix', () => {
         const cols = 1 + randInt(rng, 300);
         const inputs = weights.map(() => randomChunk(rng, FLOAT_DTYPES[randInt(rng, 4)]!, rows, cols));
         const req = { rows, cols, inputs, weights, out };
-        expectSameEncoded(K.mix(req), mixRef(req), out, `${inputs.map((c) => c.dtype)} w=${weights} -> ${out}`);
+        expectSameEncoded(L.mix(req), mixRef(req), out, `${inputs.map((c) => c.dtype)} w=${weights} -> ${out}`);
       }
     }
   });
 
   it('weight 1 maps -0 to +0; zero weights skip inf; all-zero weights give zeros', () => {
     const c: Chunk = { dtype: 'BF16', rows: 1, cols: 3, bytes: bytesOf(new Uint16Array([0x8000, 0x7f80, 0xbf80])) };
-    const r = K.mix({ rows: 1, cols: 3, inputs: [c], weights: [1], out: 'BF16' });
+    const r = L.mix({ rows: 1, cols: 3, inputs: [c], weights: [1], out: 'BF16' });
     expect(Array.from(new Uint16Array(r.bytes.buffer))).toEqual([0x0000, 0x7f80, 0xbf80]);
-    const z = K.mix({ rows: 1, cols: 3, inputs: [c, c], weights: [0, 1], out: 'F32' });
+    const z = L.mix({ rows: 1, cols: 3, inputs: [c, c], weights: [0, 1], out: 'F32' });
     expect(Array.from(new Uint32Array(z.bytes.buffer))).toEqual([0, 0x7f800000, 0xbf800000]);
-    const nan = K.mix({ rows: 1, cols: 3, inputs: [c, c], weights: [1, -1], out: 'F16' });
+    const nan = L.mix({ rows: 1, cols: 3, inputs: [c, c], weights: [1, -1], out: 'F16' });
     expect(Array.from(new Uint16Array(nan.bytes.buffer))).toEqual([0, 0x7e00, 0]); // inf - inf
-    const zero = K.mix({ rows: 2, cols: 200, inputs: [], weights: [], out: 'F8_E4M3' });
+    const zero = L.mix({ rows: 2, cols: 200, inputs: [], weights: [], out: 'F8_E4M3' });
     expect(zero.bytes.every((b) => b === 0)).toBe(true);
     expect(Array.from(zero.scales!)).toEqual([fp8ScaleRef(0), fp8ScaleRef(0)]);
   });
@@ -604,7 +654,7 @@ describe('mix', () => {
       for (const out of FLOAT_DTYPES) {
         const inputs = FLOAT_DTYPES.map((d) => randomChunk(rng, d, 1, n));
         const req = { rows: 1, cols: n, inputs, weights: [0.4, 0.3, 0.2, 0.1], out };
-        expectSameEncoded(K.mix(req), mixRef(req), out, `n=${n} -> ${out}`);
+        expectSameEncoded(L.mix(req), mixRef(req), out, `n=${n} -> ${out}`);
       }
     }
   });
@@ -614,7 +664,7 @@ describe('mix', () => {
     for (const [rows, cols] of [[300, 200], [129, 1], [1, 129], [257, 385]] as const) {
       const inputs = [randomChunk(rng, 'F8_E4M3', rows, cols, true), randomChunk(rng, 'F8_E4M3', rows, cols, true)];
       const req = { rows, cols, inputs, weights: [0.3, 0.7], out: 'F8_E4M3' as const };
-      const got = K.mix(req);
+      const got = L.mix(req);
       expectSameEncoded(got, mixRef(req), 'F8_E4M3', `${rows}x${cols}`);
     }
   });
@@ -630,7 +680,7 @@ describe('diff', () => {
         for (const [rows, cols, finite] of [[130, 260, true], [257, 129, false], [1, 1031, true], [3, 5, false]] as const) {
           const a = randomChunk(rng, da, rows, cols, finite);
           const b = randomChunk(rng, db, rows, cols, finite);
-          expectStatsClose(K.diff(a, b), diffRef(a, b), `${da} vs ${db} ${rows}x${cols}`);
+          expectStatsClose(L.diff(a, b), diffRef(a, b), `${da} vs ${db} ${rows}x${cols}`);
         }
       }
     }
@@ -639,8 +689,8 @@ describe('diff', () => {
   it('counts non-finite pairs and sums the rest, by value', () => {
     const a: Chunk = { dtype: 'F32', rows: 1, cols: 6, bytes: bytesOf(new Float32Array([1, 2, NaN, 4, Infinity, -3])) };
     const b: Chunk = { dtype: 'F32', rows: 1, cols: 6, bytes: bytesOf(new Float32Array([1.5, 2, 5, -Infinity, 1, -1])) };
-    expect(K.diff(a, b)).toEqual({ count: 6, nonFinite: 3, sumSqDiff: 0.25 + 0 + 4, sumSqA: 1 + 4 + 9, sumSqB: 2.25 + 4 + 1, dot: 1.5 + 4 + 3, maxAbsDiff: 2 });
-    const s = K.diff(a, a);
+    expect(L.diff(a, b)).toEqual({ count: 6, nonFinite: 3, sumSqDiff: 0.25 + 0 + 4, sumSqA: 1 + 4 + 9, sumSqB: 2.25 + 4 + 1, dot: 1.5 + 4 + 3, maxAbsDiff: 2 });
+    const s = L.diff(a, a);
     expect([s.sumSqDiff, s.maxAbsDiff, s.nonFinite]).toEqual([0, 0, 2]);
   });
 });
@@ -651,37 +701,35 @@ describe('wrapper', () => {
   const bf = (rows: number, cols: number): Chunk => ({ dtype: 'BF16', rows, cols, bytes: new Uint8Array(rows * cols * 2) });
 
   it('rejects inconsistent requests with clear errors', () => {
-    expect(() => K.decode({ dtype: 'BF16', rows: 2, cols: 3, bytes: new Uint8Array(11) })).toThrow(/needs 12 bytes, got 11/);
-    expect(() => K.decode({ dtype: 'F8_E4M3', rows: 2, cols: 3, bytes: new Uint8Array(6) })).toThrow(/without scales/);
-    expect(() => K.decode({ dtype: 'F8_E4M3', rows: 200, cols: 3, bytes: new Uint8Array(600), scales: new Float32Array(1) })).toThrow(/needs .* = 2 scales, got 1/);
-    expect(() => K.decode({ dtype: 'I8' as FloatDtype, rows: 1, cols: 1, bytes: new Uint8Array(1) })).toThrow(/dtype I8/);
-    expect(() => K.encode(new Float32Array(5), 2, 3, 'BF16')).toThrow(/needs 6 values, got 5/);
-    expect(() => K.encode(new Float32Array(6), 2, 3, 'F64' as FloatDtype)).toThrow(/dtype F64/);
-    expect(() => K.encode(new Float32Array(6), 2, 1.5, 'BF16')).toThrow(/non-negative integers/);
-    expect(() => K.mix({ rows: 2, cols: 3, inputs: [bf(2, 3)], weights: [0.5, 0.5], out: 'BF16' })).toThrow(/1 inputs but 2 weights/);
-    expect(() => K.mix({ rows: 2, cols: 3, inputs: [bf(3, 2)], weights: [1], out: 'BF16' })).toThrow(/shape 3 × 2 differs/);
-    expect(() => K.diff(bf(2, 3), bf(3, 2))).toThrow(/shapes differ/);
+    expect(() => L.decode({ dtype: 'BF16', rows: 2, cols: 3, bytes: new Uint8Array(11) })).toThrow(/needs 12 data bytes, got 11/);
+    expect(() => L.decode({ dtype: 'F8_E4M3', rows: 2, cols: 3, bytes: new Uint8Array(6) })).toThrow(/needs 4 scale bytes, got 0/);
+    expect(() => L.decode({ dtype: 'F8_E4M3', rows: 200, cols: 3, bytes: new Uint8Array(600), scales: new Float32Array(1) })).toThrow(/needs 8 scale bytes, got 4/);
+    expect(() => K.decode({ codec: { kind: 'plain', dtype: 'I8' }, rows: 1, cols: 1, data: new Uint8Array(1) })).toThrow(/I8 has no kernel codec/);
+    expect(() => L.encode(new Float32Array(5), 2, 3, 'BF16')).toThrow(/needs 6 values, got 5/);
+    expect(() => L.mix({ rows: 2, cols: 3, inputs: [bf(2, 3)], weights: [0.5, 0.5], out: 'BF16' })).toThrow(/1 inputs but 2 weights/);
+    expect(() => L.mix({ rows: 2, cols: 3, inputs: [bf(3, 2)], weights: [1], out: 'BF16' })).toThrow(/shape 3 × 2 differs/);
+    expect(() => L.diff(bf(2, 3), bf(3, 2))).toThrow(/shapes differ/);
   });
 
   it('handles 0-element chunks', () => {
     for (const [rows, cols] of [[0, 0], [0, 5], [5, 0]] as const) {
-      expect(K.decode({ ...bf(rows, cols) }).length).toBe(0);
-      const e = K.encode(new Float32Array(0), rows, cols, 'F8_E4M3');
+      expect(L.decode({ ...bf(rows, cols) }).length).toBe(0);
+      const e = L.encode(new Float32Array(0), rows, cols, 'F8_E4M3');
       expect([e.bytes.length, e.scales!.length, e.nanCount]).toEqual([0, 0, 0]);
-      const m = K.mix({ rows, cols, inputs: [bf(rows, cols)], weights: [1], out: 'BF16' });
+      const m = L.mix({ rows, cols, inputs: [bf(rows, cols)], weights: [1], out: 'BF16' });
       expect(m.bytes.length).toBe(0);
-      expect(K.diff(bf(rows, cols), bf(rows, cols)).count).toBe(0);
+      expect(L.diff(bf(rows, cols), bf(rows, cols)).count).toBe(0);
       const f8: Chunk = { dtype: 'F8_E4M3', rows, cols, bytes: new Uint8Array(0), scales: new Float32Array(0) };
-      expect(K.decode(f8).length).toBe(0);
+      expect(L.decode(f8).length).toBe(0);
     }
   });
 
   it('returns fresh arrays, and stays exact after memory grows', () => {
     const rng = mulberry32(1234);
     const small = randomChunk(rng, 'BF16', 3, 50);
-    const first = K.decode(small);
+    const first = L.decode(small);
     const firstCopy = first.slice();
-    const firstEnc = K.mix({ rows: 3, cols: 50, inputs: [small], weights: [0.5], out: 'BF16' });
+    const firstEnc = L.mix({ rows: 3, cols: 50, inputs: [small], weights: [0.5], out: 'BF16' });
     const firstEncCopy = firstEnc.bytes.slice();
     expect(first.buffer.byteLength).toBe(first.byteLength);
     expect(firstEnc.bytes.buffer.byteLength).toBe(firstEnc.bytes.byteLength);
@@ -691,12 +739,12 @@ describe('wrapper', () => {
     const a = randomChunk(rng, 'BF16', rows, cols);
     const b = randomChunk(rng, 'F8_E4M3', rows, cols);
     const req = { rows, cols, inputs: [a, b], weights: [0.3, 0.7], out: 'F8_E4M3' as const };
-    expectSameEncoded(K.mix(req), mixRef(req), 'F8_E4M3', 'large');
+    expectSameEncoded(L.mix(req), mixRef(req), 'F8_E4M3', 'large');
     expectSameBytes(bytesOf(first), bytesOf(firstCopy), 'earlier decode result untouched', 4);
     expectSameBytes(firstEnc.bytes, firstEncCopy, 'earlier mix result untouched', 2);
     const again = randomChunk(rng, 'F16', 3, 50);
     const r = { rows: 3, cols: 50, inputs: [small, again], weights: [0.5, 0.5], out: 'F16' as const };
-    expectSameEncoded(K.mix(r), mixRef(r), 'F16', 'small after large');
+    expectSameEncoded(L.mix(r), mixRef(r), 'F16', 'small after large');
   });
 });
 
@@ -718,13 +766,13 @@ describe('fuzz (seeded)', () => {
       const out = FLOAT_DTYPES[randInt(rng, 4)]!;
       const label = `seed ${seed} iter ${iter}: ${rows}x${cols} ${inputs.map((c) => c.dtype)} w=${weights} -> ${out}`;
       const req = { rows, cols, inputs, weights, out };
-      expectSameEncoded(K.mix(req), mixRef(req), out, label);
+      expectSameEncoded(L.mix(req), mixRef(req), out, label);
       if (k > 0) {
-        expectSameBytes(bytesOf(K.decode(inputs[0]!)), bytesOf(decodeRef(inputs[0]!)), `${label} decode`, 4);
-        const v = K.decode(inputs[0]!);
-        expectSameEncoded(K.encode(v, rows, cols, out), encodeRef(v, rows, cols, out), out, `${label} encode`);
+        expectSameBytes(bytesOf(L.decode(inputs[0]!)), bytesOf(decodeRef(inputs[0]!)), `${label} decode`, 4);
+        const v = L.decode(inputs[0]!);
+        expectSameEncoded(L.encode(v, rows, cols, out), encodeRef(v, rows, cols, out), out, `${label} encode`);
       }
-      if (k > 1) expectStatsClose(K.diff(inputs[0]!, inputs[1]!), diffRef(inputs[0]!, inputs[1]!), `${label} diff`);
+      if (k > 1) expectStatsClose(L.diff(inputs[0]!, inputs[1]!), diffRef(inputs[0]!, inputs[1]!), `${label} diff`);
     }
   });
 });

@@ -4,8 +4,9 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import { existsSync, readFileSync, statSync, readdirSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { createKernelPool, localEndpoint, type KernelPool } from '../app/engine/kernels/pool.ts';
-import { createWasmKernelsFromBytes } from '../app/engine/kernels/wasm-kernels.ts';
+import { createKernelPool, type KernelPool } from '../app/engine/kernels/pool.ts';
+import { localEndpoint } from '../app/engine/kernels/bridge.ts';
+import { instantiateKernelsFromBytes } from '../app/engine/kernels/wasm-kernels.ts';
 import { openModel } from '../app/engine/model/open-model.ts';
 import type { Model } from '../app/engine/model/types.ts';
 import { parseRecipe } from '../app/engine/recipe/parse.ts';
@@ -20,9 +21,9 @@ let pool: KernelPool;
 const dirs: Record<string, string> = {};
 
 beforeAll(async () => {
-  const kernels = await createWasmKernelsFromBytes(new Uint8Array(readFileSync(path.join(ROOT, 'public/moe_kernels.wasm'))));
-  // Three endpoints over one kernel instance: exercises the pool's spreading and out-of-order completion.
-  pool = createKernelPool([localEndpoint(kernels), localEndpoint(kernels), localEndpoint(kernels)]);
+  const wasm = new Uint8Array(readFileSync(path.join(ROOT, 'public/moe_kernels.wasm')));
+  // Three runners: exercises the pool's spreading and out-of-order completion.
+  pool = createKernelPool(await Promise.all([1, 2, 3].map(async () => localEndpoint(await instantiateKernelsFromBytes(wasm)))), { inProcess: true });
   for (const p of ['deepseek-v3-fp8-pair', 'specials-bf16-pair', 'mixtral-pair']) dirs[p] = await presetDir(p);
 });
 
@@ -202,7 +203,10 @@ output: {shard_size: 300KB}
               if (f.startsWith('model-') && ++writes === failAt) throw new Error('ENOSPC: no space left on device');
               return file.write(b);
             },
-            writeAt: (p: number, b: Uint8Array) => file.writeAt(p, b),
+            writeAt: async (p: number, b: Uint8Array) => {
+              if (f.startsWith('model-') && ++writes === failAt) throw new Error('ENOSPC: no space left on device');
+              return file.writeAt(p, b);
+            },
             close: () => file.close(),
             abort: () => file.abort(),
           };

@@ -28,7 +28,8 @@ describe('planMerge', () => {
       const tensors = new Set(s.entries.map((e) => e.tensor));
       if (tensors.size > 1) expect(s.bytes).toBeLessThanOrEqual(100_000);
       for (const t of tensors) {
-        if (p.tensors[t]!.scale) expect(s.entries.filter((e) => e.tensor === t).map((e) => e.part).sort()).toEqual(['scale', 'weight']);
+        // Every stored tensor of a weight (its scale too) is in the weight's shard.
+        expect(s.entries.filter((e) => e.tensor === t).length).toBe(p.tensors[t]!.stored.length);
       }
     }
     // The embedding (320×200 BF16 = 128 KB) is larger than a shard: it gets one to itself.
@@ -41,18 +42,20 @@ describe('planMerge', () => {
 
   it('warns about a rule that earlier rules shadow completely', async () => {
     const p = await plan('mixtral-pair', `parents: {base: ./b, instruct: ./i}\nrules:\n  - select: {kind: routed_expert}\n    from: instruct\n  - select: {kind: routed_expert, layers: 1}\n    weights: {base: 0.5, instruct: 0.5}\n`);
-    expect(p.warnings.some((w) => /rule 2 .*matches 12 tensors, but earlier rules decide all of them/.test(w))).toBe(true);
+    expect(p.warnings.some((w) => /rule 2 .*matches 12 tensors or expert regions, but earlier rules decide all of them/.test(w))).toBe(true);
   });
 
   it('treats weights with a single non-zero 1 as a byte copy', async () => {
     const p = await plan('mixtral-pair', `parents: {base: ./b, instruct: ./i}\nrules:\n  - select: {kind: routed_expert}\n    weights: {base: 0, instruct: 1}\n`);
-    expect(p.tensors.filter((t) => t.role.kind === 'routed_expert').every((t) => t.op.type === 'copy' && t.op.parent === 'instruct')).toBe(true);
+    const routed = p.tensors.filter((t) => t.role.kind === 'routed_expert');
+    expect(routed.every((t) => t.wholeCopy && t.template.parent === 'instruct' && t.made === 'copied')).toBe(true);
   });
 
   it('refuses edits that cannot hold', async () => {
-    const on = Array.from({ length: 3 }, (_, e) => `  - {layer: 2, expert: ${e}, action: on}`).join('\n');
-    await expect(plan('deepseek-v3-fp8-pair', `parents: {v3: ./v3}\nedits:\n${on}\n`)).rejects.toThrow(/3 experts forced on, but only 2 are chosen per token/);
-    await expect(plan('deepseek-v3-fp8-pair', `parents: {v3: ./v3}\nedits:\n  - {layer: 2, expert: 1, action: on}\n  - {layer: 2, expert: 1, action: off}\n`)).rejects.toThrow(/also edited "on"/);
+    const off = Array.from({ length: 7 }, (_, e) => `  - {layer: 2, expert: ${e}, action: off}`).join('\n');
+    await expect(plan('deepseek-v3-fp8-pair', `parents: {v3: ./v3}\nedits:\n${off}\n`)).rejects.toThrow(/7 experts switched off leaves fewer than the 2 chosen per token/);
+    await expect(plan('deepseek-v3-fp8-pair', `parents: {v3: ./v3}\nedits:\n  - {layer: 2, expert: 1, action: mute}\n  - {layer: 2, expert: 1, action: off}\n`)).rejects.toThrow(/also edited "mute"/);
+    await expect(plan('deepseek-v3-fp8-pair', `parents: {v3: ./v3}\nedits:\n  - {layer: 2, expert: 1, action: on}\n`)).rejects.toThrow(/"on" is not exact here: routing is group-limited/);
     await expect(plan('deepseek-v3-fp8-pair', `parents: {v3: ./v3}\nedits:\n  - {layer: 0, expert: 1, action: off}\n`)).rejects.toThrow(/layer 0 .* has no routed experts/);
     await expect(plan('mixtral-pair', `parents: {base: ./b}\nbase: nope\n`)).rejects.toThrow(/base "nope" is not one of the parents/);
   });
@@ -63,7 +66,7 @@ describe('planMerge', () => {
   });
 
   it('reads index sets as YAML users write them: "2", "1, 3-4", "all"', async () => {
-    const routed = (p: Awaited<ReturnType<typeof plan>>) => p.tensors.filter((t) => t.role.kind === 'routed_expert' && t.op.type === 'copy' && t.op.parent === 'r1').map((t) => `${t.role.layer}:${t.role.expert}`);
+    const routed = (p: Awaited<ReturnType<typeof plan>>) => p.tensors.filter((t) => t.role.kind === 'routed_expert' && t.wholeCopy && t.template.parent === 'r1').map((t) => `${t.role.layer}:${t.role.expert}`);
     const rule = (layers: string, experts: string) =>
       plan('deepseek-v3-fp8-pair', `parents: {v3: ./v3, r1: ./r1}\nrules:\n  - select: {kind: routed_expert, layers: ${layers}, experts: ${experts}, proj: up}\n    from: r1\n`);
     expect(new Set(routed(await rule('"2"', '"1, 3-4"')))).toEqual(new Set(['2:1', '2:3', '2:4']));

@@ -5,9 +5,9 @@ import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import * as Comlink from 'comlink';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
-import { callKernels } from '../engine/kernels/bridge.ts';
-import { createKernelPool, localEndpoint, type KernelEndpoint, type KernelPool } from '../engine/kernels/pool.ts';
-import { createWasmKernelsFromBytes } from '../engine/kernels/wasm-kernels.ts';
+import { callUnits, localEndpoint } from '../engine/kernels/bridge.ts';
+import { createKernelPool, type KernelEndpoint, type KernelPool } from '../engine/kernels/pool.ts';
+import { instantiateKernelsFromBytes } from '../engine/kernels/wasm-kernels.ts';
 
 /** The kernels' .wasm: beside the bundled CLI, or in the repository's public/ when run from source. */
 export function wasmPath(): string {
@@ -23,10 +23,13 @@ export function defaultWorkers(): number {
   return Math.max(1, Math.min(8, availableParallelism()));
 }
 
-/** `workers` 0 runs the kernels in-process (tests, debugging); otherwise that many threads. */
+/**
+ * `workers` 0 runs the units in-process (tests, debugging); otherwise that many threads, each
+ * reading and writing the files itself.
+ */
 export async function createNodeKernelPool(workers: number): Promise<KernelPool> {
   const wasm = readFileSync(wasmPath());
-  if (workers === 0) return createKernelPool([localEndpoint(await createWasmKernelsFromBytes(new Uint8Array(wasm)))]);
+  if (workers === 0) return createKernelPool([localEndpoint(await instantiateKernelsFromBytes(new Uint8Array(wasm)))], { inProcess: true });
   const script = new URL('./kernel-worker.mjs', import.meta.url);
   if (!existsSync(fileURLToPath(script))) {
     throw new Error(`worker script ${fileURLToPath(script)} not found: worker threads need the built CLI (npm run build), or use --workers 0`);
@@ -37,9 +40,11 @@ export async function createNodeKernelPool(workers: number): Promise<KernelPool>
     const bytes = wasm.buffer.slice(wasm.byteOffset, wasm.byteOffset + wasm.byteLength);
     const w = new Worker(script, { workerData: { wasm: bytes } });
     threads.push(w);
-    endpoints.push(callKernels(Comlink.wrap<KernelEndpoint>(nodeEndpoint(w)) as unknown as KernelEndpoint, Comlink.transfer));
+    endpoints.push(callUnits(Comlink.wrap<KernelEndpoint>(nodeEndpoint(w)) as unknown as KernelEndpoint, Comlink.transfer));
   }
-  return createKernelPool(endpoints, async () => {
-    await Promise.all(threads.map((t) => t.terminate()));
+  return createKernelPool(endpoints, {
+    close: async () => {
+      await Promise.all(threads.map((t) => t.terminate()));
+    },
   });
 }

@@ -66,6 +66,11 @@ class NodeByteSource implements ByteSource {
     readonly identity?: string,
   ) {}
 
+  /** Worker threads open the file by its path and read it themselves. */
+  get workerRef(): string {
+    return this.name;
+  }
+
   async read(offset: number, length: number): Promise<Uint8Array> {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
       throw new MoeError(`bad read (offset ${offset}, length ${length})`, this.name);
@@ -179,13 +184,16 @@ class NodeOutputFile implements OutputFile {
     await this.writeFully(bytes, at);
   }
 
-  /** Rewrites bytes already written; the sequential position stays where it is. */
+  /** Writes at any position (the file grows as needed); the sequential position stays where it is. */
   async writeAt(position: number, bytes: Uint8Array): Promise<void> {
     if (this.closed) throw new MoeError('write after close', this.full);
-    if (!Number.isSafeInteger(position) || position < 0 || position + bytes.length > this.pos) {
-      throw new MoeError(`writeAt [${position}, ${position + bytes.length}) is outside the ${this.pos} bytes written so far`, this.full);
-    }
+    if (!Number.isSafeInteger(position) || position < 0) throw new MoeError(`writeAt at ${position} is not a file position`, this.full);
     await this.writeFully(bytes, position);
+  }
+
+  /** Worker threads open the file by its path and write their ranges themselves. */
+  get workerRef(): string {
+    return this.full;
   }
 
   async close(): Promise<void> {

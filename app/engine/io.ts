@@ -14,6 +14,11 @@ export interface ByteSource {
   read(offset: number, length: number): Promise<Uint8Array>;
   /** Frees what the source holds (a file handle), where it is the caller's to free. */
   close?(): Promise<void>;
+  /**
+   * How a worker reaches this file by itself, to read it positionally without the coordinator: a
+   * path in Node, a File in the browser. Absent: the coordinator reads for the workers.
+   */
+  readonly workerRef?: unknown;
 }
 
 /** A parent model's folder, opened read-only. */
@@ -26,15 +31,21 @@ export interface ModelFolder {
 }
 
 /**
- * A file being written. Writes are sequential; `writeAt` rewrites bytes already written (a shard's
- * FP8 scales come before their weight, and are only known once the weight is done) without moving
- * the sequential position. `close` makes the file durable, `abort` discards it.
+ * A file being written. `write` appends at the sequential position (small files); `writeAt` writes
+ * at any position, growing the file as needed, without moving the sequential position (a shard's
+ * ranges are written by whichever unit makes them, in any order). `close` makes the file durable,
+ * `abort` discards it.
  */
 export interface OutputFile {
   write(bytes: Uint8Array): Promise<void>;
   writeAt(position: number, bytes: Uint8Array): Promise<void>;
   close(): Promise<void>;
   abort(): Promise<void>;
+  /**
+   * How a worker reaches this file by itself, to write its ranges positionally: a path in Node, an
+   * OPFS file handle in the browser. Absent: workers hand their bytes to the coordinator.
+   */
+  readonly workerRef?: unknown;
 }
 
 /** Who holds an output folder's merge lock, as written into the lock file. */

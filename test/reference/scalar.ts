@@ -5,8 +5,9 @@
 // Math.fround, which is correctly rounded for + - * / of f32 operands.
 // Slow by design; use it on test-sized data.
 
-import type { FloatDtype } from '../../app/engine/formats/dtype.ts';
-import type { Chunk, DiffStats, Encoded, MixRequest } from '../../app/engine/kernels/types.ts';
+import type { Codec } from '../../app/engine/formats/codec.ts';
+import type { DiffStats } from '../../app/engine/kernels/types.ts';
+import type { Encoded, MixRequest, Stripe } from '../../app/engine/kernels/wasm-kernels.ts';
 
 export const BLOCK = 128;
 export const F32_CANONICAL_NAN = 0x7fc00000;
@@ -19,7 +20,9 @@ export const E4M3_MAX = 448;
 /** f32(1e-4), the smallest amax a fresh FP8 scale uses. */
 export const FP8_MIN_AMAX_F32 = Math.fround(1e-4);
 
-export const ELEMENT_BYTES: Readonly<Record<FloatDtype, number>> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1 };
+export const ELEMENT_BYTES: Readonly<Record<string, number>> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1 };
+/** "Every row / column": a block size covering the whole stripe. */
+export const WHOLE = 0x7fffffff;
 
 const f64View = new DataView(new ArrayBuffer(8));
 
@@ -121,42 +124,96 @@ export function fp8ScaleRef(amax: number): number {
   return Math.fround(Math.max(amax, FP8_MIN_AMAX_F32) / E4M3_MAX);
 }
 
-// ---- chunks ---------------------------------------------------------------------------------
+/** E2M1 magnitudes by code (the sign is bit 3). */
+export const E2M1_VALUES = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
 
-function checkChunk(c: Chunk): void {
-  const n = c.rows * c.cols;
-  if (c.bytes.byteLength !== n * ELEMENT_BYTES[c.dtype]) throw new Error('reference: bad chunk size');
-  if (c.dtype === 'F8_E4M3') {
-    const ns = Math.ceil(c.rows / BLOCK) * Math.ceil(c.cols / BLOCK);
-    if (!c.scales || c.scales.length !== ns) throw new Error('reference: bad scales');
-  }
+export function e2m1ToF32(code: number): number {
+  const m = E2M1_VALUES[code & 7]!;
+  return code & 8 ? -m : m;
 }
 
-/** Decoded values of a chunk as numbers (f32 values; NaN left as NaN). */
-export function decodeValues(c: Chunk): Float64Array {
-  checkChunk(c);
-  const n = c.rows * c.cols;
+/** Nearest E2M1 code to x (exact), ties to the code with an even low bit, saturating at ±6. */
+export function nearestE2m1(x: number): number {
+  const sign = isNegative(x) ? 8 : 0;
+  const a = Math.min(Math.abs(x), 6);
+  let best = 0;
+  for (let c = 1; c < 8; c++) {
+    const d = Math.abs(E2M1_VALUES[c]! - a);
+    const e = Math.abs(E2M1_VALUES[best]! - a);
+    if (d < e || (d === e && c % 2 === 0)) best = c;
+  }
+  return sign | best;
+}
+
+function scaleValue(dtype: string, dv: DataView, k: number): number {
+  if (dtype === 'F32') return dv.getFloat32(4 * k, true);
+  if (dtype === 'F16') return f16BitsToF32(dv.getUint16(2 * k, true));
+  return bf16BitsToF32(dv.getUint16(2 * k, true));
+}
+
+/** Writes s (an f32 value) in the scale dtype, rounded to nearest even; returns the value stored. */
+function storeScale(dtype: string, dv: DataView, k: number, s: number): number {
+  if (dtype === 'F32') {
+    dv.setFloat32(4 * k, s, true);
+    return s;
+  }
+  const bits = dtype === 'F16' ? f32ToF16Bits(s) : f32ToBf16Bits(s);
+  dv.setUint16(2 * k, bits, true);
+  return dtype === 'F16' ? f16BitsToF32(bits) : bf16BitsToF32(bits);
+}
+
+// ---- stripes --------------------------------------------------------------------------------
+
+function scaleBytes(dtype: string): number {
+  return dtype === 'F32' ? 4 : 2;
+}
+
+function blockGrid(c: Codec & { kind: 'fp8' }, rows: number, cols: number): [number, number, number, number] {
+  const br = c.blockRows === WHOLE ? rows : c.blockRows;
+  const bc = c.blockCols === WHOLE ? cols : c.blockCols;
+  return [br, bc, Math.ceil(rows / Math.max(1, br)), Math.ceil(cols / Math.max(1, bc))];
+}
+
+function dataLength(c: Codec, rows: number, cols: number): number {
+  if (c.kind === 'plain') return rows * cols * ELEMENT_BYTES[c.dtype]!;
+  if (c.kind === 'fp8') return rows * cols;
+  return (rows * cols) / 2;
+}
+
+/** Decoded values of a stripe as numbers (f32 values; NaN left as NaN). */
+export function decodeValues(s: Stripe): Float64Array {
+  const { codec: c, rows, cols } = s;
+  const n = rows * cols;
+  if (s.data.byteLength !== dataLength(c, rows, cols)) throw new Error('reference: bad stripe size');
   const out = new Float64Array(n);
-  const dv = new DataView(c.bytes.buffer, c.bytes.byteOffset, c.bytes.byteLength);
-  const nbc = Math.ceil(c.cols / BLOCK);
+  const dv = new DataView(s.data.buffer, s.data.byteOffset, s.data.byteLength);
+  const sv = s.scales ? new DataView(s.scales.buffer, s.scales.byteOffset, s.scales.byteLength) : undefined;
+  const nib = (i: number) => (s.data[i >> 1]! >> ((i & 1) * 4)) & 15;
   for (let i = 0; i < n; i++) {
-    switch (c.dtype) {
-      case 'F32':
-        out[i] = dv.getFloat32(4 * i, true);
+    const r = Math.floor(i / cols);
+    const col = i - r * cols;
+    switch (c.kind) {
+      case 'plain':
+        out[i] = c.dtype === 'F32' ? dv.getFloat32(4 * i, true) : c.dtype === 'F16' ? f16BitsToF32(dv.getUint16(2 * i, true)) : bf16BitsToF32(dv.getUint16(2 * i, true));
         break;
-      case 'F16':
-        out[i] = f16BitsToF32(dv.getUint16(2 * i, true));
-        break;
-      case 'BF16':
-        out[i] = bf16BitsToF32(dv.getUint16(2 * i, true));
-        break;
-      case 'F8_E4M3': {
-        const r = Math.floor(i / c.cols);
-        const col = i - r * c.cols;
-        const s = c.scales![Math.floor(r / BLOCK) * nbc + Math.floor(col / BLOCK)]!;
-        out[i] = Math.fround(e4m3ToF32(c.bytes[i]!) * s);
+      case 'fp8': {
+        const [br, bc, , nbc] = blockGrid(c, rows, cols);
+        const scale = scaleValue(c.scaleDtype, sv!, Math.floor(r / br) * nbc + Math.floor(col / bc));
+        out[i] = Math.fround(e4m3ToF32(s.data[i]!) * scale);
         break;
       }
+      case 'mxfp4': {
+        const e = s.scales![r * (cols / 32) + Math.floor(col / 32)]!;
+        out[i] = Math.fround(e2m1ToF32(nib(i)) * 2 ** (e - 127));
+        break;
+      }
+      case 'int4': {
+        const scale = scaleValue(c.scaleDtype, sv!, r * Math.ceil(cols / c.group) + Math.floor(col / c.group));
+        out[i] = Math.fround((nib(i) - 8) * scale);
+        break;
+      }
+      case 'nvfp4':
+        throw new Error('reference: NVFP4 is never decoded');
     }
   }
   return out;
@@ -174,50 +231,102 @@ function toF32Canonical(values: ArrayLike<number>): Float32Array {
   return out;
 }
 
-/** Step 1: decode to f32 (FP8 times its block scale); NaN as 0x7FC00000. */
-export function decodeRef(chunk: Chunk): Float32Array {
-  return toF32Canonical(decodeValues(chunk));
+/** Step 1: decode to f32; NaN as 0x7FC00000. */
+export function decodeRef(s: Stripe): Float32Array {
+  return toF32Canonical(decodeValues(s));
 }
 
-/** Step 3/4: encode f32 values to a dtype (FP8 with fresh block scales). */
-export function encodeRef(values: ArrayLike<number>, rows: number, cols: number, dtype: FloatDtype): Encoded {
+/** Steps 3/4: encode f32 values to a codec (quantized codecs with fresh scales, per their rules). */
+export function encodeRef(values: ArrayLike<number>, rows: number, cols: number, c: Codec): Encoded {
   const n = rows * cols;
   if (values.length !== n) throw new Error('reference: bad values length');
-  const bytes = new Uint8Array(n * ELEMENT_BYTES[dtype]);
-  const dv = new DataView(bytes.buffer);
-  if (dtype === 'F32') {
+  const data = new Uint8Array(dataLength(c, rows, cols));
+  const dv = new DataView(data.buffer);
+  const v = (i: number) => Math.fround(values[i]!);
+  if (c.kind === 'plain') {
     for (let i = 0; i < n; i++) {
-      const v = values[i]!;
-      if (Number.isNaN(v)) dv.setUint32(4 * i, F32_CANONICAL_NAN, true);
-      else dv.setFloat32(4 * i, v, true);
+      const x = v(i);
+      if (c.dtype === 'F32') {
+        if (Number.isNaN(x)) dv.setUint32(4 * i, F32_CANONICAL_NAN, true);
+        else dv.setFloat32(4 * i, x, true);
+      } else dv.setUint16(2 * i, c.dtype === 'F16' ? f32ToF16Bits(x) : f32ToBf16Bits(x), true);
     }
-    return { bytes, nanCount: 0 };
+    return { data, bad: 0 };
   }
-  if (dtype === 'F16' || dtype === 'BF16') {
-    const conv = dtype === 'F16' ? f32ToF16Bits : f32ToBf16Bits;
-    for (let i = 0; i < n; i++) dv.setUint16(2 * i, conv(Math.fround(values[i]!)), true);
-    return { bytes, nanCount: 0 };
+  if (c.kind === 'fp8') {
+    const [br, bc, nbr, nbc] = blockGrid(c, rows, cols);
+    const scales = new Uint8Array(nbr * nbc * scaleBytes(c.scaleDtype));
+    const sv = new DataView(scales.buffer);
+    const amax = new Float64Array(nbr * nbc);
+    const block = (i: number) => Math.floor(Math.floor(i / cols) / br) * nbc + Math.floor((i % cols) / bc);
+    for (let i = 0; i < n; i++) if (Math.abs(v(i)) > amax[block(i)]!) amax[block(i)] = Math.abs(v(i)); // NaN never wins
+    const stored = Array.from(amax, (a, k) => storeScale(c.scaleDtype, sv, k, fp8ScaleRef(a)));
+    let bad = 0;
+    for (let i = 0; i < n; i++) {
+      const x = Math.fround(v(i) / stored[block(i)]!);
+      if (Number.isNaN(x)) bad++;
+      data[i] = f32ToE4m3(x);
+    }
+    return { data, scales, bad };
   }
-  const nbr = Math.ceil(rows / BLOCK);
-  const nbc = Math.ceil(cols / BLOCK);
-  const amax = new Float64Array(nbr * nbc);
-  for (let i = 0; i < n; i++) {
-    const r = Math.floor(i / cols);
-    const b = Math.floor(r / BLOCK) * nbc + Math.floor((i - r * cols) / BLOCK);
-    const a = Math.abs(Math.fround(values[i]!));
-    if (a > amax[b]!) amax[b] = a; // NaN never wins a comparison
+  if (c.kind === 'mxfp4') {
+    const per = cols / 32;
+    const scales = new Uint8Array(rows * per);
+    let bad = 0;
+    for (let r = 0; r < rows; r++) {
+      for (let b = 0; b < per; b++) {
+        let amax = 0;
+        for (let k = 0; k < 32; k++) {
+          const x = v(r * cols + b * 32 + k);
+          if (!Number.isFinite(x)) bad++;
+          else amax = Math.max(amax, Math.abs(x));
+        }
+        const e = amax > 0 ? Math.min(254, Math.max(0, ilogb(amax) - 2 + 127)) : 0;
+        scales[r * per + b] = e;
+        for (let k = 0; k < 32; k++) {
+          const i = r * cols + b * 32 + k;
+          const x = v(i);
+          const code = Number.isFinite(x) ? nearestE2m1(x / 2 ** (e - 127)) : 0;
+          data[i >> 1] |= code << ((i & 1) * 4);
+        }
+      }
+    }
+    return { data, scales, bad };
   }
-  const scales = new Float32Array(nbr * nbc);
-  for (let b = 0; b < scales.length; b++) scales[b] = fp8ScaleRef(amax[b]!);
-  let nanCount = 0;
-  for (let i = 0; i < n; i++) {
-    const r = Math.floor(i / cols);
-    const b = Math.floor(r / BLOCK) * nbc + Math.floor((i - r * cols) / BLOCK);
-    const x = Math.fround(Math.fround(values[i]!) / scales[b]!);
-    if (Number.isNaN(x)) nanCount++;
-    bytes[i] = f32ToE4m3(x);
+  if (c.kind === 'int4') {
+    const per = Math.ceil(cols / c.group);
+    const scales = new Uint8Array(rows * per * scaleBytes(c.scaleDtype));
+    const sv = new DataView(scales.buffer);
+    let bad = 0;
+    for (let r = 0; r < rows; r++) {
+      for (let g = 0; g < per; g++) {
+        const c0 = g * c.group;
+        const c1 = Math.min(cols, c0 + c.group);
+        let amax = 0;
+        for (let col = c0; col < c1; col++) {
+          const x = v(r * cols + col);
+          if (!Number.isFinite(x)) bad++;
+          else amax = Math.max(amax, Math.abs(x));
+        }
+        const sc = storeScale(c.scaleDtype, sv, r * per + g, Math.fround(amax / 7));
+        for (let col = c0; col < c1; col++) {
+          const i = r * cols + col;
+          const x = v(i);
+          let q = 0;
+          if (sc !== 0 && Number.isFinite(x)) q = Math.max(-8, Math.min(7, roundHalfEven(Math.fround(x / sc))));
+          data[i >> 1] |= (q + 8) << ((i & 1) * 4);
+        }
+      }
+    }
+    return { data, scales, bad };
   }
-  return { bytes, scales, nanCount };
+  throw new Error('reference: NVFP4 is never encoded');
+}
+
+function roundHalfEven(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  return d > 0.5 || (d === 0.5 && f % 2 !== 0) ? f + 1 : f;
 }
 
 /** Mix: acc = +0; acc = f32(acc + f32(f32(w) * x)) per input with w ≠ 0; then encode. */
@@ -237,23 +346,23 @@ export function mixRef(req: MixRequest): Encoded {
 }
 
 /** Diff statistics of b against a, sequential f64 sums over the pairs where both are finite. */
-export function diffRef(a: Chunk, b: Chunk): DiffStats {
+export function diffRef(a: Stripe, b: Stripe): DiffStats {
   if (a.rows !== b.rows || a.cols !== b.cols) throw new Error('reference: shape mismatch');
   const x = decodeValues(a);
   const y = decodeValues(b);
   const s: DiffStats = { count: x.length, nonFinite: 0, sumSqDiff: 0, sumSqA: 0, sumSqB: 0, dot: 0, maxAbsDiff: 0 };
   for (let i = 0; i < x.length; i++) {
     const u = x[i]!;
-    const v = y[i]!;
-    if (!Number.isFinite(u) || !Number.isFinite(v)) {
+    const w = y[i]!;
+    if (!Number.isFinite(u) || !Number.isFinite(w)) {
       s.nonFinite++;
       continue;
     }
-    const d = v - u;
+    const d = w - u;
     s.sumSqDiff += d * d;
     s.sumSqA += u * u;
-    s.sumSqB += v * v;
-    s.dot += u * v;
+    s.sumSqB += w * w;
+    s.dot += u * w;
     s.maxAbsDiff = Math.max(s.maxAbsDiff, Math.abs(d));
   }
   return s;

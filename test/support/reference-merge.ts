@@ -1,15 +1,33 @@
-// An independent, whole-tensor, scalar re-statement of the merge spec, used to check every byte a
-// merge writes. It shares with the engine only the model opening and tensor classification (tested
-// on their own); rule matching, dtype choice, threshold, edits and all arithmetic are its own.
+// An independent, whole-slab, scalar re-statement of the merge spec, used to check every byte a
+// merge writes. It shares with the engine only the model opening (weights, codecs, views and the
+// expert regions openModel finds, tested on their own); rule matching, expert slots (remove,
+// transplant, add), output formats, the threshold, edits, naming and all arithmetic are its own.
+//
+// The spec, as restated here:
+//  - The child follows the base weight by weight. Each weight is cut into cells: a whole tensor,
+//    one expert's projection (a per-expert tensor, or a region of a fused tensor's slab), or one
+//    router row / bias entry. Expert indices are in the parents' numbering.
+//  - A cell is decided by the first rule matching its (name, kind, layer, expert, projection), else
+//    copied from the base; a parent's cell is found by (layer, expert, projection) or by name.
+//  - `experts:` then gives every MoE layer its child slots: the base's experts minus the removed
+//    ones, transplanted slots taking another expert's cells (router row from the rules, or with
+//    `router: source` the source's), added ones appended (router row from the source).
+//  - mute zeroes a down projection (and its bias); off / on set a router-bias entry to ∓1e4.
+//  - The threshold copies a mixed cell from the base when every other mixed parent is within
+//    `below` rms of it.
+//  - Values are made in f32 (acc = +0, acc = f32(acc + f32(f32(w)·x))) and each child slab is
+//    encoded in the child's format; copied cells keep their stored bytes where the format is the
+//    source's and their scale blocks are their own.
+//  - A child tensor that is one parent's tensor as it is (every cell copied from the same slab of
+//    the same weight, laid out alike) is that tensor's stored bytes.
 import { openSync, readSync, closeSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import type { FloatDtype } from '../../app/engine/formats/dtype.ts';
+import type { Codec } from '../../app/engine/formats/codec.ts';
 import { openModel } from '../../app/engine/model/open-model.ts';
-import type { Model, TensorRecord, Weight } from '../../app/engine/model/types.ts';
+import type { Model, Region, TensorRecord, TensorRole, Weight } from '../../app/engine/model/types.ts';
 import { openNodeModelFolder, type NodeModelFolder } from '../../app/cli/node-io.ts';
-import { decodeRef, diffRef, encodeRef, mixRef } from '../reference/scalar.ts';
-import type { Chunk } from '../../app/engine/kernels/types.ts';
+import { decodeValues, diffRef, encodeRef } from '../reference/scalar.ts';
 
 export interface TensorBytes {
   dtype: string;
@@ -17,9 +35,11 @@ export interface TensorBytes {
   bytes: Buffer;
 }
 
-const SIZE: Record<string, number> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1 };
-const FLOATS = new Set(['F32', 'F16', 'BF16', 'F8_E4M3']);
+const SIZE: Record<string, number> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, I32: 4, I64: 8, U8: 1 };
 const OUT: Record<string, string> = { bf16: 'BF16', f16: 'F16', f32: 'F32' };
+const FLOAT = new Set(['F32', 'F16', 'BF16']);
+const OFF = -1e4;
+const ON = 1e4;
 
 function readRecord(dir: string, rec: TensorRecord): Buffer {
   const fd = openSync(path.join(dir, rec.file), 'r');
@@ -33,38 +53,55 @@ function readRecord(dir: string, rec: TensorRecord): Buffer {
   }
 }
 
-function u8(b: Buffer): Uint8Array {
-  return new Uint8Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-}
-
-function f32(b: Buffer): Float32Array {
-  return new Float32Array(u8(b).buffer);
-}
-
-function rowsCols(shape: number[]): [number, number] {
-  return shape.length === 2 ? [shape[0]!, shape[1]!] : [1, shape.reduce((a, b) => a * b, 1)];
-}
-
 interface Parent {
   name: string;
   dir: string;
   model: Model;
 }
 
-function wholeChunk(p: Parent, w: Weight): Chunk {
-  const [rows, cols] = rowsCols(w.data.shape);
-  const c: Chunk = { dtype: w.data.dtype as FloatDtype, rows, cols, bytes: u8(readRecord(p.dir, w.data)) };
-  if (w.data.dtype === 'F8_E4M3') c.scales = f32(readRecord(p.dir, w.scale!));
-  return c;
+/** A region of one slab of a parent's weight. */
+interface Src {
+  p: Parent;
+  w: Weight;
+  slab: number;
+  region: Region;
+}
+
+type Op = { type: 'copy'; src: Src } | { type: 'mix'; inputs: { src: Src; weight: number }[]; base?: Src } | { type: 'zero' } | { type: 'value'; value: number };
+
+interface Cell {
+  region: Region;
+  op: Op;
+}
+
+interface Slot {
+  baseExpert?: number;
+  how: 'kept' | 'transplanted' | 'added';
+  source?: { parent: string; layer: number; expert: number };
+  routerFromSource: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recipe reading, on its own.
+
+function indexSet(v: unknown, all: number[]): number[] {
+  if (v === undefined) return all;
+  if (typeof v === 'number') return [v];
+  if (Array.isArray(v)) return v as number[];
+  const t = String(v).trim();
+  if (t === 'all') return all;
+  const out: number[] = [];
+  for (const part of t.split(',')) {
+    const [a, b] = part.split('-').map((x) => Number(x.trim()));
+    for (let i = a!; i <= (b ?? a)!; i++) out.push(i);
+  }
+  return out;
 }
 
 function inSet(v: unknown, i: number | undefined): boolean {
   if (v === undefined) return true;
   if (i === undefined) return false;
-  if (typeof v === 'number') return v === i;
-  if (Array.isArray(v)) return v.includes(i);
-  const [a, b] = String(v).split('-').map((x) => Number(x.trim()));
-  return i >= a! && i <= b!;
+  return indexSet(v, []).includes(i);
 }
 
 function oneOf(v: unknown, x: string | undefined): boolean {
@@ -73,7 +110,109 @@ function oneOf(v: unknown, x: string | undefined): boolean {
   return Array.isArray(v) ? v.includes(x) : v === x;
 }
 
-/** The child a recipe file must produce, tensor by tensor (scale tensors included). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyRecipe = any;
+
+function ruleFor(recipe: AnyRecipe, name: string, role: TensorRole): { from?: string; weights?: Record<string, number> } | undefined {
+  return (recipe.rules ?? []).find((r: { select: Record<string, unknown> }) => {
+    const s = r.select;
+    return (
+      oneOf(s.kind, role.kind) && oneOf(s.proj, role.proj) && inSet(s.layers, role.layer) && inSet(s.experts, role.expert) &&
+      (s.name === undefined || new RegExp(String(s.name)).test(name))
+    );
+  });
+}
+
+/** The child's slots of every layer with experts. */
+function slotsOf(recipe: AnyRecipe, base: Model): Map<number, Slot[]> {
+  const layers = [...base.experts.keys()].sort((a, b) => a - b);
+  const E = base.layout.experts;
+  const all = Array.from({ length: E }, (_, i) => i);
+  const out = new Map<number, Slot[]>();
+  const ex = recipe.experts ?? {};
+  for (const l of layers) {
+    const slots: Slot[] = all.map((e) => ({ baseExpert: e, how: 'kept', routerFromSource: false }));
+    const removed = new Set<number>();
+    for (const r of ex.remove ?? []) if (indexSet(r.layers ?? r.layer, layers).includes(l)) for (const e of indexSet(r.experts ?? r.expert, all)) removed.add(e);
+    for (const t of ex.transplant ?? []) {
+      if (!indexSet(t.layers ?? t.layer, layers).includes(l)) continue;
+      for (const e of indexSet(t.experts ?? t.expert, all)) {
+        slots[e] = { baseExpert: e, how: 'transplanted', source: { parent: t.from.parent, layer: t.from.layer ?? l, expert: t.from.expert ?? e }, routerFromSource: t.router === 'source' };
+      }
+    }
+    const kept = slots.filter((s) => !removed.has(s.baseExpert!));
+    for (const a of ex.add ?? []) {
+      if (indexSet(a.layers ?? a.layer, layers).includes(l)) kept.push({ how: 'added', source: { parent: a.from.parent, layer: a.from.layer ?? l, expert: a.from.expert }, routerFromSource: true });
+    }
+    out.set(l, kept);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values and bytes of parents.
+
+function recordOf(w: Weight, role: string): TensorRecord | undefined {
+  return role === 'data' ? w.data : w.companions.find((c) => c.role === role)?.record;
+}
+
+/** Does this stored tensor hold one share per slab? Data and scales do; another companion when its first dimension counts the slabs. */
+function perSlab(w: Weight, role: string, rec: TensorRecord): boolean {
+  if (role === 'data' || role === 'scale') return true;
+  return w.view.slabs > 1 && rec.shape[0] === w.view.slabs;
+}
+
+function slabBytes(p: Parent, w: Weight, role: string, slab: number): Buffer {
+  const rec = recordOf(w, role)!;
+  const all = readRecord(p.dir, rec);
+  if (!perSlab(w, role, rec)) return all;
+  const per = all.length / w.view.slabs;
+  return all.subarray(slab * per, (slab + 1) * per);
+}
+
+function u8(b: Buffer): Uint8Array {
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
+function slabValues(src: Src): Float64Array {
+  const { rows, cols } = src.w.view;
+  const stripe = { codec: src.w.codec, rows, cols, data: u8(slabBytes(src.p, src.w, 'data', src.slab)) } as Parameters<typeof decodeValues>[0];
+  if (src.w.codec.kind !== 'plain') stripe.scales = u8(slabBytes(src.p, src.w, 'scale', src.slab));
+  return decodeValues(stripe);
+}
+
+/** Slab element index of value (o, i) of a region (cols: the slab's columns). */
+function at(r: Region, cols: number, o: number, i: number): number {
+  return r.transposed ? (r.row0 + i * r.rowStep) * cols + r.col0 + o * r.colStep : (r.row0 + o * r.rowStep) * cols + r.col0 + i * r.colStep;
+}
+
+function dims(r: Region): [number, number] {
+  return r.transposed ? [r.colCount, r.rowCount] : [r.rowCount, r.colCount];
+}
+
+function cellValues(src: Src): Float64Array {
+  const v = slabValues(src);
+  const [no, ni] = dims(src.region);
+  const out = new Float64Array(no * ni);
+  for (let o = 0; o < no; o++) for (let i = 0; i < ni; i++) out[o * ni + i] = v[at(src.region, src.w.view.cols, o, i)]!;
+  return out;
+}
+
+/** Every value of a weight, all its slabs as one matrix. */
+function wholeValues(p: Parent, w: Weight): Float64Array {
+  const stripe = { codec: w.codec, rows: w.view.slabs * w.view.rows, cols: w.view.cols, data: u8(readRecord(p.dir, w.data)) } as Parameters<typeof decodeValues>[0];
+  if (w.codec.kind !== 'plain') stripe.scales = u8(readRecord(p.dir, recordOf(w, 'scale')!));
+  return decodeValues(stripe);
+}
+
+function sameCodec(a: Codec, b: Codec): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The child.
+
+/** The child a recipe file must produce, tensor by tensor (companions included). */
 export async function expectedChild(recipeFile: string): Promise<Map<string, TensorBytes>> {
   const recipe = parseYaml(readFileSync(recipeFile, 'utf8'));
   const order = Object.keys(recipe.parents);
@@ -92,86 +231,296 @@ export async function expectedChild(recipeFile: string): Promise<Map<string, Ten
   }
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-function computeChild(recipe: any, order: string[], parents: Map<string, Parent>): Map<string, TensorBytes> {
+function computeChild(recipe: AnyRecipe, order: string[], parents: Map<string, Parent>): Map<string, TensorBytes> {
   const baseName: string = recipe.base ?? order[0];
   const base = parents.get(baseName)!;
   const outName: string = recipe.output?.dtype ?? 'keep';
   const edits: { layer: number; expert: number; action: string }[] = recipe.edits ?? [];
+  const slots = slotsOf(recipe, base.model);
   const out = new Map<string, TensorBytes>();
 
-  for (const w of base.model.weights) {
-    const rule = (recipe.rules ?? []).find((r: { select: Record<string, unknown> }) => {
-      const s = r.select;
-      return (
-        oneOf(s.kind, w.role.kind) && oneOf(s.proj, w.role.proj) && inSet(s.layers, w.role.layer) && inSet(s.experts, w.role.expert) &&
-        (s.name === undefined || new RegExp(String(s.name)).test(w.name))
-      );
-    });
-    let weights: [string, number][] = rule ? (rule.from !== undefined ? [[rule.from, 1]] : Object.entries(rule.weights as Record<string, number>)) : [[baseName, 1]];
+  const expertCell = (p: Parent, layer: number, expert: number, proj: string, bias: boolean): Src => {
+    const part = p.model.experts.get(layer)!.parts[expert]!.find((q) => q.proj === proj && q.bias === bias)!;
+    return { p, w: part.weight, slab: part.slab, region: part.region };
+  };
+  const routerCell = (p: Parent, w: Weight, layer: number, slab: number): Src => {
+    let rw = p.model.byName.get(w.name);
+    if (!rw || rw.role.layer !== layer) rw = p.model.experts.get(layer)!.routers.find((r) => r.role.kind === w.role.kind)!;
+    return { p, w: rw, slab, region: rw.experts!.kind === 'slabs' ? rw.experts!.parts[0]!.region : whole(rw) };
+  };
+  const whole = (w: Weight): Region => ({ row0: 0, rowCount: w.view.rows, rowStep: 1, col0: 0, colCount: w.view.cols, colStep: 1, transposed: false });
+  const ruleOp = (name: string, role: TensorRole, find: (p: Parent) => Src): Op => {
+    const rule = ruleFor(recipe, name, role);
+    let weights: [string, number][] = rule ? (rule.from !== undefined ? [[rule.from, 1]] : Object.entries(rule.weights!)) : [[baseName, 1]];
     weights = order.filter((p) => weights.some(([q, x]) => q === p && x !== 0)).map((p) => [p, weights.find(([q]) => q === p)![1]]);
-    const single = weights.length === 1 ? weights[0]![0] : undefined;
-    const target = (src: Weight) => (outName === 'keep' || !FLOATS.has(src.data.dtype) || w.role.kind === 'router_bias' ? src.data.dtype : OUT[outName]!);
-    const [rows, cols] = rowsCols(w.data.shape);
+    if (weights.length === 1) return { type: 'copy', src: find(parents.get(weights[0]![0])!) };
+    const op: Op = { type: 'mix', inputs: weights.map(([p, x]) => ({ src: find(parents.get(p)!), weight: x })) };
+    if (recipe.threshold) op.base = find(base);
+    return op;
+  };
+  const muted = (layer: number, e: number | undefined) => e !== undefined && edits.some((x) => x.action === 'mute' && x.layer === layer && x.expert === e);
+  const biasEdit = (layer: number, e: number | undefined) => edits.find((x) => (x.action === 'off' || x.action === 'on') && x.layer === layer && x.expert === e);
 
-    const fromParent = (pname: string) => {
-      const p = parents.get(pname)!;
-      const src = p.model.byName.get(w.name)!;
-      const dtype = target(src);
-      if (dtype === src.data.dtype) {
-        out.set(w.name, { dtype, shape: w.data.shape, bytes: readRecord(p.dir, src.data) });
-        if (src.scale) out.set(src.scale.name, { dtype: 'F32', shape: src.scale.shape, bytes: readRecord(p.dir, src.scale) });
-      } else {
-        const values = decodeRef(wholeChunk(p, src));
-        out.set(w.name, { dtype, shape: w.data.shape, bytes: Buffer.from(encodeRef(values, rows, cols, dtype as FloatDtype).bytes) });
-      }
-    };
+  for (const w of base.model.weights) {
+    const r = w.role;
+    const L = r.layer;
+    const ls = L !== undefined ? slots.get(L) : undefined;
+    // Per-expert tensors.
+    if (w.experts?.kind === 'single' && w.experts.proj && ls && L !== undefined) {
+      const e = w.experts.expert;
+      const proj = w.experts.proj;
+      const region = base.model.experts.get(L)!.parts[e]!.find((q) => q.weight === w)!.region;
+      ls.forEach((slot, j) => {
+        if ((slot.baseExpert ?? 0) !== e) return;
+        let op: Op;
+        if (slot.how !== 'kept') {
+          const s = slot.source!;
+          op = { type: 'copy', src: expertCell(parents.get(s.parent)!, s.layer, s.expert, proj, !!r.bias) };
+        } else op = ruleOp(w.name, r, (p) => expertCell(p, L, e, proj, !!r.bias));
+        if (proj === 'down' && muted(L, slot.baseExpert)) op = { type: 'zero' };
+        const name = w.name.replace(/\.experts\.\d+\./, `.experts.${j}.`);
+        emit(w, name, [[{ region, op }]], (n) => n.replace(/\.experts\.\d+\./, `.experts.${j}.`), 1);
+      });
+      continue;
+    }
+    // Fused expert tensors.
+    if (w.experts?.kind === 'slabs' && r.kind === 'routed_expert' && ls && L !== undefined) {
+      const parts = w.experts.parts;
+      const bias = !!w.fused?.bias;
+      const slabs = ls.map((slot) =>
+        parts.map((part): Cell => {
+          let op: Op;
+          if (slot.how !== 'kept') {
+            const s = slot.source!;
+            op = { type: 'copy', src: expertCell(parents.get(s.parent)!, s.layer, s.expert, part.proj!, bias) };
+          } else {
+            const role: TensorRole = { kind: 'routed_expert', layer: L, expert: slot.baseExpert!, proj: part.proj! };
+            op = ruleOp(w.name, role, (p) => expertCell(p, L, slot.baseExpert!, part.proj!, bias));
+          }
+          if (part.proj === 'down' && muted(L, slot.baseExpert)) op = { type: 'zero' };
+          return { region: part.region, op };
+        }),
+      );
+      emit(w, w.name, slabs, (n) => n, ls.length);
+      continue;
+    }
+    // Router rows and bias entries.
+    if (w.experts?.kind === 'slabs' && ls && L !== undefined) {
+      const region = w.experts.parts[0]!.region;
+      const slabs = ls.map((slot): Cell[] => {
+        let op: Op;
+        if (slot.routerFromSource) {
+          const s = slot.source!;
+          op = { type: 'copy', src: routerCell(parents.get(s.parent)!, w, s.layer, s.expert) };
+        } else op = ruleOp(w.name, r, (p) => routerCell(p, w, L, slot.baseExpert!));
+        const edit = r.kind === 'router_bias' ? biasEdit(L, slot.baseExpert) : undefined;
+        if (edit) op = { type: 'value', value: edit.action === 'off' ? OFF : ON };
+        return [{ region, op }];
+      });
+      emit(w, w.name, slabs, (n) => n, ls.length);
+      continue;
+    }
+    emit(w, w.name, [[{ region: whole(w), op: ruleOp(w.name, r, (p) => ({ p, w: p.model.byName.get(w.name)!, slab: 0, region: whole(p.model.byName.get(w.name)!) })) }]], (n) => n, 1);
+  }
+  return out;
 
-    const muted = w.role.kind === 'routed_expert' && w.role.proj === 'down' && edits.some((e) => e.action === 'mute' && e.layer === w.role.layer && e.expert === w.role.expert);
-    if (muted) {
-      const src = single ? parents.get(single)!.model.byName.get(w.name)! : w;
-      const dtype = single ? target(src) : target(w);
-      const e = encodeRef(new Float32Array(rows * cols), rows, cols, dtype as FloatDtype);
-      out.set(w.name, { dtype, shape: w.data.shape, bytes: Buffer.from(e.bytes) });
-      if (e.scales) out.set(`${w.name}_scale_inv`, { dtype: 'F32', shape: [Math.ceil(rows / 128), Math.ceil(cols / 128)], bytes: Buffer.from(e.scales.buffer) });
-    } else if (single) {
-      fromParent(single);
-    } else {
-      let keep = false;
-      if (recipe.threshold) {
+  /** The child codec of a base weight: keep → its own; a float dtype → every decodable float but the router bias. */
+  function targetCodec(w: Weight): Codec {
+    if (outName === 'keep') return w.codec;
+    if (w.codec.kind === 'plain' && (!FLOAT.has(w.codec.dtype) || w.role.kind === 'router_bias')) return w.codec;
+    return { kind: 'plain', dtype: OUT[outName]! };
+  }
+
+  function emit(w: Weight, name: string, slabs: Cell[][], rename: (n: string) => string, slabCount: number): void {
+    // Threshold: per expert region; a router's rows are decided together, as one tensor.
+    if (w.experts?.kind === 'slabs' && w.role.kind !== 'routed_expert') {
+      const mixes = slabs.flat().filter((c) => c.op.type === 'mix' && c.op.base);
+      if (mixes.length > 0) {
+        const others = new Set<Parent>();
+        for (const c of mixes) for (const x of (c.op as { inputs: { src: Src }[] }).inputs) if (x.src.p.name !== baseName) others.add(x.src.p);
         let worst = 0;
-        for (const [pname] of weights) {
-          if (pname === baseName) continue;
-          const s = diffRef(wholeChunk(base, w), wholeChunk(parents.get(pname)!, parents.get(pname)!.model.byName.get(w.name)!));
+        for (const p of others) {
+          const s = diffValues(wholeValues(base, w), wholeValues(p, p.model.byName.get(w.name)!));
           worst = Math.max(worst, s.nonFinite > 0 ? Infinity : Math.sqrt(s.sumSqDiff / (s.count - s.nonFinite)));
         }
-        keep = worst < recipe.threshold.below;
-      }
-      if (keep) fromParent(baseName);
-      else {
-        const dtype = target(w) as FloatDtype;
-        const e = mixRef({
-          rows, cols, out: dtype,
-          inputs: order.map((p) => wholeChunk(parents.get(p)!, parents.get(p)!.model.byName.get(w.name)!)),
-          weights: order.map((p) => weights.find(([q]) => q === p)?.[1] ?? 0),
-        });
-        if (e.nanCount > 0) throw new Error(`reference: NaN in FP8 output of ${w.name}`);
-        out.set(w.name, { dtype, shape: w.data.shape, bytes: Buffer.from(e.bytes) });
-        if (e.scales) out.set(w.scale?.name ?? `${w.name}_scale_inv`, { dtype: 'F32', shape: [Math.ceil(rows / 128), Math.ceil(cols / 128)], bytes: Buffer.from(e.scales.buffer) });
+        if (worst < recipe.threshold.below) for (const c of mixes) c.op = { type: 'copy', src: (c.op as { base: Src }).base };
       }
     }
+    for (const cells of slabs) {
+      for (const c of cells) {
+        if (c.op.type !== 'mix' || !c.op.base) continue;
+        let worst = 0;
+        const bv = cellValues(c.op.base);
+        for (const x of c.op.inputs) {
+          if (x.src.p.name === baseName) continue;
+          const ov = cellValues(x.src);
+          const s = diffValues(bv, ov);
+          worst = Math.max(worst, s.nonFinite > 0 ? Infinity : Math.sqrt(s.sumSqDiff / (s.count - s.nonFinite)));
+        }
+        if (worst < recipe.threshold.below) c.op = { type: 'copy', src: c.op.base };
+      }
+    }
+    let codec = targetCodec(w);
+    // gpt-oss stores its MXFP4 experts [E, out, in] and BF16 ones transposed [E, in, out].
+    let view = { ...w.view, slabs: slabCount };
+    let transposeLayout = false;
+    if (codec.kind !== w.codec.kind && base.model.arch.name === 'gpt_oss' && w.fused && !w.fused.bias) {
+      transposeLayout = true;
+      view = { slabs: slabCount, rows: w.view.cols, cols: w.view.rows };
+      for (const cells of slabs) for (const c of cells) c.region = transposed(c.region);
+    }
+    // A whole copy?
+    const first = slabs[0]![0]!.op;
+    if (first.type === 'copy') {
+      const src = first.src;
+      const alike = src.w.view.slabs === slabs.length && src.w.view.rows === view.rows && src.w.view.cols === view.cols &&
+        slabs.every((cells, s) => cells.every((c) => c.op.type === 'copy' && c.op.src.w === src.w && c.op.src.slab === s && JSON.stringify(c.op.src.region) === JSON.stringify(c.region)));
+      const roles = (x: Weight) => ['data', ...x.companions.map((c) => c.role)].sort().join(',');
+      if (alike && sameCodec(src.w.codec, codec) && roles(src.w) === roles(w)) {
+        for (const [role, rec] of records(w)) out.set(rename(rec.name), { dtype: rec.dtype, shape: rec.shape, bytes: readRecord(src.p.dir, recordOf(src.w, role)!) });
+        return;
+      }
+      if (alike && outName === 'keep' && rename(src.w.name) === name) {
+        for (const [, rec] of records(src.w)) out.set(rename(rec.name), { dtype: rec.dtype, shape: rec.shape, bytes: readRecord(src.p.dir, rec) });
+        return;
+      }
+    }
+    // Slab by slab: values, encoded, with copied cells' stored bytes over them where they can be.
+    const { rows, cols } = view;
+    const dataParts: Buffer[] = [];
+    const scaleParts: Buffer[] = [];
+    slabs.forEach((cells, s) => {
+      const values = new Float64Array(rows * cols);
+      for (const c of cells) {
+        const [no, ni] = dims(c.region);
+        let v: Float64Array;
+        if (c.op.type === 'copy') v = cellValues(c.op.src);
+        else if (c.op.type === 'zero') v = new Float64Array(no * ni);
+        else if (c.op.type === 'value') v = new Float64Array(no * ni).fill((c.op as { value: number }).value);
+        else {
+          v = new Float64Array(no * ni);
+          for (const x of c.op.inputs) {
+            const xv = cellValues(x.src);
+            const wf = Math.fround(x.weight);
+            for (let k = 0; k < v.length; k++) v[k] = Math.fround(v[k]! + Math.fround(wf * xv[k]!));
+          }
+        }
+        for (let o = 0; o < no; o++) for (let i = 0; i < ni; i++) values[at(c.region, cols, o, i)] = v[o * ni + i]!;
+      }
+      const enc = encodeRef(values, rows, cols, codec);
+      if (enc.bad > 0) throw new Error(`reference: ${enc.bad} values of ${name} do not fit ${codec.kind}`);
+      const data = Buffer.from(enc.data);
+      const scales = enc.scales ? Buffer.from(enc.scales) : undefined;
+      for (const c of cells) if (c.op.type === 'copy') overlay(c, data, scales, codec, view);
+      dataParts.push(data);
+      if (scales) scaleParts.push(scales);
+    });
+    const childShape = (shape: number[], role: string, rec: TensorRecord) => {
+      const sh = [...shape];
+      if (perSlab(w, role, rec) && w.view.slabs > 1 && slabCount !== w.view.slabs) {
+        if (w.fused) sh[0] = (sh[0]! / w.view.slabs) * slabCount;
+        else sh[sh.findIndex((d) => d !== 1)] = slabCount;
+      }
+      return sh;
+    };
+    if (sameCodec(codec, w.codec)) {
+      for (const [role, rec] of records(w)) {
+        const shape = childShape(rec.shape, role, rec);
+        let bytes: Buffer;
+        if (role === 'data') bytes = Buffer.concat(dataParts);
+        else if (role === 'scale' && codec.kind !== 'plain') bytes = Buffer.concat(scaleParts);
+        else if (!perSlab(w, role, rec)) bytes = readRecord(base.dir, rec);
+        else {
+          bytes = Buffer.concat(slabs.map((cells, s) => {
+            const ops = cells.map((c) => c.op);
+            const one = ops.every((o) => o.type === 'copy' && o.src.w === (ops[0] as { src: Src }).src.w && o.src.slab === (ops[0] as { src: Src }).src.slab) ? (ops[0] as { src: Src }).src : undefined;
+            if (one && recordOf(one.w, role)) return slabBytes(one.p, one.w, role, one.slab);
+            return slabBytes(base, w, role, ls0(s));
+          }));
+        }
+        out.set(rename(rec.name), { dtype: rec.dtype, shape, bytes });
+      }
+    } else {
+      let shape = childShape(w.shape, 'data', w.data);
+      if (transposeLayout) shape = [...shape.slice(0, -2), shape[shape.length - 1]!, shape[shape.length - 2]!];
+      out.set(name, { dtype: (codec as { dtype: string }).dtype, shape, bytes: Buffer.concat(dataParts) });
+    }
 
-    if (w.role.kind === 'router_bias') {
-      const mine = edits.filter((e) => (e.action === 'off' || e.action === 'on') && e.layer === w.role.layer);
-      if (mine.length > 0) {
-        const t = out.get(w.name)!;
-        const values = decodeRef({ dtype: t.dtype as FloatDtype, rows: 1, cols: rows * cols, bytes: u8(t.bytes) });
-        for (const e of mine) values[e.expert] = e.action === 'off' ? -1e4 : 1e4;
-        t.bytes = Buffer.from(encodeRef(values, 1, rows * cols, t.dtype as FloatDtype).bytes);
+    function ls0(s: number): number {
+      const l = w.role.layer !== undefined ? slots.get(w.role.layer) : undefined;
+      return w.view.slabs > 1 ? (l?.[s]?.baseExpert ?? 0) : 0;
+    }
+  }
+
+  /** A copied cell's stored bytes over the encoded slab, where the child's format is the source's and its blocks are its own. */
+  function overlay(c: Cell, data: Buffer, scales: Buffer | undefined, codec: Codec, view: { rows: number; cols: number }): void {
+    if (c.op.type !== 'copy') return;
+    const src = c.op.src;
+    if (!sameCodec(src.w.codec, codec)) return;
+    const sd = slabBytes(src.p, src.w, 'data', src.slab);
+    const [no, ni] = dims(c.region);
+    if (codec.kind === 'plain') {
+      const es = SIZE[codec.dtype]!;
+      for (let o = 0; o < no; o++) {
+        for (let i = 0; i < ni; i++) {
+          const d = at(c.region, view.cols, o, i) * es;
+          const s0 = at(src.region, src.w.view.cols, o, i) * es;
+          sd.copy(data, d, s0, s0 + es);
+        }
+      }
+      return;
+    }
+    // Quantized: whole rows (not transposed, every column), with their scales.
+    const R = c.region;
+    const S = src.region;
+    if (R.transposed || S.transposed || R.col0 !== 0 || S.col0 !== 0 || R.colCount !== view.cols || S.colCount !== src.w.view.cols || view.cols !== src.w.view.cols) return;
+    const blockRows = codec.kind === 'fp8' ? (codec.blockRows === 0x7fffffff ? view.rows : codec.blockRows) : 1;
+    if (blockRows > 1) {
+      const srcBlock = codec.kind === 'fp8' && codec.blockRows === 0x7fffffff ? src.w.view.rows : blockRows;
+      if (srcBlock !== blockRows || R.rowStep !== 1 || S.rowStep !== 1 || R.row0 % blockRows !== 0 || S.row0 % blockRows !== 0) return;
+      if (R.rowCount % blockRows !== 0 && !(R.row0 + R.rowCount === view.rows && S.row0 + R.rowCount === src.w.view.rows)) return;
+    }
+    const rowData = data.length / view.rows;
+    const ss = slabBytes(src.p, src.w, 'scale', src.slab);
+    const perBlockRow = scales ? scales.length / Math.ceil(view.rows / blockRows) : 0;
+    for (let o = 0; o < no; o++) {
+      const dr = R.row0 + o * R.rowStep;
+      const sr = S.row0 + o * S.rowStep;
+      sd.copy(data, dr * rowData, sr * rowData, (sr + 1) * rowData);
+      if (scales && (blockRows === 1 || dr % blockRows === 0)) {
+        const db = Math.floor(dr / blockRows);
+        const sb = Math.floor(sr / blockRows);
+        ss.copy(scales, db * perBlockRow, sb * perBlockRow, (sb + 1) * perBlockRow);
       }
     }
   }
-  return out;
+}
+
+function records(w: Weight): [string, TensorRecord][] {
+  return [['data', w.data], ...w.companions.map((c) => [c.role, c.record] as [string, TensorRecord])];
+}
+
+function transposed(r: Region): Region {
+  return { row0: r.col0, rowCount: r.colCount, rowStep: r.colStep, col0: r.row0, colCount: r.rowCount, colStep: r.rowStep, transposed: !r.transposed };
+}
+
+function diffValues(a: Float64Array, b: Float64Array): ReturnType<typeof diffRef> {
+  const s = { count: a.length, nonFinite: 0, sumSqDiff: 0, sumSqA: 0, sumSqB: 0, dot: 0, maxAbsDiff: 0 };
+  for (let i = 0; i < a.length; i++) {
+    const u = a[i]!;
+    const w = b[i]!;
+    if (!Number.isFinite(u) || !Number.isFinite(w)) {
+      s.nonFinite++;
+      continue;
+    }
+    const d = w - u;
+    s.sumSqDiff += d * d;
+    s.sumSqA += u * u;
+    s.sumSqB += w * w;
+    s.dot += u * w;
+    s.maxAbsDiff = Math.max(s.maxAbsDiff, Math.abs(d));
+  }
+  return s;
 }
 
 /**

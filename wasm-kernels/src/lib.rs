@@ -3,17 +3,35 @@
 //!
 //! The arithmetic is a contract, checked bit for bit against the scalar TypeScript reference in
 //! `test/reference/scalar.ts`:
-//! - decode: F16/BF16/E4M3 to f32 exactly; E4M3 times its 128×128 block scale (one f32 multiply).
+//! - decode: each codec to f32 exactly as its rule says (below); NaN becomes the canonical NaN.
 //! - mix: acc = +0; acc = acc + f32(w) * x for each input with w ≠ 0 (no fused multiply-add).
-//! - encode: round to nearest even; BF16/F16 overflow to ±inf; NaN becomes the canonical NaN of the
-//!   format; E4M3 gets fresh per-block scales f32(max(amax, f32(1e-4)) / 448), codes
-//!   e4m3fn(f32(x / s)) saturating at ±448, NaN codes counted.
+//! - encode: round to nearest even; BF16/F16 overflow to ±inf; NaN becomes the canonical NaN of
+//!   the format; quantized codecs get fresh scales per block (rules below), and values they cannot
+//!   hold (NaN; ±inf for MXFP4 and INT4) are counted for the caller to refuse.
 //! - diff: f64 sums over the pairs where both values are finite.
+//! - strided_copy: elements moved between two strided 2-D views, byte for byte (expert regions);
+//!   accumulate_strided: the mix's acc = acc + w · x between two strided f32 views.
 //! - xxh64: the XXH64 checksum of a byte range (resume journals).
 //!
-//! Memory: the host allocates buffers with `alloc`/`dealloc` (16-byte aligned), copies inputs in,
-//! calls a kernel with pointers and copies results out. Dtype codes: 0 F32, 1 F16, 2 BF16,
-//! 3 F8_E4M3.
+//! A stripe is `rows × cols` values of one tensor (its first row starts a block of the codec).
+//! Codecs (a descriptor of 4 u32 in memory: kind, scale dtype, block rows, block cols):
+//! - 0 F32, 1 F16, 2 BF16: the values themselves.
+//! - 3 E4M3 with block scales: codes rows×cols bytes; scales ceil(rows/br) × ceil(cols/bc) of the
+//!   scale dtype (0 F32, 1 F16, 2 BF16), value = e4m3(code) · scale (one f32 multiply). DeepSeek's
+//!   blocks are 128×128; per-channel scales are 1 × cols blocks, a per-tensor scale one block.
+//!   Fresh scale: s = f32(max(amax, f32(1e-4)) / 448) rounded to the scale dtype; codes
+//!   e4m3fn(f32(x / s)) with that stored s, saturating at ±448.
+//! - 4 MXFP4: E2M1 codes two per byte (low nibble first) in rows × cols/2 bytes; one E8M0 byte per
+//!   32 values along a row (rows × cols/32), value = e2m1(code) · 2^(e − 127) rounded to f32 (as
+//!   ldexp does). Fresh exponent (OCP MX v1.0, 6.3): X = floor(log2(amax)) − 2, e = X + 127 clamped
+//!   to 0..254 (0 for an all-zero block); codes: nearest E2M1 of x / 2^X, ties to even, saturating.
+//! - 5 INT4 (compressed-tensors pack-quantized, symmetric): codes q + 8 packed like MXFP4 (eight
+//!   per little-endian i32); one scale per `bc` values along a row (rows × ceil(cols/bc)) of the
+//!   scale dtype, value = f32(q) · scale. Fresh scale: s = f32(amax / 7) rounded to the scale dtype;
+//!   q = clamp(round_half_even(f32(x / s)), −8, 7) (0 where s is 0).
+//!
+//! Memory: the host allocates buffers with `alloc`/`dealloc` (16-byte aligned), copies or reads
+//! inputs in, calls a kernel with pointers and takes results out.
 
 mod scalar;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -25,17 +43,15 @@ compile_error!("build with RUSTFLAGS=\"-C target-feature=+simd128\" (see scripts
 use scalar::*;
 use std::alloc::Layout;
 
+/// Scale dtypes of the quantized codecs.
 const DT_F32: u32 = 0;
 const DT_F16: u32 = 1;
 const DT_BF16: u32 = 2;
-const DT_E4M3: u32 = 3;
 
-/// FP8 block edge.
-const BLOCK: usize = 128;
-/// Elements per stack tile in `diff`.
+/// Elements per stack tile (diff, accumulation of decoded codecs, scale rows while encoding).
 const TILE: usize = 1024;
 
-/// Returned by kernels given an unknown dtype code.
+/// Returned by kernels given a codec they do not know.
 const ERR_DTYPE: u32 = u32::MAX;
 
 /// Runs the SIMD prefix of a kernel when built with simd128; evaluates to the count it handled.
@@ -60,7 +76,7 @@ fn div_ceil(a: usize, b: usize) -> usize {
 /// Version of this ABI; the TypeScript wrapper refuses a module with another.
 #[no_mangle]
 pub extern "C" fn kernels_abi() -> u32 {
-    3
+    5
 }
 
 /// Allocates `size` bytes, 16-byte aligned; 0 when memory cannot grow.
@@ -218,210 +234,393 @@ unsafe fn amax_seg(src: *const f32, n: usize, m: f32) -> f32 {
     m
 }
 
+// ---------------------------------------------------------------------------------------------
+// Codecs.
+
+const K_F32: u32 = 0;
+const K_F16: u32 = 1;
+const K_BF16: u32 = 2;
+const K_E4M3: u32 = 3;
+const K_MXFP4: u32 = 4;
+const K_INT4: u32 = 5;
+
+/// A codec as the host describes it (see the crate docs).
+#[derive(Clone, Copy)]
+struct Codec {
+    kind: u32,
+    scale_dtype: u32,
+    br: usize,
+    bc: usize,
+}
+
+/// MXFP4's block length along a row.
+const MX_BLOCK: usize = 32;
+
+unsafe fn codec_at(desc: *const u32) -> Option<Codec> {
+    let c = Codec {
+        kind: *desc,
+        scale_dtype: *desc.add(1),
+        br: *desc.add(2) as usize,
+        bc: *desc.add(3) as usize,
+    };
+    let ok = match c.kind {
+        K_F32 | K_F16 | K_BF16 => true,
+        K_E4M3 => c.br > 0 && c.bc > 0 && c.scale_dtype <= DT_BF16,
+        K_MXFP4 => true,
+        K_INT4 => c.bc > 0 && c.scale_dtype <= DT_BF16,
+        _ => false,
+    };
+    if ok {
+        Some(c)
+    } else {
+        None
+    }
+}
+
+/// A scale of the given dtype at index k, as f32 (exact).
+#[inline(always)]
+unsafe fn scale_at(dtype: u32, scales: *const u8, k: usize) -> f32 {
+    match dtype {
+        DT_F32 => *(scales as *const f32).add(k),
+        DT_F16 => f16_to_f32(*(scales as *const u16).add(k)),
+        _ => bf16_to_f32(*(scales as *const u16).add(k)),
+    }
+}
+
+/// Stores f32 s in the scale dtype (rounded to nearest even) and returns the value stored.
+#[inline(always)]
+unsafe fn store_scale(dtype: u32, scales: *mut u8, k: usize, s: f32) -> f32 {
+    match dtype {
+        DT_F32 => {
+            *(scales as *mut f32).add(k) = s;
+            s
+        }
+        DT_F16 => {
+            let h = f32_to_f16(s);
+            *(scales as *mut u16).add(k) = h;
+            f16_to_f32(h)
+        }
+        _ => {
+            let h = f32_to_bf16(s);
+            *(scales as *mut u16).add(k) = h;
+            bf16_to_f32(h)
+        }
+    }
+}
+
 /// Calls `f(offset, len, scale)` for each maximal run of elements in [i0, i0 + len) (flat
-/// row-major index into a rows × cols FP8 chunk) that lies in one row and one 128×128 block.
+/// row-major index into a rows × cols stripe) that lies in one row and one scale block.
 #[inline(always)]
 unsafe fn for_each_block_run(
+    c: Codec,
     cols: usize,
-    scales: *const f32,
+    scales: *const u8,
     i0: usize,
     len: usize,
     mut f: impl FnMut(usize, usize, f32),
 ) {
-    let nbc = div_ceil(cols, BLOCK);
+    let nbc = div_ceil(cols, c.bc);
     let end = i0 + len;
     let mut i = i0;
     while i < end {
         let r = i / cols;
-        let c = i - r * cols;
-        let bc = c / BLOCK;
-        let row_block_end = r * cols + core::cmp::min(cols, (bc + 1) * BLOCK);
+        let col = i - r * cols;
+        let bc = col / c.bc;
+        let row_block_end = r * cols + core::cmp::min(cols, (bc + 1) * c.bc);
         let run_end = core::cmp::min(end, row_block_end);
-        let s = *scales.add((r / BLOCK) * nbc + bc);
+        let s = scale_at(c.scale_dtype, scales, (r / c.br) * nbc + bc);
         f(i, run_end - i, s);
         i = run_end;
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Exports.
+/// The 4-bit code of element i of a nibble stream (low nibble first).
+#[inline(always)]
+unsafe fn nibble(data: *const u8, i: usize) -> u8 {
+    (*data.add(i >> 1) >> ((i & 1) * 4)) & 0xF
+}
 
-/// dst[0..rows*cols] = decode(src) as f32, NaN canonical. Returns 0, or u32::MAX for a bad dtype.
+/// Decodes elements [i0, i0 + len) of a stripe into dst[0..len] (NaN left as produced).
+unsafe fn decode_run(c: Codec, data: *const u8, scales: *const u8, cols: usize, i0: usize, len: usize, dst: *mut f32) {
+    match c.kind {
+        K_F32 => core::ptr::copy_nonoverlapping((data as *const f32).add(i0), dst, len),
+        K_F16 => decode_f16((data as *const u16).add(i0), dst, len),
+        K_BF16 => decode_bf16((data as *const u16).add(i0), dst, len),
+        K_E4M3 => for_each_block_run(c, cols, scales, i0, len, |i, l, s| {
+            decode_e4m3_scaled(data.add(i), dst.add(i - i0), l, s)
+        }),
+        K_MXFP4 => {
+            let per_row = cols / MX_BLOCK;
+            for k in 0..len {
+                let i = i0 + k;
+                let r = i / cols;
+                let e = *scales.add(r * per_row + (i - r * cols) / MX_BLOCK);
+                *dst.add(k) = (e2m1_to_f32(nibble(data, i)) as f64 * e8m0_to_f64(e)) as f32;
+            }
+        }
+        _ => {
+            // INT4: one scale per bc values along a row.
+            let per_row = div_ceil(cols, c.bc);
+            for k in 0..len {
+                let i = i0 + k;
+                let r = i / cols;
+                let s = scale_at(c.scale_dtype, scales, r * per_row + (i - r * cols) / c.bc);
+                *dst.add(k) = (nibble(data, i) as i32 - 8) as f32 * s;
+            }
+        }
+    }
+}
+
+/// dst[0..rows*cols] = decode(stripe), NaN canonical. Returns 0, or u32::MAX for a bad codec.
 #[no_mangle]
-pub unsafe extern "C" fn decode(
-    dtype: u32,
-    src: *const u8,
-    scales: *const f32,
-    rows: usize,
-    cols: usize,
-    dst: *mut f32,
-) -> u32 {
+pub unsafe extern "C" fn decode(desc: *const u32, data: *const u8, scales: *const u8, rows: usize, cols: usize, dst: *mut f32) -> u32 {
+    let c = match codec_at(desc) {
+        Some(c) => c,
+        None => return ERR_DTYPE,
+    };
     let n = rows * cols;
-    match dtype {
-        DT_F32 => encode_f32(src as *const f32, dst, n),
-        DT_F16 => {
-            decode_f16(src as *const u16, dst, n);
-            canonicalize(dst, n);
-        }
-        DT_BF16 => {
-            decode_bf16(src as *const u16, dst, n);
-            canonicalize(dst, n);
-        }
-        DT_E4M3 => {
-            for_each_block_run(cols, scales, 0, n, |i, len, s| {
-                decode_e4m3_scaled(src.add(i), dst.add(i), len, s)
-            });
-            canonicalize(dst, n);
-        }
-        _ => return ERR_DTYPE,
+    if c.kind == K_F32 {
+        encode_f32(data as *const f32, dst, n);
+    } else {
+        decode_run(c, data, scales, cols, 0, n, dst);
+        canonicalize(dst, n);
     }
     0
 }
 
-/// acc = acc + w * decode(src), element by element. With `init` ≠ 0, acc is not read and taken
+/// acc = acc + w * decode(stripe), element by element. With `init` ≠ 0, acc is not read and taken
 /// as +0 (so `fill_zero` is not needed before the first input). Returns 0, or u32::MAX for a bad
-/// dtype.
+/// codec.
 #[no_mangle]
 pub unsafe extern "C" fn accumulate(
-    dtype: u32,
-    src: *const u8,
-    scales: *const f32,
+    desc: *const u32,
+    data: *const u8,
+    scales: *const u8,
     rows: usize,
     cols: usize,
     w: f32,
     acc: *mut f32,
     init: u32,
 ) -> u32 {
+    let c = match codec_at(desc) {
+        Some(c) => c,
+        None => return ERR_DTYPE,
+    };
     if init != 0 {
-        accumulate_impl::<true>(dtype, src, scales, rows, cols, w, acc)
+        accumulate_impl::<true>(c, data, scales, rows, cols, w, acc);
     } else {
-        accumulate_impl::<false>(dtype, src, scales, rows, cols, w, acc)
-    }
-}
-
-unsafe fn accumulate_impl<const INIT: bool>(
-    dtype: u32,
-    src: *const u8,
-    scales: *const f32,
-    rows: usize,
-    cols: usize,
-    w: f32,
-    acc: *mut f32,
-) -> u32 {
-    let n = rows * cols;
-    match dtype {
-        DT_F32 => accum_f32::<INIT>(acc, src as *const f32, n, w),
-        DT_F16 => accum_f16::<INIT>(acc, src as *const u16, n, w),
-        DT_BF16 => accum_bf16::<INIT>(acc, src as *const u16, n, w),
-        DT_E4M3 => for_each_block_run(cols, scales, 0, n, |i, len, s| {
-            accum_e4m3::<INIT>(acc.add(i), src.add(i), len, s, w)
-        }),
-        _ => return ERR_DTYPE,
+        accumulate_impl::<false>(c, data, scales, rows, cols, w, acc);
     }
     0
 }
 
-/// Encodes rows × cols f32 values into `dst`. For F8_E4M3 also writes the
-/// ceil(rows/128) × ceil(cols/128) fresh scales to `scales_out` and returns the NaN count;
-/// other dtypes return 0. u32::MAX for a bad dtype.
+unsafe fn accumulate_impl<const INIT: bool>(c: Codec, data: *const u8, scales: *const u8, rows: usize, cols: usize, w: f32, acc: *mut f32) {
+    let n = rows * cols;
+    match c.kind {
+        K_F32 => accum_f32::<INIT>(acc, data as *const f32, n, w),
+        K_F16 => accum_f16::<INIT>(acc, data as *const u16, n, w),
+        K_BF16 => accum_bf16::<INIT>(acc, data as *const u16, n, w),
+        K_E4M3 => for_each_block_run(c, cols, scales, 0, n, |i, len, s| accum_e4m3::<INIT>(acc.add(i), data.add(i), len, s, w)),
+        _ => {
+            // Decoded tile by tile, then accumulated exactly as F32 input.
+            let mut tile = [0f32; TILE];
+            let mut i0 = 0;
+            while i0 < n {
+                let len = core::cmp::min(TILE, n - i0);
+                decode_run(c, data, scales, cols, i0, len, tile.as_mut_ptr());
+                accum_f32::<INIT>(acc.add(i0), tile.as_ptr(), len, w);
+                i0 += len;
+            }
+        }
+    }
+}
+
+/// Encodes rows × cols f32 values. Quantized codecs also write fresh scales to `scales_out` and
+/// return how many values they could not hold (NaN, and ±inf for MXFP4 and INT4); plain dtypes
+/// return 0. u32::MAX for a bad codec.
 #[no_mangle]
-pub unsafe extern "C" fn encode(
-    dtype: u32,
-    src: *const f32,
-    rows: usize,
-    cols: usize,
-    dst: *mut u8,
-    scales_out: *mut f32,
-) -> u32 {
+pub unsafe extern "C" fn encode(desc: *const u32, src: *const f32, rows: usize, cols: usize, dst: *mut u8, scales_out: *mut u8) -> u32 {
+    let c = match codec_at(desc) {
+        Some(c) => c,
+        None => return ERR_DTYPE,
+    };
     let n = rows * cols;
-    match dtype {
-        DT_F32 => encode_f32(src, dst as *mut f32, n),
-        DT_F16 => encode_f16(src, dst as *mut u16, n),
-        DT_BF16 => encode_bf16(src, dst as *mut u16, n),
-        DT_E4M3 => return encode_e4m3(src, rows, cols, dst, scales_out),
-        _ => return ERR_DTYPE,
+    match c.kind {
+        K_F32 => encode_f32(src, dst as *mut f32, n),
+        K_F16 => encode_f16(src, dst as *mut u16, n),
+        K_BF16 => encode_bf16(src, dst as *mut u16, n),
+        K_E4M3 => return encode_e4m3(c, src, rows, cols, dst, scales_out),
+        K_MXFP4 => return encode_mxfp4(src, rows, cols, dst, scales_out),
+        _ => return encode_int4(c, src, rows, cols, dst, scales_out),
     }
     0
 }
 
-unsafe fn encode_e4m3(src: *const f32, rows: usize, cols: usize, dst: *mut u8, scales: *mut f32) -> u32 {
+unsafe fn encode_e4m3(c: Codec, src: *const f32, rows: usize, cols: usize, dst: *mut u8, scales: *mut u8) -> u32 {
     if rows == 0 || cols == 0 {
         return 0;
     }
-    let nbr = div_ceil(rows, BLOCK);
-    let nbc = div_ceil(cols, BLOCK);
+    let nbr = div_ceil(rows, c.br);
+    let nbc = div_ceil(cols, c.bc);
     let mut nans = 0u32;
-    for br in 0..nbr {
-        let r0 = br * BLOCK;
-        let r1 = core::cmp::min(rows, r0 + BLOCK);
-        let srow = scales.add(br * nbc);
-        // Pass 1: amax per block of this stripe, kept in the scale slots.
-        for bc in 0..nbc {
-            *srow.add(bc) = 0.0;
-        }
-        for r in r0..r1 {
-            for bc in 0..nbc {
-                let c0 = bc * BLOCK;
-                let len = core::cmp::min(cols, c0 + BLOCK) - c0;
-                *srow.add(bc) = amax_seg(src.add(r * cols + c0), len, *srow.add(bc));
+    let mut stored = [0f32; TILE];
+    let mut bc0 = 0;
+    // Column blocks in groups of TILE, so the stored scales of a block row fit on the stack.
+    while bc0 < nbc {
+        let bcn = core::cmp::min(TILE, nbc - bc0);
+        for br in 0..nbr {
+            let r0 = br * c.br;
+            let r1 = core::cmp::min(rows, r0 + c.br);
+            // Pass 1: amax per block.
+            for k in 0..bcn {
+                stored[k] = 0.0;
+            }
+            for r in r0..r1 {
+                for k in 0..bcn {
+                    let c0 = (bc0 + k) * c.bc;
+                    let len = core::cmp::min(cols, c0 + c.bc) - c0;
+                    stored[k] = amax_seg(src.add(r * cols + c0), len, stored[k]);
+                }
+            }
+            for k in 0..bcn {
+                stored[k] = store_scale(c.scale_dtype, scales, br * nbc + bc0 + k, fp8_scale(stored[k]));
+            }
+            // Pass 2: codes, with the scale as stored.
+            for r in r0..r1 {
+                for k in 0..bcn {
+                    let c0 = (bc0 + k) * c.bc;
+                    let len = core::cmp::min(cols, c0 + c.bc) - c0;
+                    let i = r * cols + c0;
+                    encode_e4m3_seg(src.add(i), dst.add(i), len, stored[k], &mut nans);
+                }
             }
         }
-        for bc in 0..nbc {
-            *srow.add(bc) = fp8_scale(*srow.add(bc));
-        }
-        // Pass 2: codes.
-        for r in r0..r1 {
-            for bc in 0..nbc {
-                let c0 = bc * BLOCK;
-                let len = core::cmp::min(cols, c0 + BLOCK) - c0;
-                let i = r * cols + c0;
-                encode_e4m3_seg(src.add(i), dst.add(i), len, *srow.add(bc), &mut nans);
-            }
-        }
+        bc0 += bcn;
     }
     nans
 }
 
-/// Decodes elements [i0, i0 + len) of a chunk; returns where the f32 values are (F32 chunks are
-/// read in place, the others are decoded into `tmp`).
-unsafe fn tile(dtype: u32, src: *const u8, scales: *const f32, cols: usize, i0: usize, len: usize, tmp: *mut f32) -> *const f32 {
-    match dtype {
-        DT_F32 => (src as *const f32).add(i0),
-        DT_F16 => {
-            decode_f16((src as *const u16).add(i0), tmp, len);
-            tmp
-        }
-        DT_BF16 => {
-            decode_bf16((src as *const u16).add(i0), tmp, len);
-            tmp
-        }
-        _ => {
-            for_each_block_run(cols, scales, i0, len, |i, l, s| {
-                decode_e4m3_scaled(src.add(i), tmp.add(i - i0), l, s)
-            });
-            tmp
+unsafe fn encode_mxfp4(src: *const f32, rows: usize, cols: usize, dst: *mut u8, scales: *mut u8) -> u32 {
+    let per_row = cols / MX_BLOCK;
+    let mut bad = 0u32;
+    for r in 0..rows {
+        for b in 0..per_row {
+            let p = src.add(r * cols + b * MX_BLOCK);
+            let mut amax = 0f32;
+            for k in 0..MX_BLOCK {
+                let v = *p.add(k);
+                if !v.is_finite() {
+                    bad += 1;
+                } else if v.abs() > amax {
+                    amax = v.abs();
+                }
+            }
+            let e: i32 = if amax > 0.0 { ilog2_f32(amax) - 2 + 127 } else { 0 };
+            let e = if e < 0 { 0 } else if e > 254 { 254 } else { e };
+            *scales.add(r * per_row + b) = e as u8;
+            let scale = e8m0_to_f64(e as u8);
+            for k in 0..MX_BLOCK {
+                let v = *p.add(k);
+                let code = if v.is_finite() { f64_to_e2m1(v as f64 / scale) } else { 0 };
+                let i = r * cols + b * MX_BLOCK + k;
+                let byte = dst.add(i >> 1);
+                if i & 1 == 0 {
+                    *byte = code;
+                } else {
+                    *byte |= code << 4;
+                }
+            }
         }
     }
+    bad
+}
+
+/// Round half to even of an f32 (finite), as an integer-valued f32.
+#[inline(always)]
+fn round_half_even(x: f32) -> f32 {
+    let f = x.floor();
+    let d = x - f;
+    if d > 0.5 || (d == 0.5 && (f * 0.5).floor() != f * 0.5) {
+        f + 1.0
+    } else {
+        f
+    }
+}
+
+unsafe fn encode_int4(c: Codec, src: *const f32, rows: usize, cols: usize, dst: *mut u8, scales: *mut u8) -> u32 {
+    let per_row = div_ceil(cols, c.bc);
+    let mut bad = 0u32;
+    for r in 0..rows {
+        for g in 0..per_row {
+            let c0 = g * c.bc;
+            let c1 = core::cmp::min(cols, c0 + c.bc);
+            let mut amax = 0f32;
+            for col in c0..c1 {
+                let v = *src.add(r * cols + col);
+                if !v.is_finite() {
+                    bad += 1;
+                } else if v.abs() > amax {
+                    amax = v.abs();
+                }
+            }
+            let s = store_scale(c.scale_dtype, scales, r * per_row + g, amax / 7.0);
+            for col in c0..c1 {
+                let i = r * cols + col;
+                let v = *src.add(i);
+                let q = if s == 0.0 || !v.is_finite() {
+                    0.0
+                } else {
+                    let t = round_half_even(v / s);
+                    if t < -8.0 {
+                        -8.0
+                    } else if t > 7.0 {
+                        7.0
+                    } else {
+                        t
+                    }
+                };
+                let code = (q as i32 + 8) as u8;
+                let byte = dst.add(i >> 1);
+                if i & 1 == 0 {
+                    *byte = code;
+                } else {
+                    *byte |= code << 4;
+                }
+            }
+        }
+    }
+    bad
+}
+
+/// Elements [i0, i0 + len) of a stripe as f32: F32 data is read in place, the others decoded
+/// into `tmp`.
+unsafe fn tile(c: Codec, data: *const u8, scales: *const u8, cols: usize, i0: usize, len: usize, tmp: *mut f32) -> *const f32 {
+    if c.kind == K_F32 {
+        return (data as *const f32).add(i0);
+    }
+    decode_run(c, data, scales, cols, i0, len, tmp);
+    tmp
 }
 
 /// Difference statistics of b against a (both rows × cols). Writes 7 f64 to `out`:
 /// [count, nonFinite, sumSqDiff, sumSqA, sumSqB, dot, maxAbsDiff]. Returns 0, or u32::MAX for a
-/// bad dtype.
+/// bad codec.
 #[no_mangle]
 pub unsafe extern "C" fn diff(
-    a_dtype: u32,
+    a_desc: *const u32,
     a: *const u8,
-    a_scales: *const f32,
-    b_dtype: u32,
+    a_scales: *const u8,
+    b_desc: *const u32,
     b: *const u8,
-    b_scales: *const f32,
+    b_scales: *const u8,
     rows: usize,
     cols: usize,
     out: *mut f64,
 ) -> u32 {
-    if a_dtype > DT_E4M3 || b_dtype > DT_E4M3 {
-        return ERR_DTYPE;
-    }
+    let (ca, cb) = match (codec_at(a_desc), codec_at(b_desc)) {
+        (Some(x), Some(y)) => (x, y),
+        _ => return ERR_DTYPE,
+    };
     let n = rows * cols;
     let mut ta = [0f32; TILE];
     let mut tb = [0f32; TILE];
@@ -433,8 +632,8 @@ pub unsafe extern "C" fn diff(
     let mut i0 = 0;
     while i0 < n {
         let len = core::cmp::min(TILE, n - i0);
-        let pa = tile(a_dtype, a, a_scales, cols, i0, len, ta.as_mut_ptr());
-        let pb = tile(b_dtype, b, b_scales, cols, i0, len, tb.as_mut_ptr());
+        let pa = tile(ca, a, a_scales, cols, i0, len, ta.as_mut_ptr());
+        let pb = tile(cb, b, b_scales, cols, i0, len, tb.as_mut_ptr());
         let mut i = simd_prefix!(acc.run(pa, pb, len));
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         {
@@ -479,6 +678,95 @@ pub unsafe extern "C" fn diff(
     *out.add(4) = ssb;
     *out.add(5) = dot;
     *out.add(6) = maxd;
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regions.
+
+/// dst[o·d_so + i·d_si] = src[o·s_so + i·s_si] for o < n_o, i < n_i, in elements of `elem`
+/// bytes (1, 2, 4 or 8), moved as bytes: an expert's region of a fused tensor, gathered or
+/// scattered without decoding (strides may be 0 only where the count is 1). Returns 0, or
+/// u32::MAX for another element size.
+#[no_mangle]
+pub unsafe extern "C" fn strided_copy(
+    src: *const u8,
+    dst: *mut u8,
+    elem: usize,
+    n_o: usize,
+    n_i: usize,
+    s_so: usize,
+    s_si: usize,
+    d_so: usize,
+    d_si: usize,
+) -> u32 {
+    if !(elem == 1 || elem == 2 || elem == 4 || elem == 8) {
+        return ERR_DTYPE;
+    }
+    for o in 0..n_o {
+        let s = src.add(o * s_so * elem);
+        let d = dst.add(o * d_so * elem);
+        if s_si == 1 && d_si == 1 {
+            core::ptr::copy(s, d, n_i * elem);
+            continue;
+        }
+        match elem {
+            1 => {
+                for i in 0..n_i {
+                    *d.add(i * d_si) = *s.add(i * s_si);
+                }
+            }
+            2 => {
+                let (s, d) = (s as *const u16, d as *mut u16);
+                for i in 0..n_i {
+                    core::ptr::write_unaligned(d.add(i * d_si), core::ptr::read_unaligned(s.add(i * s_si)));
+                }
+            }
+            4 => {
+                let (s, d) = (s as *const u32, d as *mut u32);
+                for i in 0..n_i {
+                    core::ptr::write_unaligned(d.add(i * d_si), core::ptr::read_unaligned(s.add(i * s_si)));
+                }
+            }
+            _ => {
+                let (s, d) = (s as *const u64, d as *mut u64);
+                for i in 0..n_i {
+                    core::ptr::write_unaligned(d.add(i * d_si), core::ptr::read_unaligned(s.add(i * s_si)));
+                }
+            }
+        }
+    }
+    0
+}
+
+/// acc[o·a_so + i·a_si] = acc[…] + w · src[o·s_so + i·s_si] for o < n_o, i < n_i (f32, no fused
+/// multiply-add): a decoded region of a parent added into a child's region, wherever each sits in
+/// its slab (halves, interleaved rows, transposed). Rows with unit steps on both sides run as
+/// contiguous `accumulate` rows.
+#[no_mangle]
+pub unsafe extern "C" fn accumulate_strided(
+    src: *const f32,
+    s_so: usize,
+    s_si: usize,
+    acc: *mut f32,
+    a_so: usize,
+    a_si: usize,
+    n_o: usize,
+    n_i: usize,
+    w: f32,
+) -> u32 {
+    for o in 0..n_o {
+        let s = src.add(o * s_so);
+        let a = acc.add(o * a_so);
+        if s_si == 1 && a_si == 1 {
+            accum_f32::<false>(a, s, n_i, w);
+            continue;
+        }
+        for i in 0..n_i {
+            let p = a.add(i * a_si);
+            *p = *p + w * *s.add(i * s_si);
+        }
+    }
     0
 }
 

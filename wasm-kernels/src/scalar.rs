@@ -124,3 +124,64 @@ pub fn fp8_scale(amax: f32) -> f32 {
     let m = if amax > FP8_MIN_AMAX { amax } else { FP8_MIN_AMAX };
     m / FP8_MAX
 }
+
+/// E2M1 (FP4) magnitudes by code (bit 3 is the sign): MXFP4's and the OCP MX spec's table.
+pub const E2M1: [f32; 8] = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0];
+
+/// E2M1 code (4 bits) to f32, exact; bit 3 is the sign (so 0x8 is -0).
+#[inline(always)]
+pub fn e2m1_to_f32(c: u8) -> f32 {
+    let m = E2M1[(c & 7) as usize];
+    if c & 8 != 0 {
+        -m
+    } else {
+        m
+    }
+}
+
+/// Nearest E2M1 code to x (x already divided by its block scale), ties to the even code,
+/// saturating at ±6. The caller has excluded NaN.
+#[inline(always)]
+pub fn f64_to_e2m1(x: f64) -> u8 {
+    let sign: u8 = if x < 0.0 || (x == 0.0 && x.is_sign_negative()) { 8 } else { 0 };
+    let m = x.abs();
+    // Midpoints between neighbouring magnitudes; at a midpoint the even code wins.
+    let code = if m <= 0.25 {
+        0
+    } else if m < 0.75 {
+        1
+    } else if m <= 1.25 {
+        2
+    } else if m < 1.75 {
+        3
+    } else if m <= 2.5 {
+        4
+    } else if m < 3.5 {
+        5
+    } else if m <= 5.0 {
+        6
+    } else {
+        7
+    };
+    sign | code
+}
+
+/// 2^(e - 127) for an E8M0 scale byte, as f64 (exact; 0xFF gives 2^128, as ldexp does).
+#[inline(always)]
+pub fn e8m0_to_f64(e: u8) -> f64 {
+    f64::from_bits(((e as u64) + 1023 - 127) << 52)
+}
+
+/// floor(log2(a)) of a finite a > 0 (f32 subnormals included).
+#[inline(always)]
+pub fn ilog2_f32(a: f32) -> i32 {
+    let b = a.to_bits() & 0x7FFF_FFFF;
+    let e = (b >> 23) as i32;
+    if e > 0 {
+        e - 127
+    } else {
+        // subnormal: value = m · 2^-149
+        let m = b & 0x7F_FFFF;
+        31 - (m.leading_zeros() as i32) - 149
+    }
+}

@@ -1,25 +1,37 @@
-// Per-tensor differences between two parents: for `moe-studio diff`, the studio's heatmaps and the
-// threshold preview. `exact` reads every byte; `sampled` reads a spread of row blocks of every
-// tensor, fetched with coalesced reads, and says how much it read and how far off it may be.
-import { DTYPE_SIZE, FP8_BLOCK, elementCount, isFloatDtype, sameShape, type FloatDtype } from '../formats/dtype.ts';
+// Differences between two parents, item by item: for `moe-studio diff`, the studio's heatmaps and
+// the threshold preview. An item is a tensor, or one expert's projection wherever it lives: the
+// region of a fused tensor (`…experts.gate_up_proj[5].up`) or a per-expert tensor; experts are
+// matched by (layer, expert, projection), so a per-expert model and a fused re-save compare.
+// `exact` reads every byte; `sampled` reads a spread of row blocks of every item, fetched with
+// coalesced reads, and says how much it read and how far off it may be.
+import { isDecodable } from '../formats/codec.ts';
+import { sameShape } from '../formats/dtype.ts';
 import { MoeError } from '../io.ts';
 import type { KernelPool } from '../kernels/pool.ts';
-import { addStats, emptyStats, type Chunk, type DiffStats } from '../kernels/types.ts';
+import { addStats, emptyStats, type DiffStats } from '../kernels/types.ts';
+import { counterpart, itemsOf } from '../model/items.ts';
+import { regionDims } from '../model/regions.ts';
 import type { Model, TensorRole, Weight } from '../model/types.ts';
+import type { SourceCell } from '../plan/types.ts';
 import { figuresOf, type DiffFigures } from '../report/metrics.ts';
-import { diffTensor } from './tensor-read.ts';
-import { DEFAULT_COALESCE, readRanges, type Range } from './ranges.ts';
-import { matrixShape } from './tensor-view.ts';
+import { cellDiffUnits } from './compile.ts';
+import { runUnits } from './dispatch.ts';
+import { FileTable } from './files.ts';
+import { DEFAULT_COALESCE, readRanges } from './ranges.ts';
+import type { DiffUnit, Span, Unit } from './units.ts';
 
 export type DiffMode = 'exact' | 'sampled';
 
 export interface TensorDiff extends DiffFigures {
+  /** The tensor, or for an expert region of a fused tensor "NAME[expert].proj". */
   name: string;
   role: TensorRole;
+  /** Shape of the values compared: the tensor's, or the region's [out, in]. */
+  shape: number[];
   stats: DiffStats;
   /** True when the figures are an estimate from sampled rows. */
   sampled: boolean;
-  /** Share of the tensor's elements that were read (1 for exact). */
+  /** Share of the item's values that were read (1 for exact). */
   fraction: number;
   /**
    * Sampled only: estimated relative standard error of rmsDiff, from the spread between the sample
@@ -41,7 +53,7 @@ export interface DiffOptions {
   /** Called in the base's file order as figures become known. */
   onTensor?: (d: TensorDiff) => void;
   onProgress?: (done: number, total: number) => void;
-  /** Sampled mode: row blocks per tensor and bytes per block (per parent). */
+  /** Sampled mode: row blocks per item and bytes per block (per parent). */
   sampleBlocks?: number;
   sampleBytes?: number;
 }
@@ -51,177 +63,211 @@ export interface DiffResult {
   skipped: SkippedTensor[];
 }
 
-/** Row blocks per tensor in sampled mode, spread evenly over its rows. */
+/** Row blocks per item in sampled mode, spread evenly over its rows. */
 export const SAMPLE_BLOCKS = 4;
-/** Bytes of each sample block, per parent (rounded to whole rows, at most one 128-row stripe). */
+/** Bytes of each sample block, per parent (rounded to whole rows, at most one 128-row block). */
 export const SAMPLE_BYTES = 16 * 1024;
-/** Sampled mode reads this many tensors' samples in one batch of coalesced reads. */
+/** Sampled mode reads this many items' samples in one batch of coalesced reads. */
 const SAMPLE_BATCH = 2048;
-/** Sample bytes per kernel call (both parents): few messages, yet every worker gets a share of a batch. */
-const CALL_BYTES = 1024 * 1024;
+/** Rows of a scale block: sample blocks stay inside one, so one scale row covers each. */
+const BLOCK_ROWS = 128;
+
+interface Item {
+  name: string;
+  role: TensorRole;
+  shape: number[];
+  a: SourceCell;
+  b: SourceCell;
+}
+
+/** The items of `a` and their counterparts in `b`; what cannot be compared, and why. */
+export function diffItems(a: Model, b: Model, select?: (w: Weight) => boolean): { items: Item[]; skipped: SkippedTensor[] } {
+  const items: Item[] = [];
+  const skipped: SkippedTensor[] = [];
+  const bItems = itemsOf(b);
+  const byName = new Map(bItems.map((i) => [i.name, i]));
+  const codecText = (w: Weight) => (w.codec.kind === 'plain' ? w.codec.dtype : w.codec.kind);
+  for (const it of itemsOf(a)) {
+    if (select && !select(it.weight)) continue;
+    const other = counterpart(b, it, byName);
+    let why: string | undefined;
+    if (!other) why = `not in ${b.name}`;
+    else if (!isDecodable(it.weight.codec) || !isDecodable(other.weight.codec)) {
+      why = `stored as ${[it.weight, other.weight].filter((w) => !isDecodable(w.codec)).map(codecText).join('/')}, which is not decoded`;
+    } else {
+      const da = regionDims(it.region);
+      const db = regionDims(other.region);
+      if (da.out !== db.out || da.in !== db.in || (it.region.rowCount === it.weight.view.rows && !sameShape(it.shape, other.shape))) {
+        why = `shape [${it.shape}] vs [${other.shape}]`;
+      }
+    }
+    if (why) {
+      skipped.push({ name: it.name, reason: why });
+      continue;
+    }
+    items.push({
+      name: it.name, role: it.role, shape: it.shape,
+      a: { parent: a.name, weight: it.weight, slab: it.slab, region: it.region },
+      b: { parent: b.name, weight: other!.weight, slab: other!.slab, region: other!.region },
+    });
+  }
+  return { items, skipped };
+}
 
 export async function diffModels(a: Model, b: Model, pool: KernelPool, opts: DiffOptions): Promise<DiffResult> {
-  const skipped: SkippedTensor[] = [];
-  const pairs: { wa: Weight; wb: Weight }[] = [];
-  for (const wa of a.weights) {
-    if (opts.select && !opts.select(wa)) continue;
-    const wb = b.byName.get(wa.name);
-    const why = !wb
-      ? `not in ${b.name}`
-      : !sameShape(wa.data.shape, wb.data.shape)
-        ? `shape [${wa.data.shape}] vs [${wb.data.shape}]`
-        : !isFloatDtype(wa.data.dtype) || !isFloatDtype(wb.data.dtype)
-          ? `dtype ${wa.data.dtype}/${wb.data.dtype} is not a float dtype`
-          : (wa.data.dtype === 'F8_E4M3' && !wa.scale) || (wb.data.dtype === 'F8_E4M3' && !wb.scale)
-            ? 'F8_E4M3 weight without a scale'
-            : undefined;
-    if (why) skipped.push({ name: wa.name, reason: why });
-    else pairs.push({ wa, wb: wb! });
-  }
+  const { items, skipped } = diffItems(a, b, opts.select);
+  const files = new FileTable();
+  await pool.openFiles([...files.addModel(a.name, a), ...files.addModel(b.name, b)]);
   const tensors: TensorDiff[] = [];
-  const emit = (d: TensorDiff) => {
-    tensors.push(d);
-    opts.onTensor?.(d);
-    opts.onProgress?.(tensors.length, pairs.length);
+  let next = 0;
+  const done: (TensorDiff | undefined)[] = new Array(items.length);
+  const emitReady = () => {
+    while (next < items.length && done[next]) {
+      const d = done[next]!;
+      done[next] = undefined;
+      tensors.push(d);
+      opts.onTensor?.(d);
+      next++;
+    }
+    opts.onProgress?.(tensors.length, items.length);
   };
-  if (opts.mode === 'exact') {
-    for (const { wa, wb } of pairs) {
-      if (opts.signal?.aborted) throw new MoeError('diff cancelled');
-      const stats = await diffTensor(a, wa, b, wb, pool);
-      emit({ name: wa.name, role: wa.role, stats, ...figuresOf(stats), sampled: false, fraction: 1, relError: 0 });
+  const check = () => {
+    if (opts.signal?.aborted) throw new MoeError('diff cancelled');
+  };
+  try {
+    if (opts.mode === 'exact') {
+      const perItem: { units: DiffUnit[]; stats: DiffStats[]; left: number }[] = [];
+      const owner = new Map<Unit, [number, number]>();
+      function* all(): Generator<Unit> {
+        for (let i = 0; i < items.length; i++) {
+          const it = items[i]!;
+          const units = cellDiffUnits(files, it.a, it.b, it.name);
+          perItem[i] = { units, stats: new Array(units.length), left: units.length };
+          units.forEach((u, k) => owner.set(u, [i, k]));
+          if (units.length === 0) finish(i);
+          yield* units;
+        }
+      }
+      const finish = (i: number) => {
+        const p = perItem[i]!;
+        let stats = emptyStats();
+        for (const s of p.stats) stats = addStats(stats, s);
+        const it = items[i]!;
+        done[i] = { name: it.name, role: it.role, shape: it.shape, stats, ...figuresOf(stats), sampled: false, fraction: 1, relError: 0 };
+        perItem[i] = { units: [], stats: [], left: 0 };
+        emitReady();
+      };
+      await runUnits(pool, files, all(), (u, r) => {
+        const [i, k] = owner.get(u)!;
+        owner.delete(u);
+        const p = perItem[i]!;
+        p.stats[k] = r.stats!;
+        if (--p.left === 0) finish(i);
+      }, { check });
+    } else {
+      for (let i = 0; i < items.length; i += SAMPLE_BATCH) {
+        check();
+        const batch = items.slice(i, i + SAMPLE_BATCH);
+        const results = await sampleBatch(files, pool, batch, opts);
+        results.forEach((d, k) => (done[i + k] = d));
+        emitReady();
+      }
     }
-  } else {
-    for (let i = 0; i < pairs.length; i += SAMPLE_BATCH) {
-      if (opts.signal?.aborted) throw new MoeError('diff cancelled');
-      const batch = pairs.slice(i, i + SAMPLE_BATCH);
-      for (const d of await sampleBatch(a, b, batch, pool, opts)) emit(d);
-    }
+  } finally {
+    await pool.closeFiles(files.all()).catch(() => {});
   }
   return { tensors, skipped };
 }
 
 interface SampleBlock {
-  row0: number;
-  rows: number;
+  /** First index along the region's row axis, and how many. */
+  at: number;
+  count: number;
 }
 
-/** Row blocks to read from a tensor: evenly spread, each inside one 128-row stripe so one scale row covers it. */
-export function sampleBlocks(shape: number[], elemBytes: number, blocks = SAMPLE_BLOCKS, bytes = SAMPLE_BYTES): SampleBlock[] {
-  const { rows, cols } = matrixShape(shape);
-  const rowsPer = Math.max(1, Math.min(FP8_BLOCK, Math.floor(bytes / Math.max(1, cols * elemBytes))));
-  // A tensor no larger than the sample would be is read whole.
-  if (rows <= rowsPer * blocks) return [{ row0: 0, rows }];
+/**
+ * Blocks to read along an item's row axis (`along` rows of `other` values each): evenly spread,
+ * each inside one 128-row block so one scale row covers it. An item no larger than the sample
+ * would be is read whole.
+ */
+export function sampleBlocks(along: number, other: number, elemBytes: number, blocks = SAMPLE_BLOCKS, bytes = SAMPLE_BYTES): SampleBlock[] {
+  const rowsPer = Math.max(1, Math.min(BLOCK_ROWS, Math.floor(bytes / Math.max(1, other * elemBytes))));
+  if (along <= rowsPer * blocks) return [{ at: 0, count: along }];
   const out: SampleBlock[] = [];
   for (let k = 0; k < blocks; k++) {
-    const centre = Math.floor(((k + 0.5) * rows) / blocks);
-    const stripe = Math.floor(centre / FP8_BLOCK) * FP8_BLOCK;
-    const stripeEnd = Math.min(rows, stripe + FP8_BLOCK);
-    const row0 = Math.max(stripe, Math.min(centre - Math.floor(rowsPer / 2), stripeEnd - rowsPer));
-    out.push({ row0, rows: Math.min(rowsPer, stripeEnd - row0) });
+    const centre = Math.floor(((k + 0.5) * along) / blocks);
+    const stripe = Math.floor(centre / BLOCK_ROWS) * BLOCK_ROWS;
+    const stripeEnd = Math.min(along, stripe + BLOCK_ROWS);
+    const at = Math.max(stripe, Math.min(centre - Math.floor(rowsPer / 2), stripeEnd - rowsPer));
+    out.push({ at, count: Math.min(rowsPer, stripeEnd - at) });
   }
   return out;
 }
 
-interface PendingRead {
-  model: Model;
-  file: string;
-  range: Range;
-  bytes?: Uint8Array;
-}
-
-/** One batch of sampled tensors: plan every range, read them coalesced per file, then diff. */
-async function sampleBatch(a: Model, b: Model, batch: { wa: Weight; wb: Weight }[], pool: KernelPool, opts: DiffOptions): Promise<TensorDiff[]> {
-  const reads: PendingRead[] = [];
-  const want = (model: Model, file: string, offset: number, length: number) => {
-    const r: PendingRead = { model, file, range: { offset, length } };
-    reads.push(r);
-    return r;
-  };
-  const plans = batch.map(({ wa, wb }) => {
-    const size = Math.max(DTYPE_SIZE[wa.data.dtype]!, DTYPE_SIZE[wb.data.dtype]!);
-    const blocks = sampleBlocks(wa.data.shape, size, opts.sampleBlocks, opts.sampleBytes);
-    const { cols } = matrixShape(wa.data.shape);
-    const side = (model: Model, w: Weight) =>
-      blocks.map((blk) => {
-        const es = DTYPE_SIZE[w.data.dtype]!;
-        const data = want(model, w.data.file, w.data.offset + blk.row0 * cols * es, blk.rows * cols * es);
-        let scale: PendingRead | undefined;
-        if (w.data.dtype === 'F8_E4M3') {
-          // Every scale row the block touches (a block inside one stripe touches one; a whole small tensor, all).
-          const perRow = Math.ceil(cols / FP8_BLOCK);
-          const first = Math.floor(blk.row0 / FP8_BLOCK);
-          const count = Math.ceil((blk.row0 + blk.rows) / FP8_BLOCK) - first;
-          scale = want(model, w.scale!.file, w.scale!.offset + first * perRow * 4, count * perRow * 4);
-        }
-        return { data, scale };
-      });
-    return { wa, wb, blocks, cols, sa: side(a, wa), sb: side(b, wb) };
+/** One batch of sampled items: every block a diff unit, their bytes read coalesced per file first. */
+async function sampleBatch(files: FileTable, pool: KernelPool, batch: Item[], opts: DiffOptions): Promise<TensorDiff[]> {
+  const plans = batch.map((it) => {
+    const dims = regionDims(it.a.region);
+    const along = it.a.region.transposed ? dims.in : dims.out;
+    const other = it.a.region.transposed ? dims.out : dims.in;
+    const blocks = sampleBlocks(along, other, 2, opts.sampleBlocks, opts.sampleBytes);
+    const axis = it.a.region.transposed ? 'i' : 'o';
+    const units = blocks.flatMap((blk) =>
+      cellDiffUnits(files, restrict(it.a, axis, blk), restrict(it.b, axis, blk), it.name, Number.MAX_SAFE_INTEGER),
+    );
+    return { it, units, total: dims.out * dims.in };
   });
-
-  // Coalesce per (model, file).
-  const byFile = new Map<string, PendingRead[]>();
-  for (const r of reads) {
-    const key = `${r.model === a ? 'a' : 'b'}\u0000${r.file}`;
-    const list = byFile.get(key) ?? [];
-    list.push(r);
-    byFile.set(key, list);
-  }
+  // Read every span of the batch, nearby ranges of one file together.
+  const spans: Span[] = [];
+  for (const p of plans) for (const u of p.units) for (const b of u.bands) spans.push(b.data, ...(b.scales ? [b.scales] : []));
+  const byFile = new Map<number, Span[]>();
+  for (const s of spans) byFile.set(s.file, [...(byFile.get(s.file) ?? []), s]);
   await Promise.all(
-    [...byFile.values()].map(async (list) => {
-      const src = list[0]!.model.sources.get(list[0]!.file)!;
-      const got = await readRanges(src, list.map((r) => r.range), DEFAULT_COALESCE);
-      list.forEach((r, i) => (r.bytes = got[i]));
+    [...byFile.entries()].map(async ([file, list]) => {
+      const src = files.sourceOf(file);
+      const got = await readRanges(src, list.map((s) => ({ offset: s.offset, length: s.length })), DEFAULT_COALESCE);
+      list.forEach((s, i) => (s.bytes = got[i]));
     }),
   );
-
-  const chunk = (w: Weight, rows: number, cols: number, part: { data: PendingRead; scale?: PendingRead }): Chunk => {
-    const c: Chunk = { dtype: w.data.dtype as FloatDtype, rows, cols, bytes: part.data.bytes! };
-    if (part.scale) {
-      const s = part.scale.bytes!;
-      c.scales = new Float32Array(s.buffer.slice(s.byteOffset, s.byteOffset + s.byteLength));
-    }
-    return c;
-  };
-
-  // Kernel calls of many blocks each, spread over the pool, results kept in tensor order.
-  const calls: { tensor: number; pairs: [Chunk, Chunk][] }[][] = [];
-  let call: { tensor: number; pairs: [Chunk, Chunk][] }[] = [];
-  let callBytes = 0;
-  plans.forEach((p, i) => {
-    const pairs = p.blocks.map((blk, k): [Chunk, Chunk] => [chunk(p.wa, blk.rows, p.cols, p.sa[k]!), chunk(p.wb, blk.rows, p.cols, p.sb[k]!)]);
-    call.push({ tensor: i, pairs });
-    callBytes += pairs.reduce((s, [a, b]) => s + a.bytes.length + b.bytes.length, 0);
-    if (callBytes >= CALL_BYTES) {
-      calls.push(call);
-      call = [];
-      callBytes = 0;
-    }
-  });
-  if (call.length > 0) calls.push(call);
-  const perTensor: DiffStats[][] = plans.map(() => []);
-  await Promise.all(
-    calls.map(async (c) => {
-      const stats = await pool.diffMany(c.flatMap((t) => t.pairs));
-      let k = 0;
-      for (const t of c) perTensor[t.tensor] = stats.slice(k, (k += t.pairs.length));
-    }),
-  );
-  return plans.map((p, i) => {
-    const perBlock = perTensor[i]!;
-    let stats = emptyStats();
-    for (const s of perBlock) stats = addStats(stats, s);
-    const total = elementCount(p.wa.data.shape);
-    const fraction = total > 0 ? stats.count / total : 1;
+  const all = plans.flatMap((p) => p.units);
+  const index = new Map<Unit, number>(all.map((u, i) => [u, i]));
+  const stats = new Array<DiffStats>(all.length);
+  await runUnits(pool, files, all, (u, r) => {
+    stats[index.get(u)!] = r.stats!;
+  }, { check: () => {
+    if (opts.signal?.aborted) throw new MoeError('diff cancelled');
+  } });
+  let k = 0;
+  return plans.map((p) => {
+    const perBlock = stats.slice(k, (k += p.units.length));
+    let s = emptyStats();
+    for (const b of perBlock) s = addStats(s, b);
+    const fraction = p.total > 0 ? s.count / p.total : 1;
     return {
-      name: p.wa.name,
-      role: p.wa.role,
-      stats,
-      ...figuresOf(stats),
+      name: p.it.name,
+      role: p.it.role,
+      shape: p.it.shape,
+      stats: s,
+      ...figuresOf(s),
       sampled: fraction < 1,
       fraction,
       relError: fraction < 1 ? relativeError(perBlock) : 0,
     };
   });
+}
+
+/** The part of a source cell's region whose `axis` index (o or i) lies in a sample block. */
+function restrict(c: SourceCell, axis: 'o' | 'i', blk: SampleBlock): SourceCell {
+  const r = { ...c.region };
+  // o runs along the rows of a region stored as is, i along the rows of a transposed one.
+  if ((axis === 'o') !== r.transposed) {
+    r.row0 += blk.at * r.rowStep;
+    r.rowCount = blk.count;
+  } else {
+    r.col0 += blk.at * r.colStep;
+    r.colCount = blk.count;
+  }
+  return { ...c, region: r };
 }
 
 /**

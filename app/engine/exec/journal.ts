@@ -19,7 +19,7 @@ export const JOURNAL_FORMAT = 'moe-studio.journal/1';
  * What makes the bytes of a planned child: bumped whenever the same plan would produce other
  * bytes (arithmetic, layout), so shards from an older engine are never kept.
  */
-export const ENGINE_OUTPUT_VERSION = 'moe-studio engine output 2';
+export const ENGINE_OUTPUT_VERSION = 'moe-studio engine output 3';
 
 export interface Fingerprint {
   engine: string;
@@ -36,6 +36,8 @@ export interface ShardReport {
   mixed: number;
   muted: number;
   patched: number;
+  /** Tensors assembled from regions of several sources. */
+  assembled: number;
   /** Threshold decisions: [tensor, largest rms_diff (null for infinity), kept]. */
   threshold: [string, number | null, boolean][];
 }
@@ -58,7 +60,7 @@ export interface Journal {
 }
 
 export function emptyShardReport(): ShardReport {
-  return { copied: 0, converted: 0, mixed: 0, muted: 0, patched: 0, threshold: [] };
+  return { copied: 0, converted: 0, mixed: 0, muted: 0, patched: 0, assembled: 0, threshold: [] };
 }
 
 const hex = (h: bigint) => h.toString(16).padStart(16, '0');
@@ -84,7 +86,7 @@ function parentText(model: Model): string {
     lines.push(`shard\t${f}\t${src.size}\t${src.identity ?? ''}`);
   }
   for (const w of model.weights) {
-    for (const r of w.scale ? [w.data, w.scale] : [w.data]) lines.push(`${r.name}\t${r.dtype}\t${r.shape.join(',')}\t${r.file}\t${r.offset}\t${r.length}`);
+    for (const r of [w.data, ...w.companions.map((c) => c.record)]) lines.push(`${r.name}\t${r.dtype}\t${r.shape.join(',')}\t${r.file}\t${r.offset}\t${r.length}`);
   }
   return lines.join('\n');
 }

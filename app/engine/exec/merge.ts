@@ -15,22 +15,36 @@
 //  - A failed or cancelled merge removes the files it created, except completed shards, which stay
 //    with the resume journal so that `resume` continues where it stopped. It never deletes a file
 //    it did not create (with overwrite: the earlier child's files, index first).
+import { codecName } from '../formats/codec.ts';
 import { LOCK_FILE, MoeError, type ByteSource, type LockOwner, type OutputFile, type OutputFolder, type OutputLock } from '../io.ts';
 import type { KernelPool } from '../kernels/pool.ts';
+import { addStats, emptyStats, type DiffStats } from '../kernels/types.ts';
 import { CARD_FILE, INDEX_FILE, RECIPE_FILE, indexBytes } from '../plan/plan.ts';
-import type { MergePlan, PlannedShard } from '../plan/types.ts';
+import { itemName, wholeOf } from '../model/items.ts';
+import type { MergePlan, PlannedCell, PlannedShard, PlannedTensor, SourceCell } from '../plan/types.ts';
 import { recipeToYaml } from '../recipe/parse.ts';
+import { figuresOf } from '../report/metrics.ts';
 import { renderModelCard } from '../report/model-card.ts';
 import { formatBytes } from '../report/format.ts';
+import { CHUNK_ELEMENTS, COPY_BLOCK, cellDiffUnits, compileTensor, type Placement } from './compile.ts';
+import { runUnits } from './dispatch.ts';
+import { FileTable } from './files.ts';
 import {
   JOURNAL_FILE, JOURNAL_FORMAT, emptyShardReport, encodeSpans, fingerprintChange, planFingerprint, readJournal, rootChecksum, verifyShard, writeJournal,
   type Journal, type ShardRecord, type ShardReport,
 } from './journal.ts';
-import { OrderedPipeline } from './ordered.ts';
-import { CHUNK_ELEMENTS } from './tensor-view.ts';
-import { COPY_BLOCK, tensorJob, type JobContext, type TensorJob, type ThresholdDecision } from './tensor-jobs.ts';
+import type { Unit } from './units.ts';
 
-export { COPY_BLOCK, type ThresholdDecision };
+export { COPY_BLOCK };
+
+/** The AoE threshold's verdict on one mixed tensor or expert region. */
+export interface ThresholdDecision {
+  /** The tensor, and for a region its expert and projection ("…experts.gate_up_proj[5].up"). */
+  name: string;
+  /** Largest rms_diff from the base over the mixed parents (Infinity when non-finite values differ). */
+  rmsDiff: number;
+  kept: boolean;
+}
 
 export interface MergeProgress {
   /** Bytes of the child done, shards kept from an interrupted run included. */
@@ -65,9 +79,9 @@ export interface MergeOptions {
   resume?: boolean;
   /** Who merges, for the lock file; the platform adds what it knows (pid, host). */
   owner?: LockOwner;
-  /** Chunks in flight; defaults to twice the pool size plus two. */
+  /** Batches of units in flight; defaults to twice the pool size. */
   window?: number;
-  /** Elements per chunk (tests use tiny chunks to cross stripe and chunk boundaries). */
+  /** Values per stripe (tests use tiny stripes to cross stripe and block boundaries). */
   chunkElements?: number;
   /** Awaited at each pause point: a hook for tests, which hold a merge there while they act. */
   pause?: (point: PausePoint) => Promise<void>;
@@ -88,6 +102,7 @@ export interface MergeReport {
   mixed: number;
   muted: number;
   patched: number;
+  assembled: number;
   threshold: ThresholdDecision[];
   thresholdKept: number;
 }
@@ -134,6 +149,9 @@ interface RunState {
   plan: MergePlan;
   out: OutputFolder;
   pool: KernelPool;
+  files: FileTable;
+  window: number;
+  chunkElements: number;
   /** Files created by this run, under the names they have now. */
   written: Set<string>;
   /** The file being written, aborted on failure. */
@@ -167,7 +185,11 @@ export async function executeMerge(plan: MergePlan, out: OutputFolder, pool: Ker
   }
   const fingerprint = await planFingerprint(plan, pool);
   const owner: LockOwner = opts.owner ?? { tool: 'moe-studio', started: new Date().toISOString() };
-  const state: RunState = { plan, out, pool, written: new Set(), open: undefined, journal: undefined, progress, checkCancel, emit };
+  const files = new FileTable();
+  const state: RunState = {
+    plan, out, pool, files, window: opts.window ?? pool.size * 2, chunkElements: opts.chunkElements ?? CHUNK_ELEMENTS,
+    written: new Set(), open: undefined, journal: undefined, progress, checkCancel, emit,
+  };
   let lock: OutputLock | undefined;
   try {
     await out.prepare();
@@ -183,8 +205,7 @@ export async function executeMerge(plan: MergePlan, out: OutputFolder, pool: Ker
     checkCancel();
 
     const totals: ShardReport = emptyShardReport();
-    const ctx: JobContext = { plan, pool, chunkElements: opts.chunkElements ?? CHUNK_ELEMENTS };
-    const window = opts.window ?? pool.size * 2 + 2;
+    for (const [name, model] of plan.parents) await pool.openFiles(files.addModel(name, model));
     const onDisk = new Map<string, string>();
     for (const shard of plan.shards) {
       const done = kept.get(shard.file);
@@ -193,10 +214,10 @@ export async function executeMerge(plan: MergePlan, out: OutputFolder, pool: Ker
         addReport(totals, done.rec.report);
         progress.bytesDone += shard.bytes;
         progress.resumedBytes += shard.bytes;
-        progress.tensorsDone += new Set(shard.entries.filter((e) => e.part === 'weight').map((e) => e.tensor)).size;
+        progress.tensorsDone += new Set(shard.entries.map((e) => e.tensor)).size;
         continue;
       }
-      const rec = await writeShard(ctx, shard, window, state);
+      const rec = await writeShard(shard, state);
       onDisk.set(shard.file, tmpName(out, shard.file));
       addReport(totals, rec.report);
       state.journal!.shards.push(rec);
@@ -245,6 +266,7 @@ export async function executeMerge(plan: MergePlan, out: OutputFolder, pool: Ker
       mixed: totals.mixed,
       muted: totals.muted,
       patched: totals.patched,
+      assembled: totals.assembled,
       threshold,
       thresholdKept,
     };
@@ -254,6 +276,7 @@ export async function executeMerge(plan: MergePlan, out: OutputFolder, pool: Ker
     throw e instanceof MergeCancelled ? new MergeCancelled(keptWork) : keptWork ? new MergeInterrupted(e, keptWork) : e;
   } finally {
     await lock?.release().catch(() => {});
+    await pool.closeFiles(files.all()).catch(() => {});
     if ((await out.list().catch(() => ['?'])).length === 0) await out.discardCreated().catch(() => {});
   }
 }
@@ -268,6 +291,7 @@ function addReport(into: ShardReport, r: ShardReport): void {
   into.mixed += r.mixed;
   into.muted += r.muted;
   into.patched += r.patched;
+  into.assembled += r.assembled;
   into.threshold.push(...r.threshold);
 }
 
@@ -437,157 +461,162 @@ async function copyFile(src: ByteSource, name: string, state: RunState): Promise
   await endFile(state, file);
 }
 
-/** Bytes of spans hashed per kernel call: few messages, yet hashing keeps pace with writing. */
-const HASH_BATCH = 8 * 1024 * 1024;
+/** Where each stored tensor of the shard's child tensors starts in the shard file. */
+function placements(shard: PlannedShard, file: number): Map<number, Placement> {
+  const out = new Map<number, Placement>();
+  const dataStart = shard.header.length;
+  for (const e of shard.entries) {
+    let p = out.get(e.tensor);
+    if (!p) out.set(e.tensor, (p = { file, offsets: [] }));
+    p.offsets[e.stored] = dataStart + e.begin;
+  }
+  return out;
+}
+
+/** A cell's name in threshold reports: the tensor, and for a slab of several its index and projection. */
+function cellName(t: PlannedTensor, slab: number, cell: PlannedCell): string {
+  if (t.view.slabs <= 1 && t.slabs[0]!.length <= 1) return t.name;
+  return itemName(t.name, slab, cell.proj, !!cell.bias);
+}
 
 /**
- * The checksums of what a shard was written in. Buffers are hashed in the kernel workers after
- * they are written (handed over, not copied: the writer is done with them); a span rewritten in
- * place (fresh FP8 scales) is hashed again.
+ * The AoE threshold for the shard's mixed cells: rms_diff of every other parent with a non-zero
+ * weight against the base, over the whole cell (summed in unit order, so the figure does not
+ * depend on the number of runners). Kept (copied from the base) only when all are below `below`
+ * and no non-finite values were met.
  */
-class SpanHasher {
-  /** `version` counts rewrites: a hash arriving for an older version of the span is dropped. */
-  private readonly spans: { pos: number; len: number; version: number; hash?: bigint }[] = [];
-  private readonly byPos = new Map<number, number>();
-  private batch: { index: number; version: number; bytes: Uint8Array }[] = [];
-  private batchBytes = 0;
-  private readonly pending: Promise<void>[] = [];
-  constructor(private readonly pool: KernelPool) {}
-
-  /** A span was written; `bytes` is handed over (the caller must not use it afterwards). */
-  add(pos: number, bytes: Uint8Array): void {
-    this.byPos.set(pos, this.spans.length);
-    this.spans.push({ pos, len: bytes.length, version: 0 });
-    this.queue(this.spans.length - 1, bytes);
-  }
-
-  /** The span written at `pos` was rewritten with `bytes` (same length, handed over). */
-  replace(pos: number, bytes: Uint8Array): void {
-    const i = this.byPos.get(pos);
-    const span = i === undefined ? undefined : this.spans[i];
-    if (!span || span.len !== bytes.length) throw new Error(`internal: no span of ${bytes.length} bytes at ${pos} to rewrite`);
-    span.version++;
-    span.hash = undefined;
-    this.queue(i!, bytes);
-  }
-
-  private queue(index: number, bytes: Uint8Array): void {
-    this.batch.push({ index, version: this.spans[index]!.version, bytes });
-    this.batchBytes += bytes.length;
-    if (this.batchBytes >= HASH_BATCH) this.flush();
-  }
-
-  private flush(): void {
-    if (this.batch.length === 0) return;
-    const batch = this.batch;
-    this.batch = [];
-    this.batchBytes = 0;
-    const hashes = this.pool.hashMany(batch.map((b) => b.bytes));
-    const settled = hashes.then((hs) => {
-      batch.forEach((b, k) => {
-        const span = this.spans[b.index]!;
-        if (span.version === b.version) span.hash = hs[k]!;
+async function decideThreshold(state: RunState, tensors: number[], kept: Set<PlannedCell>, report: ShardReport): Promise<void> {
+  const { plan, pool, files } = state;
+  const below = plan.recipe.threshold?.below;
+  if (below === undefined) return;
+  // A decision covers an item as diffs show it: an expert's projection, or a whole tensor (a
+  // router's rows are decided together, as one tensor).
+  const groups: { name: string; cells: PlannedCell[]; pairs: { first: number; count: number }[] }[] = [];
+  const units: Unit[] = [];
+  const pairUnits = (a: SourceCell, b: SourceCell, name: string) => {
+    const list = cellDiffUnits(files, a, b, name, state.chunkElements);
+    const r = { first: units.length, count: list.length };
+    units.push(...list);
+    return r;
+  };
+  for (const i of tensors) {
+    const t = plan.tensors[i]!;
+    if (!t.thresholdCandidate) continue;
+    const mixed = t.slabs.flatMap((cells, slab) => cells.filter((c) => c.thresholdBase && c.op.type === 'mix').map((cell) => ({ cell, slab })));
+    if (t.role.kind !== 'routed_expert' && t.view.slabs > 1) {
+      const others = new Set<string>();
+      for (const { cell } of mixed) for (const x of (cell.op as Extract<PlannedCell['op'], { type: 'mix' }>).inputs) if (x.weight !== 0 && x.from.parent !== plan.base) others.add(x.from.parent);
+      const baseW = plan.parents.get(plan.base)!.byName.get(t.baseName)!;
+      const pairs = [...others].map((p) => {
+        const w = plan.parents.get(p)!.byName.get(t.baseName)!;
+        return pairUnits({ parent: plan.base, ...wholeOf(baseW) }, { parent: p, ...wholeOf(w) }, t.name);
       });
-    });
-    settled.catch(() => {});
-    this.pending.push(settled);
+      groups.push({ name: t.name, cells: mixed.map((m) => m.cell), pairs });
+      continue;
+    }
+    for (const { cell, slab } of mixed) {
+      const pairs = (cell.op as Extract<PlannedCell['op'], { type: 'mix' }>).inputs
+        .filter((x) => x.weight !== 0 && x.from.parent !== plan.base)
+        .map((x) => pairUnits(cell.thresholdBase!, x.from, t.name));
+      groups.push({ name: cellName(t, slab, cell), cells: [cell], pairs });
+    }
   }
-
-  async finish(): Promise<{ spans: [number, number][]; checksum: string }> {
-    this.flush();
-    await Promise.all(this.pending);
-    const hashes = this.spans.map((s) => {
-      if (s.hash === undefined) throw new Error(`internal: the span at ${s.pos} was never hashed`);
-      return s.hash;
-    });
-    return { spans: encodeSpans(this.spans.map((s) => s.len)), checksum: await rootChecksum(this.pool, hashes) };
+  if (groups.length === 0) return;
+  const stats = new Array<DiffStats>(units.length);
+  const index = new Map(units.map((u, i) => [u, i]));
+  await runUnits(pool, files, units, (u, r) => {
+    stats[index.get(u)!] = r.stats!;
+  }, { window: state.window, check: state.checkCancel });
+  for (const g of groups) {
+    let worst = 0;
+    for (const p of g.pairs) {
+      let total = emptyStats();
+      for (let k = p.first; k < p.first + p.count; k++) total = addStats(total, stats[k]!);
+      worst = Math.max(worst, total.nonFinite > 0 ? Infinity : figuresOf(total).rmsDiff);
+    }
+    const keep = worst < below;
+    if (keep) for (const c of g.cells) kept.add(c);
+    report.threshold.push([g.name, Number.isFinite(worst) ? worst : null, keep]);
   }
 }
 
-/** One shard: header, then every tensor's bytes in order, under its temporary name. */
-async function writeShard(ctx: JobContext, shard: PlannedShard, window: number, state: RunState): Promise<ShardRecord> {
-  const { progress, checkCancel } = state;
+/** How a tensor was finally made, once the threshold has spoken. */
+function madeOf(t: PlannedTensor, kept: ReadonlySet<PlannedCell>): keyof Omit<ShardReport, 'threshold'> {
+  if (t.made === 'mixed' && t.slabs.every((cells) => cells.every((c) => c.op.type !== 'mix' || kept.has(c)))) {
+    return t.slabs.length === 1 && t.slabs[0]!.length === 1 ? 'copied' : 'assembled';
+  }
+  return t.made;
+}
+
+/** One shard, written by the units that make it, each at its own offsets, under its temporary name. */
+async function writeShard(shard: PlannedShard, state: RunState): Promise<ShardRecord> {
+  const { plan, pool, files, progress, checkCancel } = state;
   checkCancel();
   const file = await startFile(state, shard.file);
-  const hasher = new SpanHasher(ctx.pool);
+  const entry = files.addOutput(file);
+  await pool.openFiles([entry]);
   const report = emptyShardReport();
-  let position = 0;
-  const pipeline = new OrderedPipeline<Uint8Array[]>(window, async (parts) => {
-    for (const p of parts) {
-      checkCancel();
-      const len = p.length; // read first: the hasher takes the buffer over
-      await file.write(p);
-      hasher.add(position, p);
-      position += len;
-      progress.bytesDone += len;
-    }
-    state.emit();
-  });
+  const spans: { offset: number; length: number; hash: bigint }[] = [];
   try {
-    // The header belongs to the plan: written from a copy, since written buffers go to the hasher.
-    await pipeline.add(async () => [shard.header.slice()]);
-    await writeShardData(ctx, shard, pipeline, file, state, hasher, report);
-  } catch (e) {
-    await pipeline.settle();
-    throw e;
+    const tensors = [...new Set(shard.entries.map((e) => e.tensor))];
+    const kept = new Set<PlannedCell>();
+    await decideThreshold(state, tensors, kept, report);
+    const place = placements(shard, entry.id);
+    const remaining = new Map<string, number>();
+    const byName = new Map<string, PlannedTensor>();
+    function* units(): Generator<Unit> {
+      // The header belongs to the plan: sent as a copy, since units may be handed to a worker.
+      yield { kind: 'bytes', tensor: shard.file, to: { file: entry.id, offset: 0, length: shard.header.length }, bytes: shard.header.slice() };
+      for (const i of tensors) {
+        const t = plan.tensors[i]!;
+        const list = compileTensor(files, t, place.get(i)!, { chunkElements: state.chunkElements, kept });
+        report[madeOf(t, kept)]++;
+        byName.set(t.name, t);
+        remaining.set(t.name, list.length);
+        if (list.length === 0) progress.tensorsDone++;
+        yield* list;
+      }
+    }
+    await runUnits(pool, files, units(), async (u, r) => {
+      for (const w of r.written) {
+        if (w.bytes) await file.writeAt(w.offset, w.bytes);
+        spans.push({ offset: w.offset, length: w.length, hash: w.hash });
+        progress.bytesDone += w.length;
+      }
+      if (r.bad > 0) {
+        const t = byName.get(u.tensor);
+        throw new MoeError(
+          `mixing gives ${r.bad} value${r.bad > 1 ? 's' : ''} that ${t ? codecName(t.codec) : 'the output format'} cannot store (NaN${t && t.codec.kind !== 'fp8' ? ' or ±inf' : ''}; a parent holds such values here)`,
+          undefined,
+          u.tensor,
+        );
+      }
+      const left = remaining.get(u.tensor);
+      if (left !== undefined) {
+        remaining.set(u.tensor, left - 1);
+        progress.tensor = u.tensor;
+        if (left === 1) progress.tensorsDone++;
+      }
+      state.emit();
+    }, { window: state.window, check: checkCancel });
+  } finally {
+    await pool.closeFiles([entry.id]).catch(() => {});
+    files.dropOutput(entry.id);
   }
-  if (position !== shard.bytes) throw new Error(`internal: ${shard.file} has ${position} bytes, planned ${shard.bytes}`);
-  const sums = await hasher.finish();
+  // The units' ranges must tile the file exactly: header, then every byte once.
+  spans.sort((a, b) => a.offset - b.offset);
+  let pos = 0;
+  const kept: typeof spans = [];
+  for (const sp of spans) {
+    if (sp.length === 0) continue;
+    if (sp.offset !== pos) throw new Error(`internal: ${shard.file} has ${sp.offset > pos ? 'a gap' : 'an overlap'} at byte ${Math.min(pos, sp.offset)}`);
+    pos += sp.length;
+    kept.push(sp);
+  }
+  if (pos !== shard.bytes) throw new Error(`internal: ${shard.file} has ${pos} bytes, planned ${shard.bytes}`);
+  const checksum = await rootChecksum(pool, kept.map((sp) => sp.hash));
   await endFile(state, file);
-  return { file: shard.file, bytes: shard.bytes, spans: sums.spans, checksum: sums.checksum, report };
-}
-
-async function writeShardData(
-  ctx: JobContext,
-  shard: PlannedShard,
-  pipeline: OrderedPipeline<Uint8Array[]>,
-  file: OutputFile,
-  state: RunState,
-  hasher: SpanHasher,
-  report: ShardReport,
-): Promise<void> {
-  const { progress, checkCancel, emit } = state;
-  const dataStart = shard.header.length;
-  const jobs = new Map<number, TensorJob>();
-  const patches: { position: number; length: number; bytes: Promise<Uint8Array> }[] = [];
-  const jobOf = async (i: number) => {
-    let job = jobs.get(i);
-    if (!job) {
-      const made = await tensorJob(ctx, ctx.plan.tensors[i]!);
-      report[made.made]++;
-      if (made.threshold) report.threshold.push([made.threshold.name, Number.isFinite(made.threshold.rmsDiff) ? made.threshold.rmsDiff : null, made.threshold.kept]);
-      job = made.job;
-      jobs.set(i, job);
-    }
-    return job;
-  };
-  for (const entry of shard.entries) {
-    checkCancel();
-    const t = ctx.plan.tensors[entry.tensor]!;
-    progress.tensor = t.name;
-    const job = await jobOf(entry.tensor);
-    if (entry.part === 'weight') {
-      for (const task of job.weight) await pipeline.add(task);
-      progress.tensorsDone++;
-      emit();
-    } else if (job.scale?.kind === 'read') {
-      await pipeline.add(job.scale.task);
-    } else if (job.scale?.kind === 'later') {
-      // Zeros now, the real scales written in place once the weight is done.
-      const length = entry.end - entry.begin;
-      await pipeline.add(async () => [new Uint8Array(length)]);
-      patches.push({ position: dataStart + entry.begin, length, bytes: job.scale.bytes });
-    } else {
-      throw new Error(`internal: no scale for ${t.name}`);
-    }
-  }
-  await pipeline.drain();
-  for (const p of patches) {
-    const bytes = await p.bytes;
-    if (bytes.length !== p.length) throw new Error(`internal: scales of ${p.length} bytes planned, ${bytes.length} made`);
-    await file.writeAt(p.position, bytes);
-    hasher.replace(p.position, bytes);
-  }
+  return { file: shard.file, bytes: shard.bytes, spans: encodeSpans(kept.map((sp) => sp.length)), checksum, report };
 }
 
 /** An interrupted merge found in an output folder, seen from the plan about to run there. */

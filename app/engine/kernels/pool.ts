@@ -1,31 +1,51 @@
-// Spreads kernel calls over workers. The engine only schedules: each platform supplies endpoints
-// (Comlink remotes of Node worker_threads or Web Workers, or an in-process Kernels for tests), so
-// this file needs neither Comlink nor any worker API.
-import type { FloatDtype } from '../formats/dtype.ts';
-import type { Chunk, DiffStats, Encoded, Kernels, MixRequest } from './types.ts';
+// Spreads units over workers. The engine only schedules: each platform supplies endpoints
+// (Comlink remotes of Node worker_threads or Web Workers, or an in-process runner for tests and
+// `--workers 0`), so this file needs neither Comlink nor any worker API.
+import type { ByteSource, OutputFile } from '../io.ts';
+import type { Unit, UnitResult } from '../exec/units.ts';
 
-/** Kernels behind a message channel: every call is async and may take ownership of the buffers it is given. */
+/** A file of a run, by the id units name it with: a parent's shard to read, or a child's file to write. */
+export interface RunFile {
+  id: number;
+  source?: ByteSource;
+  output?: OutputFile;
+}
+
+/** A unit runner behind a message channel: every call is async and may take over the buffers it is given. */
 export interface KernelEndpoint {
-  decode(chunk: Chunk): Promise<Float32Array>;
-  encode(values: Float32Array, rows: number, cols: number, out: FloatDtype): Promise<Encoded>;
-  mix(req: MixRequest): Promise<Encoded>;
-  diff(a: Chunk, b: Chunk): Promise<DiffStats>;
-  /** Many small diffs in one call: a sampled pass over ~90,000 tensors would otherwise be ~90,000 messages. */
-  diffMany(pairs: [Chunk, Chunk][]): Promise<DiffStats[]>;
+  /** Makes files reachable by id (a worker opens them itself where the platform lets it). */
+  openFiles(files: RunFile[]): Promise<void>;
+  /** Closes the endpoint's own handles of these files (before the coordinator finishes them). */
+  closeFiles(ids: number[]): Promise<void>;
+  run(units: Unit[]): Promise<UnitResult[]>;
   /** XXH64 of each buffer, in one call (the buffers may be handed over). */
   hashMany(parts: Uint8Array[]): Promise<bigint[]>;
 }
 
-export interface KernelPool extends KernelEndpoint {
+export interface KernelPool {
   readonly size: number;
+  /** Whether the runners read this file themselves; if not, units carry the bytes they read. */
+  reads(source: ByteSource): boolean;
+  /** Whether the runners write this file themselves; if not, they hand the bytes back. */
+  writes(file: OutputFile): boolean;
+  openFiles(files: RunFile[]): Promise<void>;
+  closeFiles(ids: number[]): Promise<void>;
+  /** Runs units (a batch) on the endpoint with the fewest in flight; ties go to the lowest index. */
+  run(units: Unit[]): Promise<UnitResult[]>;
+  hashMany(parts: Uint8Array[]): Promise<bigint[]>;
   close(): Promise<void>;
 }
 
-/** Calls run on whichever endpoint has the fewest calls in flight; ties go to the lowest index. */
-export function createKernelPool(endpoints: KernelEndpoint[], close: () => Promise<void> = async () => {}): KernelPool {
+export interface PoolOptions {
+  /** In-process runners reach every file through the engine's own objects. */
+  inProcess?: boolean;
+  close?: () => Promise<void>;
+}
+
+export function createKernelPool(endpoints: KernelEndpoint[], opts: PoolOptions = {}): KernelPool {
   if (endpoints.length === 0) throw new Error('a kernel pool needs at least one endpoint');
   const busy = endpoints.map(() => 0);
-  const run = async <T>(call: (e: KernelEndpoint) => Promise<T>): Promise<T> => {
+  const pick = async <T>(call: (e: KernelEndpoint) => Promise<T>): Promise<T> => {
     let best = 0;
     for (let i = 1; i < busy.length; i++) if (busy[i]! < busy[best]!) best = i;
     busy[best]!++;
@@ -37,38 +57,40 @@ export function createKernelPool(endpoints: KernelEndpoint[], close: () => Promi
   };
   return {
     size: endpoints.length,
-    decode: (c) => run((e) => e.decode(c)),
-    encode: (v, r, c, o) => run((e) => e.encode(v, r, c, o)),
-    mix: (req) => run((e) => e.mix(req)),
-    diff: (a, b) => run((e) => e.diff(a, b)),
-    diffMany: (pairs) => run((e) => e.diffMany(pairs)),
-    hashMany: (parts) => run((e) => e.hashMany(parts)),
-    close,
+    reads: (s) => opts.inProcess === true || s.workerRef !== undefined,
+    writes: (f) => opts.inProcess === true || f.workerRef !== undefined,
+    openFiles: async (files) => {
+      await Promise.all(endpoints.map((e) => e.openFiles(files)));
+    },
+    closeFiles: async (ids) => {
+      await Promise.all(endpoints.map((e) => e.closeFiles(ids)));
+    },
+    run: (units) => pick((e) => e.run(units)),
+    hashMany: (parts) => pick((e) => e.hashMany(parts)),
+    close: opts.close ?? (async () => {}),
   };
 }
 
-/** The same kernels called in-process: for tests, `--workers 0`, and inside a worker itself. */
-export function localEndpoint(k: Kernels): KernelEndpoint {
-  return {
-    decode: async (c) => k.decode(c),
-    encode: async (v, r, c, o) => k.encode(v, r, c, o),
-    mix: async (req) => k.mix(req),
-    diff: async (a, b) => k.diff(a, b),
-    diffMany: async (pairs) => pairs.map(([a, b]) => k.diff(a, b)),
-    hashMany: async (parts) => parts.map((p) => k.hash(p)),
-  };
-}
-
-/** Buffers a call hands over, so a platform bridge can transfer instead of copy. */
-export function transferablesOf(...chunks: (Chunk | Float32Array | Uint8Array | undefined)[]): ArrayBuffer[] {
+/** Buffers a batch of units carries, so a platform bridge can transfer instead of copy. */
+export function unitTransferables(units: Unit[]): ArrayBuffer[] {
   const out = new Set<ArrayBuffer>();
-  for (const c of chunks) {
-    if (!c) continue;
-    if (c instanceof Float32Array || c instanceof Uint8Array) out.add(c.buffer as ArrayBuffer);
-    else {
-      out.add(c.bytes.buffer as ArrayBuffer);
-      if (c.scales) out.add(c.scales.buffer as ArrayBuffer);
+  const add = (b: Uint8Array | undefined) => {
+    if (b) out.add(b.buffer as ArrayBuffer);
+  };
+  for (const u of units) {
+    if (u.kind === 'bytes') add(u.bytes);
+    else if (u.kind === 'copy') for (const p of u.parts) add(p.from.bytes);
+    else for (const b of u.bands) {
+      add(b.data.bytes);
+      add(b.scales?.bytes);
     }
   }
   return [...out];
+}
+
+/** Buffers results hand back (bytes of writes the runner could not make itself). */
+export function resultTransferables(results: UnitResult[]): ArrayBuffer[] {
+  const out: ArrayBuffer[] = [];
+  for (const r of results) for (const w of r.written) if (w.bytes) out.push(w.bytes.buffer as ArrayBuffer);
+  return out;
 }

@@ -1,20 +1,17 @@
-// The Kernels interface over the WebAssembly SIMD module built from wasm-kernels/ (committed as
-// public/moe_kernels.wasm). The module imports nothing and exports its memory, alloc/dealloc and
-// pointer-based kernels; this wrapper validates the request, copies inputs into scratch buffers in
-// wasm memory (grown only when a larger chunk arrives), runs the kernels and copies results out
-// into fresh arrays (never views of wasm memory, which later calls reuse and may grow).
+// The WebAssembly SIMD kernels built from wasm-kernels/ (committed as public/moe_kernels.wasm).
+// The module imports nothing and exports its memory, alloc/dealloc and pointer-based kernels.
 //
-// Mixing streams the parents: acc = 0, then one `accumulate` per parent with a non-zero weight,
-// each decoding its input straight into acc, then one `encode`.
-
-import { FLOAT_DTYPES, type FloatDtype } from '../formats/dtype.ts';
-import type { Chunk, DiffStats, Encoded, Kernels, MixRequest } from './types.ts';
+// Two layers:
+//  - `WasmModule`: the raw exports, with a growable arena of named buffers. The worker executor
+//    (exec/unit-runner.ts) uses it directly: files are read straight into wasm memory, the
+//    kernels run in place, results are written from wasm memory. Views of the memory must be
+//    taken again after any allocation (memory may grow, which detaches old views).
+//  - `Kernels` (createWasmKernels): stripes in, fresh arrays out, for tests and small jobs.
+import { codecDescriptor, dataBytes, stripeScales, type Codec } from '../formats/codec.ts';
+import type { DiffStats } from './types.ts';
 
 /** Must equal `kernels_abi()` of the module. */
-const KERNELS_ABI = 3;
-const BLOCK = 128;
-const DTYPE_CODE: Readonly<Record<FloatDtype, number>> = { F32: 0, F16: 1, BF16: 2, F8_E4M3: 3 };
-const ELEMENT_BYTES: Readonly<Record<FloatDtype, number>> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1 };
+const KERNELS_ABI = 5;
 /** wasm32 addresses 4 GiB; refuse single buffers that could not fit next to the others. */
 const MAX_BUFFER_BYTES = 2 ** 31;
 
@@ -24,230 +21,211 @@ interface Exports {
   alloc(bytes: number): number;
   dealloc(ptr: number, bytes: number): void;
   fill_zero(ptr: number, n: number): void;
-  decode(dtype: number, src: number, scales: number, rows: number, cols: number, dst: number): number;
-  accumulate(dtype: number, src: number, scales: number, rows: number, cols: number, w: number, acc: number, init: number): number;
-  encode(dtype: number, src: number, rows: number, cols: number, dst: number, scalesOut: number): number;
-  diff(
-    aDtype: number, a: number, aScales: number,
-    bDtype: number, b: number, bScales: number,
-    rows: number, cols: number, out: number,
-  ): number;
+  decode(desc: number, data: number, scales: number, rows: number, cols: number, dst: number): number;
+  accumulate(desc: number, data: number, scales: number, rows: number, cols: number, w: number, acc: number, init: number): number;
+  encode(desc: number, src: number, rows: number, cols: number, dst: number, scalesOut: number): number;
+  diff(aDesc: number, a: number, aScales: number, bDesc: number, b: number, bScales: number, rows: number, cols: number, out: number): number;
+  strided_copy(src: number, dst: number, elem: number, nO: number, nI: number, sSo: number, sSi: number, dSo: number, dSi: number): number;
+  accumulate_strided(src: number, sSo: number, sSi: number, acc: number, aSo: number, aSi: number, nO: number, nI: number, w: number): number;
   xxh64(p: number, len: number, seed: bigint): bigint;
 }
 
-const REQUIRED_FUNCTIONS = ['kernels_abi', 'alloc', 'dealloc', 'fill_zero', 'decode', 'accumulate', 'encode', 'diff', 'xxh64'];
+const REQUIRED_FUNCTIONS = ['kernels_abi', 'alloc', 'dealloc', 'fill_zero', 'decode', 'accumulate', 'encode', 'diff', 'strided_copy', 'accumulate_strided', 'xxh64'];
 
-function blockCount(rows: number, cols: number): number {
-  return Math.ceil(rows / BLOCK) * Math.ceil(cols / BLOCK);
+/** A stripe of stored values: `rows` whole rows of `cols` values in some codec. */
+export interface Stripe {
+  codec: Codec;
+  rows: number;
+  cols: number;
+  data: Uint8Array;
+  /** The stripe's scale entries (quantized codecs), as stored. */
+  scales?: Uint8Array;
 }
 
-function checkDtype(dtype: unknown, what: string): FloatDtype {
-  if (typeof dtype !== 'string' || !(FLOAT_DTYPES as readonly string[]).includes(dtype)) {
-    throw new Error(`${what}: dtype ${String(dtype)} is not one of ${FLOAT_DTYPES.join(', ')}`);
-  }
-  return dtype as FloatDtype;
+export interface Encoded {
+  data: Uint8Array;
+  scales?: Uint8Array;
+  /** Values the codec could not hold (NaN; ±inf for MXFP4 and INT4): an error for the caller to report. */
+  bad: number;
 }
 
-function checkShape(rows: number, cols: number, what: string): number {
-  if (!Number.isSafeInteger(rows) || rows < 0 || !Number.isSafeInteger(cols) || cols < 0) {
-    throw new Error(`${what}: shape ${rows} × ${cols} is not two non-negative integers`);
-  }
-  const n = rows * cols;
-  if (n * 4 > MAX_BUFFER_BYTES) {
-    throw new Error(`${what}: ${rows} × ${cols} elements is too large for one chunk (at most ${MAX_BUFFER_BYTES / 4})`);
-  }
-  return n;
+export interface MixRequest {
+  rows: number;
+  cols: number;
+  /** One stripe per parent, all rows × cols, in the recipe's parent order. */
+  inputs: Stripe[];
+  /** f64 weights as written in the recipe; each is rounded to f32 once. Zero weights are skipped. */
+  weights: number[];
+  out: Codec;
 }
 
-function checkChunk(c: Chunk, what: string): number {
-  const dtype = checkDtype(c.dtype, what);
-  const n = checkShape(c.rows, c.cols, what);
-  if (!(c.bytes instanceof Uint8Array)) throw new Error(`${what}: bytes must be a Uint8Array`);
-  const want = n * ELEMENT_BYTES[dtype];
-  if (c.bytes.byteLength !== want) {
-    throw new Error(
-      `${what}: ${dtype} ${c.rows} × ${c.cols} needs ${want} bytes, got ${c.bytes.byteLength}`,
-    );
-  }
-  if (dtype === 'F8_E4M3') {
-    const ns = blockCount(c.rows, c.cols);
-    if (!(c.scales instanceof Float32Array)) {
-      throw new Error(`${what}: F8_E4M3 chunk without scales (needs ${ns} f32 block scales)`);
-    }
-    if (c.scales.length !== ns) {
-      throw new Error(
-        `${what}: F8_E4M3 ${c.rows} × ${c.cols} needs ceil(rows/128) × ceil(cols/128) = ${ns} scales, got ${c.scales.length}`,
-      );
-    }
-  }
-  return n;
+/** The per-element work, on copies: what tests and small jobs call. */
+export interface Kernels {
+  /** Decode to f32 (canonical NaN). */
+  decode(s: Stripe): Float32Array;
+  /** Encode f32 values (rows × cols); quantized codecs get fresh scales. */
+  encode(values: Float32Array, rows: number, cols: number, out: Codec): Encoded;
+  /** acc = 0; acc = acc + f32(w_i) * x_i for each input with w_i ≠ 0; then encode. */
+  mix(req: MixRequest): Encoded;
+  /** Difference statistics of b against a (same shape). */
+  diff(a: Stripe, b: Stripe): DiffStats;
+  /** XXH64 (seed 0) of the bytes: the checksum of a written span, for resume journals. */
+  hash(bytes: Uint8Array): bigint;
+  /** The raw module, for callers that work in wasm memory themselves. */
+  readonly module: WasmModule;
 }
 
-/** One reusable buffer in wasm memory. */
-interface Slot {
-  ptr: number;
-  cap: number;
+function check(rc: number, what: string): void {
+  if (rc === 0xffffffff || rc === -1) throw new Error(`wasm kernels: ${what} rejected its codec`);
 }
 
-class WasmKernels implements Kernels {
-  private readonly x: Exports;
-  private readonly slots = new Map<string, Slot>();
-
-  constructor(x: Exports) {
-    this.x = x;
-  }
+/** The module's exports, with named scratch buffers that grow as needed and are reused. */
+export class WasmModule {
+  private readonly slots = new Map<string, { ptr: number; cap: number }>();
+  constructor(readonly x: Exports) {}
 
   /** Pointer to a buffer of at least `bytes` bytes (16-byte aligned), reusing the slot's buffer. */
-  private slot(name: string, bytes: number): number {
-    let s = this.slots.get(name);
+  slot(name: string, bytes: number): number {
+    if (bytes > MAX_BUFFER_BYTES) throw new Error(`wasm kernels: a buffer of ${bytes} bytes is more than one piece of work may use (${MAX_BUFFER_BYTES})`);
+    const s = this.slots.get(name);
     if (s && s.cap >= bytes) return s.ptr;
     if (s) {
       this.x.dealloc(s.ptr, s.cap);
       this.slots.delete(name);
     }
-    // Round up so a slightly larger chunk does not reallocate again.
+    // Round up so a slightly larger request does not reallocate again.
     const cap = Math.max(64, Math.ceil((bytes * 1.125) / 65536) * 65536);
     const ptr = this.x.alloc(cap) >>> 0;
-    if (ptr === 0) {
-      throw new Error(`wasm kernels: out of memory allocating ${cap} bytes (wasm32 memory is at most 4 GiB)`);
-    }
-    s = { ptr, cap };
-    this.slots.set(name, s);
+    if (ptr === 0) throw new Error(`wasm kernels: out of memory allocating ${cap} bytes (wasm32 memory is at most 4 GiB)`);
+    this.slots.set(name, { ptr, cap });
     return ptr;
   }
 
-  /** Copies bytes into the input slot; returns where they are. */
-  stage(bytes: Uint8Array): number {
-    const ptr = this.slot('in', bytes.byteLength);
-    this.u8(ptr, bytes.byteLength).set(bytes);
-    return ptr;
-  }
-
-  hash(bytes: Uint8Array): bigint {
-    return hashBytes(this, this.x, bytes);
-  }
-
-  private u8(ptr: number, len: number): Uint8Array {
+  /** A view of wasm memory; taken again after any `slot` call (memory may have grown). */
+  u8(ptr: number, len: number): Uint8Array {
     return new Uint8Array(this.x.memory.buffer, ptr, len);
   }
 
-  /** Copies a chunk (and its FP8 scales) into the named slots; returns [bytesPtr, scalesPtr]. */
-  private put(c: Chunk, name: string): [number, number] {
-    const bytesPtr = this.slot(name, c.bytes.byteLength);
-    let scalesPtr = 0;
-    if (c.dtype === 'F8_E4M3') {
-      const s = c.scales!;
-      scalesPtr = this.slot(`${name}.scales`, s.byteLength);
-      this.u8(scalesPtr, s.byteLength).set(new Uint8Array(s.buffer, s.byteOffset, s.byteLength));
-    }
-    this.u8(bytesPtr, c.bytes.byteLength).set(c.bytes);
-    return [bytesPtr, scalesPtr];
+  f32(ptr: number, n: number): Float32Array {
+    return new Float32Array(this.x.memory.buffer, ptr, n);
   }
 
-  private check(rc: number, what: string): void {
-    if (rc === 0xffffffff || rc === -1) throw new Error(`wasm kernels: ${what} rejected its dtype`);
+  /** The codec descriptor in a slot of its own. */
+  desc(name: string, c: Codec): number {
+    const d = codecDescriptor(c);
+    const p = this.slot(`desc.${name}`, 16);
+    new Uint32Array(this.x.memory.buffer, p, 4).set(d);
+    return p;
   }
 
-  decode(chunk: Chunk): Float32Array {
-    const n = checkChunk(chunk, 'decode');
+  /** Copies bytes into a slot; returns the pointer. */
+  put(name: string, bytes: Uint8Array | undefined): number {
+    if (!bytes || bytes.length === 0) return 0;
+    const p = this.slot(name, bytes.byteLength);
+    this.u8(p, bytes.byteLength).set(bytes);
+    return p;
+  }
+
+  hashAt(ptr: number, len: number): bigint {
+    return BigInt.asUintN(64, this.x.xxh64(ptr, len, 0n));
+  }
+}
+
+function checkStripe(s: Stripe, what: string): void {
+  if (!Number.isSafeInteger(s.rows) || s.rows < 0 || !Number.isSafeInteger(s.cols) || s.cols < 0) {
+    throw new Error(`${what}: shape ${s.rows} × ${s.cols} is not two non-negative integers`);
+  }
+  const want = dataBytes(s.codec, s.rows, s.cols);
+  if (s.data.byteLength !== want) throw new Error(`${what}: ${s.rows} × ${s.cols} needs ${want} data bytes, got ${s.data.byteLength}`);
+  const sc = stripeScales(s.codec, s.rows, s.cols).bytes;
+  if ((s.scales?.byteLength ?? 0) !== sc) throw new Error(`${what}: needs ${sc} scale bytes, got ${s.scales?.byteLength ?? 0}`);
+}
+
+class CopyingKernels implements Kernels {
+  constructor(readonly module: WasmModule) {}
+
+  decode(s: Stripe): Float32Array {
+    checkStripe(s, 'decode');
+    const m = this.module;
+    const n = s.rows * s.cols;
     if (n === 0) return new Float32Array(0);
-    const dst = this.slot('acc', n * 4);
-    const [src, scales] = this.put(chunk, 'in');
-    this.check(this.x.decode(DTYPE_CODE[chunk.dtype], src, scales, chunk.rows, chunk.cols, dst), 'decode');
-    return new Float32Array(this.x.memory.buffer, dst, n).slice();
+    const dst = m.slot('acc', n * 4);
+    const data = m.put('in', s.data);
+    const scales = m.put('in.scales', s.scales);
+    check(m.x.decode(m.desc('in', s.codec), data, scales, s.rows, s.cols, dst), 'decode');
+    return m.f32(dst, n).slice();
   }
 
-  encode(values: Float32Array, rows: number, cols: number, out: FloatDtype): Encoded {
-    checkDtype(out, 'encode');
-    const n = checkShape(rows, cols, 'encode');
-    if (!(values instanceof Float32Array)) throw new Error('encode: values must be a Float32Array');
-    if (values.length !== n) {
-      throw new Error(`encode: ${rows} × ${cols} needs ${n} values, got ${values.length}`);
-    }
-    const src = this.slot('acc', n * 4);
-    if (n > 0) this.u8(src, n * 4).set(new Uint8Array(values.buffer, values.byteOffset, n * 4));
-    return this.encodeFrom(src, rows, cols, out);
-  }
-
-  /** Encodes the n f32 at `src` (wasm memory) into fresh output arrays. */
-  private encodeFrom(src: number, rows: number, cols: number, out: FloatDtype): Encoded {
+  encode(values: Float32Array, rows: number, cols: number, out: Codec): Encoded {
     const n = rows * cols;
-    const outBytes = n * ELEMENT_BYTES[out];
-    const fp8 = out === 'F8_E4M3';
-    const ns = fp8 ? blockCount(rows, cols) : 0;
-    if (n === 0) {
-      return fp8 ? { bytes: new Uint8Array(0), scales: new Float32Array(ns), nanCount: 0 } : { bytes: new Uint8Array(0), nanCount: 0 };
-    }
-    const dst = this.slot('out', outBytes);
-    const scales = fp8 ? this.slot('out.scales', ns * 4) : 0;
-    const rc = this.x.encode(DTYPE_CODE[out], src, rows, cols, dst, scales) >>> 0;
-    this.check(rc, 'encode');
-    const bytes = this.u8(dst, outBytes).slice();
-    if (!fp8) return { bytes, nanCount: 0 };
-    return { bytes, scales: new Float32Array(this.x.memory.buffer, scales, ns).slice(), nanCount: rc };
+    if (values.length !== n) throw new Error(`encode: ${rows} × ${cols} needs ${n} values, got ${values.length}`);
+    const src = this.module.slot('acc', n * 4);
+    if (n > 0) this.module.f32(src, n).set(values);
+    return this.encodeAt(src, rows, cols, out);
+  }
+
+  private encodeAt(src: number, rows: number, cols: number, out: Codec): Encoded {
+    const m = this.module;
+    const bytes = dataBytes(out, rows, cols);
+    const sc = stripeScales(out, rows, cols).bytes;
+    const dst = m.slot('out', bytes);
+    const scales = sc > 0 ? m.slot('out.scales', sc) : 0;
+    const desc = m.desc('out', out);
+    const rc = rows * cols === 0 ? 0 : m.x.encode(desc, src, rows, cols, dst, scales) >>> 0;
+    check(rc, 'encode');
+    const e: Encoded = { data: m.u8(dst, bytes).slice(), bad: rc };
+    if (sc > 0) e.scales = m.u8(scales, sc).slice();
+    return e;
   }
 
   mix(req: MixRequest): Encoded {
     const { rows, cols, inputs, weights } = req;
-    checkDtype(req.out, 'mix');
-    const n = checkShape(rows, cols, 'mix');
-    if (!Array.isArray(inputs) || !Array.isArray(weights)) throw new Error('mix: inputs and weights must be arrays');
-    if (weights.length !== inputs.length) {
-      throw new Error(`mix: ${inputs.length} inputs but ${weights.length} weights`);
-    }
-    inputs.forEach((c, i) => {
-      checkChunk(c, `mix input ${i}`);
-      if (c.rows !== rows || c.cols !== cols) {
-        throw new Error(`mix input ${i}: shape ${c.rows} × ${c.cols} differs from the request's ${rows} × ${cols}`);
-      }
-      if (typeof weights[i] !== 'number') throw new Error(`mix: weight ${i} is not a number`);
-    });
-    const acc = this.slot('acc', n * 4);
+    if (weights.length !== inputs.length) throw new Error(`mix: ${inputs.length} inputs but ${weights.length} weights`);
+    const m = this.module;
+    const n = rows * cols;
+    const acc = m.slot('acc', n * 4);
     if (n > 0) {
       let first = true; // the first accumulate takes acc as +0 without reading it
-      inputs.forEach((c, i) => {
+      inputs.forEach((s, i) => {
+        checkStripe(s, `mix input ${i}`);
+        if (s.rows !== rows || s.cols !== cols) throw new Error(`mix input ${i}: shape ${s.rows} × ${s.cols} differs from ${rows} × ${cols}`);
         const w = weights[i]!;
         if (w === 0) return; // skipped exactly: 0 · inf would be NaN
-        const [src, scales] = this.put(c, 'in');
-        const rc = this.x.accumulate(DTYPE_CODE[c.dtype], src, scales, rows, cols, Math.fround(w), acc, first ? 1 : 0);
-        this.check(rc, 'accumulate');
+        const data = m.put('in', s.data);
+        const scales = m.put('in.scales', s.scales);
+        check(m.x.accumulate(m.desc('in', s.codec), data, scales, rows, cols, Math.fround(w), acc, first ? 1 : 0), 'accumulate');
         first = false;
       });
-      if (first) this.x.fill_zero(acc, n);
+      if (first) m.x.fill_zero(acc, n);
     }
-    return this.encodeFrom(acc, rows, cols, req.out);
+    return this.encodeAt(acc, rows, cols, req.out);
   }
 
-  diff(a: Chunk, b: Chunk): DiffStats {
-    const n = checkChunk(a, 'diff a');
-    checkChunk(b, 'diff b');
-    if (a.rows !== b.rows || a.cols !== b.cols) {
-      throw new Error(`diff: shapes differ (${a.rows} × ${a.cols} vs ${b.rows} × ${b.cols})`);
-    }
-    if (n === 0) return { count: 0, nonFinite: 0, sumSqDiff: 0, sumSqA: 0, sumSqB: 0, dot: 0, maxAbsDiff: 0 };
-    const [pa, sa] = this.put(a, 'in');
-    const [pb, sb] = this.put(b, 'in2');
-    const out = this.slot('stats', 64);
-    this.check(
-      this.x.diff(DTYPE_CODE[a.dtype], pa, sa, DTYPE_CODE[b.dtype], pb, sb, a.rows, a.cols, out),
-      'diff',
-    );
-    const s = new Float64Array(this.x.memory.buffer, out, 7);
-    return {
-      count: s[0]!, nonFinite: s[1]!, sumSqDiff: s[2]!, sumSqA: s[3]!, sumSqB: s[4]!, dot: s[5]!, maxAbsDiff: s[6]!,
-    };
+  diff(a: Stripe, b: Stripe): DiffStats {
+    checkStripe(a, 'diff a');
+    checkStripe(b, 'diff b');
+    if (a.rows !== b.rows || a.cols !== b.cols) throw new Error(`diff: shapes differ (${a.rows} × ${a.cols} vs ${b.rows} × ${b.cols})`);
+    const m = this.module;
+    if (a.rows * a.cols === 0) return { count: 0, nonFinite: 0, sumSqDiff: 0, sumSqA: 0, sumSqB: 0, dot: 0, maxAbsDiff: 0 };
+    const pa = m.put('in', a.data);
+    const sa = m.put('in.scales', a.scales);
+    const pb = m.put('in2', b.data);
+    const sb = m.put('in2.scales', b.scales);
+    const out = m.slot('stats', 64);
+    check(m.x.diff(m.desc('a', a.codec), pa, sa, m.desc('b', b.codec), pb, sb, a.rows, a.cols, out), 'diff');
+    const s = new Float64Array(m.x.memory.buffer, out, 7);
+    return { count: s[0]!, nonFinite: s[1]!, sumSqDiff: s[2]!, sumSqA: s[3]!, sumSqB: s[4]!, dot: s[5]!, maxAbsDiff: s[6]! };
+  }
+
+  hash(bytes: Uint8Array): bigint {
+    if (!(bytes instanceof Uint8Array)) throw new Error('hash: bytes must be a Uint8Array');
+    const p = bytes.length === 0 ? 0 : this.module.put('in', bytes);
+    return this.module.hashAt(p, bytes.length);
   }
 }
 
-/** XXH64 of a byte array: copied into wasm memory, hashed there; the i64 result arrives as a BigInt. */
-function hashBytes(k: WasmKernels, x: Exports, bytes: Uint8Array): bigint {
-  if (!(bytes instanceof Uint8Array)) throw new Error('hash: bytes must be a Uint8Array');
-  const ptr = bytes.length === 0 ? 0 : k.stage(bytes);
-  return BigInt.asUintN(64, x.xxh64(ptr, bytes.length, 0n));
-}
-
-/** Instantiates the kernels from the compiled module (Node reads public/moe_kernels.wasm, the browser fetches it). */
-export async function createWasmKernels(module: WebAssembly.Module): Promise<Kernels> {
+/** Instantiates the module (Node reads public/moe_kernels.wasm, the browser fetches it). */
+export async function instantiateKernels(module: WebAssembly.Module): Promise<WasmModule> {
   const instance = await WebAssembly.instantiate(module, {});
   const ex = instance.exports;
   for (const name of REQUIRED_FUNCTIONS) {
@@ -256,10 +234,16 @@ export async function createWasmKernels(module: WebAssembly.Module): Promise<Ker
   if (typeof ex['memory'] !== 'object' || ex['memory'] === null) throw new Error('wasm kernels: the module does not export its memory');
   const x = ex as unknown as Exports;
   const abi = x.kernels_abi();
-  if (abi !== KERNELS_ABI) {
-    throw new Error(`wasm kernels: module ABI ${abi}, this wrapper expects ${KERNELS_ABI} (rebuild with npm run kernels:build)`);
-  }
-  return new WasmKernels(x);
+  if (abi !== KERNELS_ABI) throw new Error(`wasm kernels: module ABI ${abi}, this wrapper expects ${KERNELS_ABI} (rebuild with npm run kernels:build)`);
+  return new WasmModule(x);
+}
+
+export async function instantiateKernelsFromBytes(bytes: Uint8Array): Promise<WasmModule> {
+  return instantiateKernels(await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>));
+}
+
+export async function createWasmKernels(module: WebAssembly.Module): Promise<Kernels> {
+  return new CopyingKernels(await instantiateKernels(module));
 }
 
 export async function createWasmKernelsFromBytes(bytes: Uint8Array): Promise<Kernels> {

@@ -3,21 +3,25 @@
 // Severity (an `error` stops a merge; the planner treats warnings as warnings):
 //  - error: a different skeleton (layer count, hidden size, routed expert count, which layers
 //    are MoE, shared expert count, MTP layers) — nothing lines up then;
-//  - error: a routed expert tensor of the base that the parent lacks, or has in another shape.
-//    Routed experts are what a donor is for in every method (MEA swaps them, AoE mixes them,
-//    transplants copy them), so such a parent cannot serve;
+//  - error: a routed expert projection of the base that the parent lacks, or has in another
+//    shape. Experts are compared as (layer, expert, projection) wherever each model keeps them:
+//    a per-expert parent and a fused re-save of the same model are compatible. Routed experts are
+//    what a donor is for in every method, so such a parent cannot serve;
 //  - warning: any other tensor the parent lacks or has in another shape. The child can still
 //    take it from the base; the planner refuses a rule that asks this parent for it;
 //  - warning: tensors the parent has and the base does not (the child follows the base's list);
-//  - warning: dtype differences, one line per dtype pair (mixing happens in f32; not a problem);
-//  - warning: F8_E4M3 weights without block scales (copyable, not mixable);
+//  - warning: format differences, one line per pair (mixing happens in f32; not a problem);
+//  - warning: F8_E4M3 weights without scales (copyable, not mixable);
 //  - warning: parents that look unrelated — different model_type, vocab_size or
 //    `architectures`. Expert i of one model and expert i of another only correspond when both
 //    descend from one pretraining run. `_name_or_path` is not compared: base and instruct
 //    releases of one model always differ in it, so it says nothing.
-// Shard layouts may differ freely.
+// Shard layouts and expert layouts (per-expert or fused) may differ freely.
+import { configValue } from '../arch/families.ts';
+import { codecName } from '../formats/codec.ts';
 import { sameShape } from '../formats/dtype.ts';
 import { MoeError } from '../io.ts';
+import { regionDims } from './regions.ts';
 import type { Model, TensorKind } from './types.ts';
 
 export interface CompatProblem {
@@ -37,6 +41,18 @@ export interface CompatReport {
 
 function shapeText(s: readonly number[]): string {
   return `[${s.join(', ')}]`;
+}
+
+/** How a model keeps its routed experts, in words: "one tensor per expert" or "fused". */
+export function expertLayout(model: Model): 'per-expert' | 'fused' | 'mixed' {
+  let fused = 0;
+  let single = 0;
+  for (const w of model.weights) {
+    if (w.role.kind !== 'routed_expert') continue;
+    if (w.fused) fused++;
+    else single++;
+  }
+  return fused > 0 && single > 0 ? 'mixed' : fused > 0 ? 'fused' : 'per-expert';
 }
 
 export function checkCompatibility(parents: { name: string; model: Model }[], baseName: string): CompatReport {
@@ -75,6 +91,8 @@ export function checkCompatibility(parents: { name: string; model: Model }[], ba
     if (bl.expertsPerToken !== pl.expertsPerToken) {
       warn(`experts per token differ: ${fmt(pl.expertsPerToken)} here, ${fmt(bl.expertsPerToken)} in the base (the child keeps the base's config)`);
     }
+    const [lb, lp] = [expertLayout(base), expertLayout(model)];
+    if (lb !== lp) warn(`keeps its routed experts ${lp === 'fused' ? 'fused' : 'one tensor per expert'}, the base ${lb === 'fused' ? 'fused' : 'one tensor per expert'}: compatible (experts are matched by layer, expert and projection); the child follows the base's layout`);
 
     // Related at all?
     const unrelated: string[] = [];
@@ -82,8 +100,8 @@ export function checkCompatibility(parents: { name: string; model: Model }[], ba
     const pt = model.config['model_type'];
     if (bt !== pt) unrelated.push(`model_type ${fmt(pt)} vs ${fmt(bt)}`);
     if (base.arch.name !== model.arch.name) unrelated.push(`family ${model.arch.name} vs ${base.arch.name}`);
-    const bv = base.config[base.arch.config.vocabSize ?? 'vocab_size'];
-    const pv = model.config[model.arch.config.vocabSize ?? 'vocab_size'];
+    const bv = configValue(base.arch, base.config, 'vocabSize')?.value;
+    const pv = configValue(model.arch, model.config, 'vocabSize')?.value;
     if (bv !== undefined && pv !== undefined && bv !== pv) unrelated.push(`vocab_size ${fmt(pv)} vs ${fmt(bv)}`);
     const ba = JSON.stringify(base.config['architectures'] ?? null);
     const pa = JSON.stringify(model.config['architectures'] ?? null);
@@ -97,43 +115,63 @@ export function checkCompatibility(parents: { name: string; model: Model }[], ba
       );
     }
 
-    // Tensors by name.
-    const dtypePairs = new Map<string, { count: number; example: string }>();
+    // Routed experts, by (layer, expert, projection), wherever each model keeps them.
+    const codecPairs = new Map<string, { count: number; example: string }>();
+    const notePair = (b: string, p: string, example: string) => {
+      if (b === p) return;
+      const key = `${b}→${p}`;
+      const d = codecPairs.get(key);
+      if (d) d.count++;
+      else codecPairs.set(key, { count: 1, example });
+    };
+    for (const [layer, be] of base.experts) {
+      const pe = model.experts.get(layer);
+      if (!pe) continue; // a skeleton error above already says so
+      let reported = 0;
+      for (let e = 0; e < Math.min(be.experts, pe.experts); e++) {
+        for (const part of be.parts[e]!) {
+          const other = pe.parts[e]!.find((q) => q.proj === part.proj && q.bias === part.bias);
+          const what = `layer ${layer} expert ${e} ${part.proj}${part.bias ? ' bias' : ''}`;
+          if (!other) {
+            if (reported++ < 3) err(`${what} is missing from this parent`, part.weight.name, 'routed_expert');
+            continue;
+          }
+          const a = regionDims(part.region);
+          const b = regionDims(other.region);
+          if (a.out !== b.out || a.in !== b.in) {
+            if (reported++ < 3) err(`${what} is ${b.out} × ${b.in} here, ${a.out} × ${a.in} in the base`, other.weight.name, 'routed_expert');
+            continue;
+          }
+          notePair(codecName(part.weight.codec), codecName(other.weight.codec), other.weight.name);
+        }
+      }
+      if (reported > 3) err(`layer ${layer}: ${reported - 3} more expert projections differ`);
+    }
+
+    // Everything else by name.
     for (const bw of base.weights) {
+      if (bw.role.kind === 'routed_expert') continue;
       const pw = model.byName.get(bw.name);
       const kind = bw.role.kind;
-      const hard = kind === 'routed_expert';
       if (!pw) {
-        (hard ? err : warn)(
-          hard ? 'routed expert tensor is missing from this parent' : 'is missing from this parent (the child can take it from the base only)',
-          bw.name,
-          kind,
-        );
+        warn('is missing from this parent (the child can take it from the base only)', bw.name, kind);
         continue;
       }
-      if (!sameShape(bw.data.shape, pw.data.shape)) {
-        (hard ? err : warn)(
-          `shape ${shapeText(pw.data.shape)} here, ${shapeText(bw.data.shape)} in the base` + (hard ? '' : ' (the child can take it from the base only)'),
-          bw.name,
-          kind,
-        );
+      if (!sameShape(bw.shape, pw.shape)) {
+        warn(`shape ${shapeText(pw.shape)} here, ${shapeText(bw.shape)} in the base (the child can take it from the base only)`, bw.name, kind);
         continue;
       }
-      if (bw.data.dtype !== pw.data.dtype) {
-        const key = `${bw.data.dtype}→${pw.data.dtype}`;
-        const d = dtypePairs.get(key);
-        if (d) d.count++;
-        else dtypePairs.set(key, { count: 1, example: bw.name });
-      }
+      notePair(codecName(bw.codec), codecName(pw.codec), bw.name);
     }
     for (const pw of model.weights) {
+      if (pw.role.kind === 'routed_expert') continue;
       if (!base.byName.has(pw.name)) warn('is not in the base; the child follows the base and leaves it out', pw.name, pw.role.kind);
     }
-    for (const [key, d] of dtypePairs) {
+    for (const [key, d] of codecPairs) {
       const [b, p] = key.split('→');
       warn(
-        `${d.count} tensor${d.count > 1 ? 's are' : ' is'} ${p} here and ${b} in the base (e.g. ${d.example}); ` +
-          `not a problem: mixing happens in f32 and the output dtype is chosen by the recipe`,
+        `${d.count} weight${d.count > 1 ? 's are' : ' is'} ${p} here and ${b} in the base (e.g. ${d.example}); ` +
+          `not a problem: mixing happens in f32 and the output format is chosen by the recipe`,
       );
     }
     reportUnscaled(name, model, problems);
@@ -149,13 +187,13 @@ function problem(severity: 'error' | 'warning', parent: string, message: string,
 }
 
 function reportUnscaled(name: string, model: Model, problems: CompatProblem[]): void {
-  const list = model.weights.filter((w) => w.unscaledFp8);
+  const list = model.weights.filter((w) => w.codec.kind === 'plain' && w.codec.dtype === 'F8_E4M3');
   if (list.length === 0) return;
   problems.push(
     problem(
       'warning',
       name,
-      `${list.length} F8_E4M3 weight${list.length > 1 ? 's have' : ' has'} no block scale (e.g. ${list[0]!.name}): ` +
+      `${list.length} F8_E4M3 weight${list.length > 1 ? 's have' : ' has'} no scale (e.g. ${list[0]!.name}): ` +
         'they can be copied from this parent but not mixed',
     ),
   );

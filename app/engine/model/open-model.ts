@@ -24,16 +24,18 @@
 import { rangeText } from '../report/format.ts';
 import { MoeError, readText, type ByteSource, type ModelFolder } from '../io.ts';
 import { classifyTensor } from '../arch/classify.ts';
-import { detectArchitecture } from '../arch/families.ts';
-import type { ArchitectureSpec } from '../arch/types.ts';
-import { FP8_BLOCK } from '../formats/dtype.ts';
+import { configValue, detectArchitecture } from '../arch/families.ts';
+import type { ArchitectureSpec, ConfigKeys } from '../arch/types.ts';
+import { groupWeights } from '../formats/companions.ts';
 import { readSafetensorsHeader } from '../formats/safetensors.ts';
-import type { Model, ModelLayout, TensorRecord, Weight } from './types.ts';
+import { codecName, dataBytes, stripeScales } from '../formats/codec.ts';
+import { configMoeLayers } from './moe-layers.ts';
+import { biasRegion, fusedRegions, fusedView, wholeRegion } from './regions.ts';
+import type { LayerExperts, Model, ModelLayout, TensorRecord, Weight } from './types.ts';
 
 export const CONFIG_FILE = 'config.json';
 export const INDEX_FILE = 'model.safetensors.index.json';
 export const SINGLE_FILE = 'model.safetensors';
-export const SCALE_SUFFIX = '_scale_inv';
 
 const WEIGHT_FILE = /\.(?:safetensors|bin|pt|pth|ckpt|gguf|h5|msgpack|onnx|npz)$|\.(?:bin|pt|pth)\.index\.json$|^pytorch_model.*\.index\.json$/i;
 /** How many shard headers are read at once. */
@@ -181,54 +183,33 @@ export async function openModel(folder: ModelFolder): Promise<Model> {
     }
   }
 
-  // Scales ride with their weights.
-  const scales = new Map<string, TensorRecord>();
-  const dataRecords: TensorRecord[] = [];
-  for (const r of records.values()) {
-    if (r.name.endsWith(SCALE_SUFFIX) && r.name.length > SCALE_SUFFIX.length) {
-      const weightName = r.name.slice(0, -SCALE_SUFFIX.length);
-      const w = records.get(weightName);
-      if (!w) throw new MoeError(`is a block scale but its weight ${weightName} is not in the model`, r.file, r.name);
-      if (w.dtype !== 'F8_E4M3') {
-        throw new MoeError(`is a block scale of ${weightName}, which is ${w.dtype}, not F8_E4M3`, r.file, r.name);
-      }
-      if (r.dtype !== 'F32') throw new MoeError(`block scale is ${r.dtype}, expected F32`, r.file, r.name);
-      const expect = w.shape.length === 2 ? [Math.ceil(w.shape[0]! / FP8_BLOCK), Math.ceil(w.shape[1]! / FP8_BLOCK)] : undefined;
-      if (!expect || r.shape.length !== 2 || r.shape[0] !== expect[0] || r.shape[1] !== expect[1]) {
-        throw new MoeError(
-          `block scale shape ${JSON.stringify(r.shape)} does not fit weight ${weightName} ${JSON.stringify(w.shape)} ` +
-            `(expected ${expect ? JSON.stringify(expect) : 'a 2-D weight'} for ${FP8_BLOCK}×${FP8_BLOCK} blocks)`,
-          r.file,
-          r.name,
-        );
-      }
-      scales.set(weightName, r);
-    } else dataRecords.push(r);
-  }
-
-  const arch = detectArchitecture(config, dataRecords.map((r) => r.name), configPath);
+  // Quantized companions ride with their weights; then the architecture, by logical names.
+  const grouped = groupWeights(records);
+  const arch = detectArchitecture(config, grouped.map((g) => g.name), configPath);
+  const cr: ConfigReader = { config, path: configPath, arch };
+  const layersCount = configInt(cr, 'layers', 'number of layers', true);
+  if (layersCount > CONFIG_LIMIT.layers) throw new MoeError(`"${configValue(arch, config, 'layers')!.path}" is ${layersCount}: more layers than any model has (at most ${CONFIG_LIMIT.layers})`, configPath);
 
   const shardIndex = new Map(shards.map((f, i) => [f, i]));
-  dataRecords.sort((a, b) => shardIndex.get(a.file)! - shardIndex.get(b.file)! || a.offset - b.offset);
+  grouped.sort((a, b) => shardIndex.get(a.data.file)! - shardIndex.get(b.data.file)! || a.data.offset - b.data.offset);
   const weights: Weight[] = [];
   const byName = new Map<string, Weight>();
   const unscaled: string[] = [];
   let sizeOnDisk = 0;
-  for (const r of dataRecords) {
-    const w: Weight = { name: r.name, role: classifyTensor(arch, r.name), data: r };
-    const s = scales.get(r.name);
-    if (s) w.scale = s;
-    else if (r.dtype === 'F8_E4M3') {
-      w.unscaledFp8 = true;
-      unscaled.push(r.name);
-    }
-    sizeOnDisk += r.length + (s?.length ?? 0);
+  for (const g of grouped) {
+    const c = classifyTensor(arch, g.name, layersCount, g.codec.kind);
+    const w: Weight = { name: g.name, role: c.role, codec: g.codec, shape: g.shape, view: { slabs: 1, rows: 1, cols: 1 }, data: g.data, companions: g.companions };
+    if (c.fused) w.fused = c.fused;
+    if (c.perExpert) w.experts = { kind: 'slabs', parts: [] };
+    if (c.expertSpan) w.expertSpan = c.expertSpan;
+    if (g.codec.kind === 'plain' && g.codec.dtype === 'F8_E4M3') unscaled.push(g.name);
+    sizeOnDisk += g.data.length + g.companions.reduce((n, x) => n + x.record.length, 0);
     weights.push(w);
     byName.set(w.name, w);
   }
   if (unscaled.length > 0) {
     warnings.push(
-      `${unscaled.length} F8_E4M3 weight${unscaled.length > 1 ? 's have' : ' has'} no ${SCALE_SUFFIX} block scale ` +
+      `${unscaled.length} F8_E4M3 weight${unscaled.length > 1 ? 's have' : ' has'} no scale tensor ` +
         `(they can be copied but not mixed): ${listNames(unscaled, 5)}`,
     );
   }
@@ -236,7 +217,9 @@ export async function openModel(folder: ModelFolder): Promise<Model> {
     warnings.push(`${INDEX_FILE} metadata.total_size is ${indexTotal}, but the tensors hold ${sizeOnDisk} bytes`);
   }
 
-  const layout = buildLayout(config, arch, weights, warnings, configPath);
+  const layout = buildLayout(cr, layersCount, weights, warnings);
+  placeExperts(weights, layout, configPath);
+  const experts = indexExperts(weights, layout);
 
   const shardSet = new Set(shards);
   const otherFiles: string[] = [];
@@ -256,6 +239,7 @@ export async function openModel(folder: ModelFolder): Promise<Model> {
     layout,
     weights,
     byName,
+    experts,
     shards,
     sources,
     otherFiles,
@@ -275,42 +259,32 @@ interface ConfigReader {
   config: Record<string, unknown>;
   /** "FOLDER/config.json", for messages. */
   path: string;
+  arch: ArchitectureSpec;
 }
 
-function configInt(c: ConfigReader, key: string | null | undefined, what: string, required: true): number;
-function configInt(c: ConfigReader, key: string | null | undefined, what: string, required?: false): number | undefined;
-function configInt(c: ConfigReader, key: string | null | undefined, what: string, required = false): number | undefined {
-  const own = key !== null && key !== undefined && Object.prototype.hasOwnProperty.call(c.config, key);
-  if (!own || c.config[key!] === undefined || c.config[key!] === null) {
-    if (required) throw new MoeError(`has no "${key}" (${what})`, c.path);
+/**
+ * A config integer by the family's keys. A list of equal integers (Hunyuan's per-layer moe_topk)
+ * counts as that integer; a list of different ones as unknown.
+ */
+function configInt(c: ConfigReader, field: keyof ConfigKeys, what: string, required: true): number;
+function configInt(c: ConfigReader, field: keyof ConfigKeys, what: string, required?: false): number | undefined;
+function configInt(c: ConfigReader, field: keyof ConfigKeys, what: string, required = false): number | undefined {
+  const found = configValue(c.arch, c.config, field);
+  if (!found) {
+    if (required) throw new MoeError(`has no ${c.arch.config[field].map((k) => `"${k}"`).join(' or ') || `key for ${field}`} (${what})`, c.path);
     return undefined;
   }
-  const v = c.config[key!];
+  let v = found.value;
+  if (Array.isArray(v)) v = v.length > 0 && v.every((x) => x === (v as unknown[])[0]) ? v[0] : undefined;
+  if (v === undefined) return undefined;
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
-    throw new MoeError(`"${key}" (${what}) is ${JSON.stringify(v)}, not a non-negative integer`, c.path);
+    throw new MoeError(`"${found.path}" (${what}) is ${JSON.stringify(found.value)}, not a non-negative integer`, c.path);
   }
   return v;
 }
 
-/** Which layers the config says are MoE, among layers 0..layers-1 (layers is already bounded). */
-function configMoeLayers(c: ConfigReader, arch: ArchitectureSpec, layers: number, experts: number): Set<number> {
-  const k = arch.config;
-  const firstDense = configInt(c, k.firstDenseLayers, 'dense layers before the first MoE layer') ?? 0;
-  const freq = configInt(c, k.moeLayerFreq, 'MoE layer frequency') ?? 1;
-  const step = configInt(c, k.sparseStep, 'MoE every n-th layer') ?? 1;
-  const denseList = new Set<number>();
-  const list = k.denseLayerList ? c.config[k.denseLayerList] : undefined;
-  if (Array.isArray(list)) for (const x of list) if (typeof x === 'number') denseList.add(x);
-  const out = new Set<number>();
-  if (experts <= 0) return out;
-  for (let l = 0; l < layers; l++) {
-    if (l < firstDense) continue;
-    if (freq > 1 && l % freq !== 0) continue;
-    if (step > 1 && (l + 1) % step !== 0) continue;
-    if (denseList.has(l)) continue;
-    out.add(l);
-  }
-  return out;
+function keyName(c: ConfigReader, field: keyof ConfigKeys): string {
+  return configValue(c.arch, c.config, field)?.path ?? c.arch.config[field][0] ?? field;
 }
 
 function maxOf(values: Iterable<number>): number {
@@ -319,60 +293,67 @@ function maxOf(values: Iterable<number>): number {
   return m;
 }
 
-/**
- * Layers, experts and shared experts from config.json, checked against the tensor names. Every
- * number the config states is compared with what the tensors show before anything is sized from
- * it, so a config claiming a billion layers is an error, not a billion-step loop.
- */
-function buildLayout(config: Record<string, unknown>, arch: ArchitectureSpec, weights: Weight[], warnings: string[], configPath: string): ModelLayout {
-  const c = arch.config;
-  const cr: ConfigReader = { config, path: configPath };
-  const layers = configInt(cr, c.layers, 'number of layers', true);
-  const experts = configInt(cr, c.experts, 'routed experts per MoE layer', true);
-  const expertsPerToken = configInt(cr, c.expertsPerToken, 'experts per token');
-  const hiddenSize = configInt(cr, c.hiddenSize, 'hidden size');
-  const mtpCount = configInt(cr, c.mtpLayers, 'multi-token-prediction layers') ?? 0;
-  const sharedFromConfig = configInt(cr, c.sharedExperts, 'shared experts');
-  if (layers > CONFIG_LIMIT.layers) throw new MoeError(`"${c.layers}" is ${layers}: more layers than any model has (at most ${CONFIG_LIMIT.layers})`, configPath);
-  if (mtpCount > CONFIG_LIMIT.layers) throw new MoeError(`"${c.mtpLayers}" is ${mtpCount}: more layers than any model has (at most ${CONFIG_LIMIT.layers})`, configPath);
-  if (experts > CONFIG_LIMIT.experts) throw new MoeError(`"${c.experts}" is ${experts}: more experts than any model has (at most ${CONFIG_LIMIT.experts})`, configPath);
+/** Experts a weight stacks: a fused tensor's first dimension (DBRX's 2-D ones: rows / per-expert rows). */
+function fusedCount(w: Weight): number {
+  return w.shape[0] ?? 1;
+}
 
-  // What the tensors show.
+/**
+ * Layers, experts and shared experts from config.json, checked against the tensors. Every number
+ * the config states is compared with what the tensors show before anything is sized from it, so a
+ * config claiming a billion layers is an error, not a billion-step loop.
+ */
+function buildLayout(cr: ConfigReader, layers: number, weights: Weight[], warnings: string[]): ModelLayout {
+  const configPath = cr.path;
+  const experts = configInt(cr, 'experts', 'routed experts per MoE layer', true);
+  const expertsPerToken = configInt(cr, 'expertsPerToken', 'experts per token');
+  const hiddenSize = configInt(cr, 'hiddenSize', 'hidden size');
+  const mtpCount = configInt(cr, 'mtpLayers', 'multi-token-prediction layers') ?? 0;
+  const sharedFromConfig = configInt(cr, 'sharedExperts', 'shared experts');
+  const groups = configInt(cr, 'groups', 'expert groups');
+  const topkGroups = configInt(cr, 'topkGroups', 'groups chosen per token');
+  if (mtpCount > CONFIG_LIMIT.layers) throw new MoeError(`"${keyName(cr, 'mtpLayers')}" is ${mtpCount}: more layers than any model has (at most ${CONFIG_LIMIT.layers})`, configPath);
+  if (experts > CONFIG_LIMIT.experts) throw new MoeError(`"${keyName(cr, 'experts')}" is ${experts}: more experts than any model has (at most ${CONFIG_LIMIT.experts})`, configPath);
+  const eKey = keyName(cr, 'experts');
+
+  // What the tensors show: per-expert tensors name their expert; a fused tensor holds them all.
   const expertSets = new Map<number, Set<number>>();
+  const fusedByLayer = new Map<number, Weight[]>();
   const layersSeen = new Set<number>();
   let sawShared = false;
   for (const w of weights) {
     const r = w.role;
     if (r.layer !== undefined) layersSeen.add(r.layer);
     if (r.kind === 'routed_expert') {
-      if (r.layer === undefined || r.expert === undefined) {
-        throw new MoeError('looks like a routed expert but has no layer/expert index', w.data.file, w.name);
+      if (r.layer === undefined) throw new MoeError('looks like a routed expert but has no layer index', w.data.file, w.name);
+      if (w.fused) {
+        const list = fusedByLayer.get(r.layer) ?? [];
+        list.push(w);
+        fusedByLayer.set(r.layer, list);
+        continue;
       }
+      if (r.expert === undefined) throw new MoeError('looks like a routed expert but has no expert index', w.data.file, w.name);
       let s = expertSets.get(r.layer);
       if (!s) expertSets.set(r.layer, (s = new Set()));
       s.add(r.expert);
     }
     if (r.kind === 'shared_expert') sawShared = true;
   }
-  if (expertSets.size === 0) {
-    throw new MoeError(`no routed expert tensors found for family ${arch.name}: this does not look like an MoE checkpoint`, configPath);
+  if (expertSets.size === 0 && fusedByLayer.size === 0) {
+    throw new MoeError(`no routed expert tensors found for family ${cr.arch.name}: this does not look like an MoE checkpoint`, configPath);
   }
 
   // The config's layer count against the highest layer the tensors show.
   const lastSeen = maxOf(layersSeen);
-  if (layers > lastSeen + 1) {
-    throw new MoeError(`"${c.layers}" is ${layers}, but the tensors show layers 0-${lastSeen} only`, configPath);
-  }
+  if (layers > lastSeen + 1) throw new MoeError(`"${keyName(cr, 'layers')}" is ${layers}, but the tensors show layers 0-${lastSeen} only`, configPath);
   // Layers beyond the config: only MTP layers.
   const mtpLayers: number[] = [];
-  const beyond = [...layersSeen].filter((l) => l >= layers).sort((a, b) => a - b);
-  for (const l of beyond) {
+  for (const l of [...layersSeen].filter((x) => x >= layers).sort((a, b) => a - b)) {
     if (l < layers + mtpCount) mtpLayers.push(l);
     else {
       const example = weights.find((w) => w.role.layer === l)!;
       throw new MoeError(
-        `tensor names show layer ${l}, but config "${c.layers}" is ${layers}` +
-          (c.mtpLayers ? ` and "${c.mtpLayers}" is ${mtpCount}` : ''),
+        `tensor names show layer ${l}, but config "${keyName(cr, 'layers')}" is ${layers}` + (cr.arch.config.mtpLayers.length > 0 ? ` and "${keyName(cr, 'mtpLayers')}" is ${mtpCount}` : ''),
         example.data.file,
         example.name,
       );
@@ -380,89 +361,177 @@ function buildLayout(config: Record<string, unknown>, arch: ArchitectureSpec, we
   }
   const empty: number[] = [];
   for (let l = 0; l < layers; l++) if (!layersSeen.has(l)) empty.push(l);
-  if (empty.length > 0) {
-    throw new MoeError(`config "${c.layers}" is ${layers}, but no tensors were found for layer${empty.length > 1 ? 's' : ''} ${rangeText(empty)}`, configPath);
-  }
+  if (empty.length > 0) throw new MoeError(`config "${keyName(cr, 'layers')}" is ${layers}, but no tensors were found for layer${empty.length > 1 ? 's' : ''} ${rangeText(empty)}`, configPath);
 
   // Expert counts per MoE layer, MTP layers included.
+  for (const [l, list] of [...fusedByLayer].sort((a, b) => a[0] - b[0])) {
+    for (const w of list) {
+      const n = w.fused!.stacked2d ? Math.floor((w.shape[0] ?? 0) / Math.max(1, experts)) * experts === (w.shape[0] ?? 0) ? experts : -1 : fusedCount(w);
+      if (n !== experts) {
+        throw new MoeError(
+          w.fused!.stacked2d
+            ? `shape [${w.shape}] does not stack config "${eKey}" = ${experts} experts along its rows`
+            : `stacks ${fusedCount(w)} experts (shape [${w.shape}]), but config "${eKey}" is ${experts}`,
+          w.data.file,
+          w.name,
+        );
+      }
+    }
+    if (expertSets.has(l)) {
+      const w = list[0]!;
+      throw new MoeError(`layer ${l} holds routed experts both fused and one tensor per expert`, w.data.file, w.name);
+    }
+  }
   for (const [l, set] of [...expertSets].sort((a, b) => a[0] - b[0])) {
     const max = maxOf(set) + 1;
-    if (max > experts) {
-      throw new MoeError(`config "${c.experts}" is ${experts}, but layer ${l} has tensors for expert ${max - 1} (${max} or more experts)`, configPath);
-    }
-    if (experts > max) {
-      throw new MoeError(`config "${c.experts}" is ${experts}, but layer ${l} has tensors for experts 0-${max - 1} only`, configPath);
-    }
+    if (max > experts) throw new MoeError(`config "${eKey}" is ${experts}, but layer ${l} has tensors for expert ${max - 1} (${max} or more experts)`, configPath);
+    if (experts > max) throw new MoeError(`config "${eKey}" is ${experts}, but layer ${l} has tensors for experts 0-${max - 1} only`, configPath);
     if (set.size !== experts) {
       const missing: number[] = [];
       for (let e = 0; e < experts; e++) if (!set.has(e)) missing.push(e);
-      throw new MoeError(`config "${c.experts}" is ${experts}, but layer ${l} has no tensors for expert${missing.length > 1 ? 's' : ''} ${rangeText(missing)}`, configPath);
+      throw new MoeError(`config "${eKey}" is ${experts}, but layer ${l} has no tensors for expert${missing.length > 1 ? 's' : ''} ${rangeText(missing)}`, configPath);
     }
   }
   if (expertsPerToken !== undefined && (expertsPerToken < 1 || expertsPerToken > experts)) {
-    throw new MoeError(
-      `"${c.expertsPerToken}" is ${expertsPerToken}, but each token must be routed to between 1 and the ${experts} experts of a layer`,
-      configPath,
-    );
+    throw new MoeError(`"${keyName(cr, 'expertsPerToken')}" is ${expertsPerToken}, but each token must be routed to between 1 and the ${experts} experts of a layer`, configPath);
   }
-  requireCompleteExperts(weights);
+  if (groups !== undefined && groups > 1 && experts % groups !== 0) {
+    throw new MoeError(`"${keyName(cr, 'groups')}" is ${groups}, which does not divide the ${experts} experts of a layer into equal groups`, configPath);
+  }
 
-  const moeLayers = [...expertSets.keys()].filter((l) => l < layers).sort((a, b) => a - b);
+  const moeSet = new Set([...expertSets.keys(), ...fusedByLayer.keys()]);
+  const moeLayers = [...moeSet].filter((l) => l < layers).sort((a, b) => a - b);
   const denseLayers: number[] = [];
-  for (let l = 0; l < layers; l++) if (!expertSets.has(l)) denseLayers.push(l);
-  const expected = [...configMoeLayers(cr, arch, layers, experts)].sort((a, b) => a - b);
+  for (let l = 0; l < layers; l++) if (!moeSet.has(l)) denseLayers.push(l);
+  const expected = configMoeLayers(cr.arch, cr.config, layers, configPath);
   if (expected.join(',') !== moeLayers.join(',')) {
-    throw new MoeError(
-      `the config implies MoE layers ${rangeText(expected)}, but routed expert tensors are in layers ${rangeText(moeLayers)}`,
-      configPath,
-    );
+    throw new MoeError(`the config implies MoE layers ${rangeText(expected)}, but routed expert tensors are in layers ${rangeText(moeLayers)}`, configPath);
   }
 
   let sharedExperts: number;
   if (sharedFromConfig !== undefined) {
     sharedExperts = sharedFromConfig;
-    if (sharedFromConfig > 0 && !sawShared) {
-      throw new MoeError(`config "${c.sharedExperts}" is ${sharedFromConfig}, but no shared expert tensors were found`, configPath);
-    }
-    if (sharedFromConfig === 0 && sawShared) {
-      warnings.push(`config "${c.sharedExperts}" is 0, but shared expert tensors were found`);
-    }
+    if (sharedFromConfig > 0 && !sawShared) throw new MoeError(`config "${keyName(cr, 'sharedExperts')}" is ${sharedFromConfig}, but no shared expert tensors were found`, configPath);
+    if (sharedFromConfig === 0 && sawShared) warnings.push(`config "${keyName(cr, 'sharedExperts')}" is 0, but shared expert tensors were found`);
   } else sharedExperts = sawShared ? 1 : 0;
 
   const layout: ModelLayout = { layers, moeLayers, denseLayers, experts, sharedExperts };
   if (expertsPerToken !== undefined) layout.expertsPerToken = expertsPerToken;
   if (hiddenSize !== undefined) layout.hiddenSize = hiddenSize;
   if (mtpLayers.length > 0) layout.mtpLayers = mtpLayers;
+  if (groups !== undefined) layout.groups = groups;
+  if (topkGroups !== undefined) layout.topkGroups = topkGroups;
   return layout;
 }
 
 /**
- * Every routed expert of a layer holds the same tensors (its projections, and their biases where
- * the family has them). A missing one is an error naming it: a child merged without it would not
- * load, and silently taking it from elsewhere would make a model nobody asked for.
+ * Every weight's view (slabs × rows × cols) and, for weights that stack experts, where each
+ * expert's projections sit in its slab.
  */
-function requireCompleteExperts(weights: Weight[]): void {
-  // Per layer: the tensor name of each (expert, slot), a slot being the name with its expert index wildcarded.
-  const layersMap = new Map<number, Map<string, Map<number, Weight>>>();
-  const EXPERT_INDEX = /(^|\.)experts\.(\d+)\./;
+function placeExperts(weights: Weight[], layout: ModelLayout, configPath: string): void {
+  const E = layout.experts;
+  for (const w of weights) {
+    const s = w.shape;
+    if (w.fused) {
+      w.view = fusedView(s, w.fused, E);
+      w.experts = { kind: 'slabs', parts: fusedRegions(w.view, w.fused, layout.hiddenSize, { file: w.data.file, name: w.name, config: configPath }) };
+      checkStored(w);
+      continue;
+    }
+    if (w.experts?.kind === 'slabs') {
+      // A router's rows or a bias's entries: the first dimension that is not 1 is the expert.
+      const dims = s.filter((d) => d !== 1);
+      const first = dims[0] ?? 1;
+      if (first !== E) {
+        throw new MoeError(`should hold one row or entry per expert (${E}), but its shape is [${s}]`, w.data.file, w.name);
+      }
+      const rest = dims.slice(1).reduce((a, b) => a * b, 1);
+      w.view = { slabs: E, rows: 1, cols: rest };
+      w.experts = { kind: 'slabs', parts: [{ region: wholeRegion(1, rest) }] };
+      checkStored(w);
+      continue;
+    }
+    const rows = s.length >= 2 ? s[0]! : 1;
+    const cols = s.length >= 2 ? s.slice(1).reduce((a, b) => a * b, 1) : (s[0] ?? 1);
+    w.view = { slabs: 1, rows, cols };
+    if (w.role.kind === 'routed_expert' && w.role.expert !== undefined) {
+      w.experts = w.role.proj ? { kind: 'single', expert: w.role.expert, proj: w.role.proj } : { kind: 'single', expert: w.role.expert };
+    }
+    checkStored(w);
+  }
+}
+
+/**
+ * The stored bytes must be exactly what the view and codec say: every slab the same size, so a
+ * slab's bytes (and its scales) are at a fixed stride. A mismatch is a file no loader would read.
+ */
+function checkStored(w: Weight): void {
+  const { slabs, rows, cols } = w.view;
+  if (w.codec.kind === 'plain') {
+    // The safetensors reader checked bytes against shape and dtype; slabs need equal shares.
+    if (w.data.length % Math.max(1, slabs) !== 0) throw new MoeError(`holds ${w.data.length} bytes, which do not split into ${slabs} equal slabs`, w.data.file, w.name);
+    return;
+  }
+  const want = slabs * dataBytes(w.codec, rows, cols);
+  if (w.data.length !== want) {
+    throw new MoeError(`holds ${w.data.length} bytes of ${codecName(w.codec)}, but ${slabs} × ${rows} × ${cols} values take ${want}`, w.data.file, w.data.name);
+  }
+  const scale = w.companions.find((c) => c.role === 'scale');
+  if (scale && w.codec.kind !== 'nvfp4') {
+    const sc = slabs * stripeScales(w.codec, rows, cols).bytes;
+    if (scale.record.length !== sc) {
+      throw new MoeError(`scale holds ${scale.record.length} bytes, but ${slabs} × ${rows} × ${cols} values of ${codecName(w.codec)} need ${sc}`, scale.record.file, scale.record.name);
+    }
+  }
+}
+
+/**
+ * The routed experts of every layer: where each expert's projections (and biases) are, and the
+ * router tensors with a row or entry per expert. Every expert of a layer must have the same parts:
+ * a missing one is an error naming it (a child without it would not load, and silently taking it
+ * from elsewhere would make a model nobody asked for).
+ */
+function indexExperts(weights: Weight[], layout: ModelLayout): Map<number, LayerExperts> {
+  const out = new Map<number, LayerExperts>();
+  const layerOf = (l: number) => {
+    let le = out.get(l);
+    if (!le) out.set(l, (le = { layer: l, experts: layout.experts, parts: Array.from({ length: layout.experts }, () => []), routers: [] }));
+    return le;
+  };
+  // Per layer: which (slot) each expert has, a slot being the tensor name with its expert index wildcarded.
+  const slots = new Map<number, Map<string, Map<number, Weight>>>();
   for (const w of weights) {
     const r = w.role;
-    if (r.kind !== 'routed_expert' || r.layer === undefined || r.expert === undefined) continue;
-    const slot = w.name.replace(EXPERT_INDEX, '$1experts.*.');
-    let slots = layersMap.get(r.layer);
-    if (!slots) layersMap.set(r.layer, (slots = new Map()));
-    let byExpert = slots.get(slot);
-    if (!byExpert) slots.set(slot, (byExpert = new Map()));
-    byExpert.set(r.expert, w);
+    if (r.layer === undefined || !w.experts) continue;
+    if (r.kind === 'router' || r.kind === 'router_bias') {
+      layerOf(r.layer).routers.push(w);
+      continue;
+    }
+    if (r.kind !== 'routed_expert') continue;
+    const le = layerOf(r.layer);
+    if (w.experts.kind === 'single') {
+      const proj = w.experts.proj;
+      if (proj) le.parts[w.experts.expert]!.push({ weight: w, slab: 0, region: r.bias ? biasRegion(w.view.rows * w.view.cols) : wholeRegion(w.view.rows, w.view.cols), proj, bias: !!r.bias });
+      const span = w.expertSpan;
+      const slot = span ? w.name.slice(0, span[0]) + '*' + w.name.slice(span[1]) : w.name;
+      let bySlot = slots.get(r.layer);
+      if (!bySlot) slots.set(r.layer, (bySlot = new Map()));
+      let byExpert = bySlot.get(slot);
+      if (!byExpert) bySlot.set(slot, (byExpert = new Map()));
+      byExpert.set(w.experts.expert, w);
+    } else {
+      for (let e = 0; e < layout.experts; e++) {
+        for (const p of w.experts.parts) le.parts[e]!.push({ weight: w, slab: e, region: p.region, proj: p.proj!, bias: !!w.fused?.bias });
+      }
+    }
   }
-  for (const [layer, slots] of [...layersMap].sort((a, b) => a[0] - b[0])) {
-    const experts = new Set<number>();
-    for (const byExpert of slots.values()) for (const e of byExpert.keys()) experts.add(e);
-    for (const [slot, byExpert] of slots) {
-      if (byExpert.size === experts.size) continue;
-      const missing = [...experts].filter((e) => !byExpert.has(e)).sort((a, b) => a - b);
+  for (const [layer, bySlot] of [...slots].sort((a, b) => a[0] - b[0])) {
+    for (const [slot, byExpert] of bySlot) {
+      if (byExpert.size === layout.experts) continue;
+      const missing: number[] = [];
+      for (let e = 0; e < layout.experts; e++) if (!byExpert.has(e)) missing.push(e);
       const example = byExpert.values().next().value as Weight;
-      const name = slot.replace('experts.*.', `experts.${missing[0]}.`);
+      const name = slot.replace('*', String(missing[0]));
       throw new MoeError(
         `layer ${layer}: expert${missing.length > 1 ? 's' : ''} ${rangeText(missing)} ${missing.length > 1 ? 'lack' : 'lacks'} ` +
           `${name}${missing.length > 1 ? ' (and the others of that slot)' : ''}, which the layer's other experts have (e.g. ${example.name}): ` +
@@ -472,4 +541,5 @@ function requireCompleteExperts(weights: Weight[]): void {
       );
     }
   }
+  return out;
 }

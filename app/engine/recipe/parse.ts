@@ -69,6 +69,14 @@ export function recipeToYaml(recipe: Recipe): string {
   });
   if (recipe.threshold) ordered.threshold = recipe.threshold;
   if (recipe.edits.length > 0) ordered.edits = recipe.edits;
+  const ex = recipe.experts;
+  if (ex && (ex.remove.length > 0 || ex.transplant.length > 0 || ex.add.length > 0)) {
+    const changes: Record<string, unknown> = {};
+    if (ex.remove.length > 0) changes.remove = ex.remove;
+    if (ex.transplant.length > 0) changes.transplant = ex.transplant;
+    if (ex.add.length > 0) changes.add = ex.add;
+    ordered.experts = changes;
+  }
   ordered.output = recipe.output;
   const doc = new Document(ordered);
   const flow = (path: (string | number)[]) => {
@@ -80,6 +88,7 @@ export function recipeToYaml(recipe: Recipe): string {
     if (r.weights) flow(['rules', i, 'weights']);
   });
   recipe.edits.forEach((_, i) => flow(['edits', i]));
+  for (const key of ['remove', 'transplant', 'add'] as const) (ex?.[key] ?? []).forEach((_, i) => flow(['experts', key, i]));
   if (recipe.threshold) flow(['threshold']);
   flow(['output']);
   return doc.toString({ lineWidth: 0, flowCollectionPadding: false });

@@ -77,6 +77,47 @@ export const editSchema = z.strictObject({
   action: z.enum(['off', 'on', 'mute']),
 });
 
+/** An expert of a parent, in its own numbering: `layer` defaults to the slot's layer, `expert` (transplant) to the slot's expert. */
+const expertRef = z.strictObject({
+  parent: z.string(),
+  layer: z.number().int().nonnegative().optional(),
+  expert: z.number().int().nonnegative().optional(),
+});
+
+/** Accepts `layers` or `layer` (and `experts` or `expert`): both read naturally, for one index or many. */
+function oneSpelling<T extends { layers?: unknown; layer?: unknown; experts?: unknown; expert?: unknown }>(needExperts: boolean) {
+  return (e: T, ctx: z.RefinementCtx) => {
+    if ((e.layers === undefined) === (e.layer === undefined)) ctx.addIssue({ code: 'custom', message: 'give exactly one of `layers` or `layer`' });
+    if (needExperts && (e.experts === undefined) === (e.expert === undefined)) ctx.addIssue({ code: 'custom', message: 'give exactly one of `experts` or `expert`' });
+  };
+}
+
+export const removeSchema = z
+  .strictObject({ layers: indexSet.optional(), layer: indexSet.optional(), experts: indexSet.optional(), expert: indexSet.optional() })
+  .superRefine(oneSpelling(true));
+
+export const transplantSchema = z
+  .strictObject({
+    layers: indexSet.optional(),
+    layer: indexSet.optional(),
+    experts: indexSet.optional(),
+    expert: indexSet.optional(),
+    from: expertRef,
+    router: z.enum(['keep', 'source']).default('keep'),
+  })
+  .superRefine(oneSpelling(true));
+
+export const addSchema = z
+  .strictObject({ layers: indexSet.optional(), layer: indexSet.optional(), from: expertRef.extend({ expert: z.number().int().nonnegative() }) })
+  .superRefine(oneSpelling(false));
+
+/** Changes to which experts the child has, applied after the rules and edits (in the parents' numbering). */
+export const expertsSchema = z.strictObject({
+  remove: z.array(removeSchema).default([]),
+  transplant: z.array(transplantSchema).default([]),
+  add: z.array(addSchema).default([]),
+});
+
 /** "5GB", "500MB", "2GiB" or a number of bytes. GB/MB are powers of 1000, GiB/MiB of 1024. */
 const byteSize = z.union([
   z.number().int().positive(),
@@ -94,6 +135,7 @@ export const recipeSchema = z.strictObject({
     })
     .optional(),
   edits: z.array(editSchema).default([]),
+  experts: expertsSchema.optional(),
   output: z
     .strictObject({
       dtype: z.enum(['keep', 'bf16', 'f16', 'f32']).default('keep'),
@@ -105,6 +147,7 @@ export const recipeSchema = z.strictObject({
 export type Selector = z.infer<typeof selectorSchema>;
 export type Rule = z.infer<typeof ruleSchema>;
 export type Edit = z.infer<typeof editSchema>;
+export type ExpertChanges = z.infer<typeof expertsSchema>;
 /** A recipe as written (after defaults are filled in). */
 export type Recipe = z.infer<typeof recipeSchema>;
 export type IndexSet = z.infer<typeof indexSet>;

@@ -1,6 +1,8 @@
 // The child's README.md: a Hugging Face model card saying exactly what was taken from where.
 import type { MergePlan } from '../plan/types.ts';
 import { recipeToYaml } from '../recipe/parse.ts';
+import { rangeText } from './format.ts';
+import { describeExpertChanges } from '../plan/experts.ts';
 
 /** What the merge found out while running, for the card. Absent when the card is only planned. */
 export interface CardFacts {
@@ -43,7 +45,7 @@ export function renderModelCard(plan: MergePlan, facts: CardFacts | undefined): 
     .map((r, i) => ({ r, i }))
     .filter(({ r }) => r.weights && Object.values(r.weights).filter((w) => w !== 0).length > 1);
   if (mixRules.length > 0) {
-    lines.push('Mixed tensors are convex combinations computed in f32 (FP8 weights dequantized with their 128×128 block scales, and re-quantized with fresh scales when the output is FP8):');
+    lines.push('Mixed tensors are convex combinations computed in f32 (quantized weights decoded with their scales, and re-encoded with fresh scales when the child keeps a quantized format):');
     lines.push('');
     for (const { r, i } of mixRules) {
       const w = Object.entries(r.weights!).map(([p, x]) => `${x}·${p}`).join(' + ');
@@ -64,18 +66,53 @@ export function renderModelCard(plan: MergePlan, facts: CardFacts | undefined): 
     );
   }
   lines.push('');
-  const patched = plan.tensors.filter((t) => t.patches);
-  const muted = plan.tensors.filter((t) => t.edit === 'mute');
-  if (patched.length > 0 || muted.length > 0) {
+  const edits: string[] = [];
+  const seen = new Set<string>();
+  for (const t of plan.tensors) {
+    t.slabs.forEach((cells, j) => {
+      for (const c of cells) {
+        if (!c.edit) continue;
+        const expert = t.slots?.[j]?.baseExpert ?? t.slot?.baseExpert ?? t.role.expert;
+        const key = `${t.role.layer}/${expert}/${c.edit}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        if (c.edit === 'mute') edits.push(`- layer ${t.role.layer}, expert ${expert}: muted (down projection zeroed: zero output, the expert still takes its routing slot)`);
+        else {
+          const value = c.op.type === 'value' ? c.op.value : undefined;
+          edits.push(`- layer ${t.role.layer}, expert ${expert}: switched ${c.edit} (router bias entry set to ${value}; the router ${c.edit === 'off' ? 'never' : 'always'} selects it)`);
+        }
+      }
+    });
+  }
+  if (edits.length > 0) {
     lines.push('## Expert edits');
     lines.push('');
-    for (const t of patched) {
-      for (const p of t.patches!) {
-        lines.push(`- layer ${t.role.layer}, expert ${p.expert}: switched ${p.action} (e_score_correction_bias set to ${p.value}; the router ${p.action === 'off' ? 'never' : 'always'} selects it, nothing else changes)`);
-      }
+    lines.push(...edits);
+    lines.push('');
+  }
+  if (plan.expertMap) {
+    lines.push('## Experts');
+    lines.push('');
+    lines.push(describeExpertChanges(plan));
+    lines.push('');
+    lines.push('| layers | child expert | from |');
+    lines.push('|---|---:|---|');
+    // Layers with the same slots share a row group.
+    const groups = new Map<string, number[]>();
+    for (const { layer, slots } of plan.expertMap) {
+      const text = JSON.stringify(slots.map((s) => [s.how, s.baseExpert, s.source]));
+      groups.set(text, [...(groups.get(text) ?? []), layer]);
     }
-    for (const t of muted) {
-      lines.push(`- layer ${t.role.layer}, expert ${t.role.expert}: muted (down projection zeroed: zero output, the expert still takes its routing slot)`);
+    for (const layers of groups.values()) {
+      const slots = plan.expertMap.find((m) => m.layer === layers[0])!.slots;
+      slots.forEach((s, j) => {
+        if (s.how === 'kept' && s.baseExpert === j) return;
+        const from =
+          s.how === 'kept'
+            ? `expert ${s.baseExpert} of ${plan.base} (renumbered)`
+            : `${s.source!.parent} layer ${s.source!.layer} expert ${s.source!.expert} (${s.entry}${s.how === 'transplanted' ? `, in place of expert ${s.baseExpert}; router ${s.router === 'source' ? "row from the source" : "row kept"}` : ''})`;
+        lines.push(`| ${rangeText(layers)} | ${j} | ${from} |`);
+      });
     }
     lines.push('');
   }

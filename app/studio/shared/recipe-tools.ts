@@ -1,6 +1,6 @@
 // Pure recipe helpers for the studio: presets, rules from a heatmap selection, renames.
 // The recipe shape itself is the engine's (app/engine/recipe/schema.ts), shared with the CLI.
-import type { Edit, Recipe, Rule } from '../../engine/recipe/schema.ts';
+import type { Edit, ExpertChanges, Recipe, Rule } from '../../engine/recipe/schema.ts';
 import { toIndexSet } from '../../engine/recipe/select.ts';
 import { TENSOR_KINDS, type Projection, type TensorKind } from '../../engine/model/types.ts';
 
@@ -151,6 +151,50 @@ export function applyEdits(recipe: Recipe, sel: ExpertSelection, action: Edit['a
   for (const l of [...sel.layers].sort((a, b) => a - b))
     for (const e of [...sel.experts].sort((a, b) => a - b)) added.push({ layer: l, expert: e, action });
   return { ...recipe, edits: [...kept, ...added] };
+}
+
+/** The recipe's expert changes, with empty lists filled in. */
+function changesOf(recipe: Recipe): ExpertChanges {
+  return { remove: [...(recipe.experts?.remove ?? [])], transplant: [...(recipe.experts?.transplant ?? [])], add: [...(recipe.experts?.add ?? [])] };
+}
+
+/** Removes (prunes) the selected experts of the selected layers: `experts.remove`. */
+export function removeExperts(recipe: Recipe, sel: ExpertSelection): Recipe {
+  if (sel.layers.length === 0 || sel.experts.length === 0) return recipe;
+  const c = changesOf(recipe);
+  c.remove.push({ layers: toIndexSet(sel.layers), experts: toIndexSet(sel.experts) });
+  return { ...recipe, experts: c };
+}
+
+/**
+ * Each selected expert slot takes another expert's weights: `experts.transplant`. `expert`
+ * undefined: the same index as the slot (a swap of whole experts between related models).
+ */
+export function transplantExperts(recipe: Recipe, sel: ExpertSelection, from: { parent: string; layer?: number; expert?: number }, router: 'keep' | 'source'): Recipe {
+  if (sel.layers.length === 0 || sel.experts.length === 0) return recipe;
+  const c = changesOf(recipe);
+  const ref: { parent: string; layer?: number; expert?: number } = { parent: from.parent };
+  if (from.layer !== undefined) ref.layer = from.layer;
+  if (from.expert !== undefined) ref.expert = from.expert;
+  c.transplant.push({ layers: toIndexSet(sel.layers), experts: toIndexSet(sel.experts), from: ref, router });
+  return { ...recipe, experts: c };
+}
+
+/** Appends a parent's expert to every selected layer: `experts.add` (its router row comes with it). */
+export function addExpert(recipe: Recipe, sel: ExpertSelection, from: { parent: string; layer?: number; expert: number }): Recipe {
+  if (sel.layers.length === 0) return recipe;
+  const c = changesOf(recipe);
+  const ref: { parent: string; layer?: number; expert: number } = { parent: from.parent, expert: from.expert };
+  if (from.layer !== undefined) ref.layer = from.layer;
+  c.add.push({ layers: toIndexSet(sel.layers), from: ref });
+  return { ...recipe, experts: c };
+}
+
+/** Drops every expert change. */
+export function clearExpertChanges(recipe: Recipe): Recipe {
+  const out = { ...recipe };
+  delete out.experts;
+  return out;
 }
 
 function round3(x: number): number {

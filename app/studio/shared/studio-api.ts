@@ -3,11 +3,13 @@
 // (app/studio/client/bridge.ts). Everything that crosses it is plain, structured-cloneable data:
 // no Model objects, no functions except Comlink.proxy callbacks.
 import type { Recipe } from '../../engine/recipe/schema.ts';
-import type { KindSummary } from '../../engine/plan/types.ts';
+import type { KindSummary, Made } from '../../engine/plan/types.ts';
+import type { RouterBias } from '../../engine/arch/types.ts';
+import type { EditExactness } from '../../engine/model/inspect.ts';
 import type { InterruptedMerge, KeptWork, MergeProgress } from '../../engine/exec/merge.ts';
 import { METRICS, type Metric } from '../../engine/report/metrics.ts';
 
-export type { Recipe, KindSummary };
+export type { Recipe, KindSummary, RouterBias, EditExactness };
 export type ParentId = string;
 
 /** Where a parent's files come from: a directory handle (re-openable after reload) or loose files. */
@@ -54,9 +56,18 @@ export interface ParentSummary {
   /** Weights (FP8 scale tensors ride with their weight and are not counted). */
   tensorCount: number;
   shardCount: number;
-  /** "selection_only": experts can be switched off/on exactly by editing the router bias. */
-  routerBias: 'selection_only' | 'none';
-  fp8: boolean;
+  /** What the router's bias is: it decides which expert edits are exact. */
+  routerBias: RouterBias;
+  /** Group-limited routing (DeepSeek's n_group / topk_group), where the config says. */
+  groups?: number;
+  topkGroups?: number;
+  /** What off / on / mute / remove mean for this router (the same verdicts `inspect` prints). */
+  edits: EditExactness[];
+  /** How routed experts are stored, and each fused tensor's layout. */
+  expertLayout: 'per-expert' | 'fused' | 'mixed';
+  fusedLayouts: string[];
+  /** Weights per storage format ("BF16", "FP8 E4M3, 128×128 blocks (F32)", "MXFP4 …"). */
+  formats: { format: string; weights: number; bytes: number }[];
   otherFiles: string[];
   /** The engine's own plain-text summary (formatSummary). */
   text: string;
@@ -132,9 +143,13 @@ export interface PlanSummary {
   /** Per tensor kind: how many tensors, from which parent, mixed, muted, bias-patched. */
   byKind: KindSummary[];
   tensors: number;
-  ops: { copy: number; convert: number; mix: number; zero: number };
-  /** Tensors each rule decides (first match wins), in rule order. */
+  /** Child tensors by how they are made. */
+  made: Record<Made, number>;
+  /** Tensors and expert regions each rule decides (first match wins), in rule order. */
   ruleCounts: number[];
+  /** Routed experts per MoE layer in the child, and the expert changes in words (empty when none). */
+  experts: number;
+  expertChanges: string;
   warnings: string[];
   /** Recipe parent names in recipe order; bit i of a candidate mask is parents[i]. */
   parents: string[];

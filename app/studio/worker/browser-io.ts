@@ -15,6 +15,8 @@ function fileSource(file: File, name: string): ByteSource {
     name,
     size: file.size,
     identity: `${file.size}:${file.lastModified}`,
+    // A File travels to a kernel worker, which reads its slices itself.
+    workerRef: file,
     async read(offset: number, length: number): Promise<Uint8Array> {
       if (length > MAX_READ) throw new MoeError(`read of ${length} bytes exceeds the 1 GiB limit`, name);
       if (offset < 0 || offset + length > file.size)
@@ -123,17 +125,15 @@ class WritableOutputFile implements OutputFile {
     this.fill += bytes.length;
   }
 
-  /** Rewrites bytes already written: in the buffer if they are still there, else in the file (then back to the end). */
+  /** Writes at any position (the file grows as needed); sequential writes then go on where they were. */
   async writeAt(position: number, bytes: Uint8Array): Promise<void> {
+    if (position < 0) throw new MoeError(`writeAt at ${position} is not a file position`, this.name);
     const end = this.flushed + this.fill;
-    if (position < 0 || position + bytes.length > end) {
-      throw new MoeError(`writeAt past the written part (${position}+${bytes.length} > ${end})`, this.name);
-    }
-    if (position >= this.flushed) {
+    if (position >= this.flushed && position + bytes.length <= end) {
       this.buffer.set(bytes, position - this.flushed);
       return;
     }
-    if (position + bytes.length > this.flushed) await this.flush();
+    await this.flush();
     try {
       await this.stream.write({ type: 'write', position, data: bytes as Uint8Array<ArrayBuffer> });
       await this.stream.seek(this.flushed);
@@ -158,6 +158,74 @@ class WritableOutputFile implements OutputFile {
     this.done = true;
     this.fill = 0;
     await this.stream.abort().catch(() => {});
+  }
+}
+
+/** Opens an OPFS file for positional writes that several workers may make at once. */
+export async function openSyncHandle(fh: FileSystemFileHandle): Promise<FileSystemSyncAccessHandle> {
+  const open = fh.createSyncAccessHandle as unknown as (opts?: { mode: string }) => Promise<FileSystemSyncAccessHandle>;
+  return open.call(fh, { mode: 'readwrite-unsafe' });
+}
+
+/** Whether this context can write OPFS files through synchronous access handles (a dedicated worker). */
+function syncHandlesAvailable(): boolean {
+  const proto = (globalThis as { FileSystemFileHandle?: { prototype: object } }).FileSystemFileHandle?.prototype;
+  return !!proto && 'createSyncAccessHandle' in proto && typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !== 'undefined';
+}
+
+/**
+ * An OPFS file written positionally through a synchronous access handle. Kernel workers open
+ * their own handles on the same file (its `workerRef`) and write their units' ranges directly.
+ */
+class SyncOutputFile implements OutputFile {
+  private pos = 0;
+  private done = false;
+  constructor(
+    private readonly handle: FileSystemSyncAccessHandle,
+    private readonly name: string,
+    readonly workerRef: FileSystemFileHandle,
+    private readonly removeFile: () => Promise<void>,
+  ) {}
+
+  private put(bytes: Uint8Array, at: number): void {
+    if (this.done) throw new MoeError('write after close', this.name);
+    let n: number;
+    try {
+      n = this.handle.write(bytes as Uint8Array<ArrayBuffer>, { at });
+    } catch (e) {
+      throw new MoeError(`write failed: ${errorText(e)}`, this.name);
+    }
+    if (n !== bytes.length) throw new MoeError(`wrote ${n} of ${bytes.length} bytes (browser storage full?)`, this.name);
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    this.put(bytes, this.pos);
+    this.pos += bytes.length;
+  }
+
+  async writeAt(position: number, bytes: Uint8Array): Promise<void> {
+    if (position < 0) throw new MoeError(`writeAt at ${position} is not a file position`, this.name);
+    this.put(bytes, position);
+  }
+
+  async close(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    try {
+      this.handle.flush();
+    } catch (e) {
+      throw new MoeError(`could not finish the file: ${errorText(e)}`, this.name);
+    } finally {
+      this.handle.close();
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (!this.done) {
+      this.done = true;
+      this.handle.close();
+    }
+    await this.removeFile().catch(() => {});
   }
 }
 
@@ -281,7 +349,13 @@ export class HandleOutputFolder implements OutputFolder {
   async create(file: string): Promise<OutputFile> {
     const name = `${this.name}/${file}`;
     try {
-      const fh = await (await this.dir()).getFileHandle(file, { create: true });
+      const dir = await this.dir();
+      const fh = await dir.getFileHandle(file, { create: true });
+      if (this.isOpfs && syncHandlesAvailable()) {
+        const handle = await openSyncHandle(fh);
+        handle.truncate(0);
+        return new SyncOutputFile(handle, name, fh, () => dir.removeEntry(file));
+      }
       const stream = await fh.createWritable({ keepExistingData: false });
       return new WritableOutputFile(stream, name);
     } catch (e) {

@@ -1,7 +1,7 @@
 // The coordinator's pool of kernel workers: the WASM module is compiled once here and the
 // compiled Module is posted to every worker; calls transfer their buffers instead of copying.
 import * as Comlink from 'comlink';
-import { callKernels } from '../../engine/kernels/bridge.ts';
+import { callUnits } from '../../engine/kernels/bridge.ts';
 import { createKernelPool, type KernelEndpoint, type KernelPool } from '../../engine/kernels/pool.ts';
 import type { KernelWorkerApi } from './kernel-worker.ts';
 import { errorText } from './browser-io.ts';
@@ -15,7 +15,7 @@ export function kernelStatus(): { status: string; workers: number } {
   return state;
 }
 
-/** One kernel worker per core: the coordinator mostly waits on file reads and writes. */
+/** One kernel worker per core: they read and write the files themselves; the coordinator hands out units. */
 export function workerCount(): number {
   return Math.min(8, Math.max(1, navigator.hardwareConcurrency || 2));
 }
@@ -34,15 +34,13 @@ async function compileKernels(): Promise<WebAssembly.Module> {
 
 function endpointOf(remote: Comlink.Remote<KernelWorkerApi>): KernelEndpoint {
   const r: KernelEndpoint = {
-    decode: (c) => remote.decode(c),
-    encode: (v, rows, cols, out) => remote.encode(v, rows, cols, out),
-    mix: (req) => remote.mix(req),
-    diff: (a, b) => remote.diff(a, b),
-    diffMany: (pairs) => remote.diffMany(pairs),
+    openFiles: (files) => remote.openFiles(files),
+    closeFiles: (ids) => remote.closeFiles(ids),
+    run: (units) => remote.run(units),
     hashMany: (parts) => remote.hashMany(parts),
   };
-  // Inputs are handed over (transferred), not copied.
-  return callKernels(r, Comlink.transfer);
+  // Only file references cross; inputs are handed over (transferred), not copied.
+  return callUnits(r, Comlink.transfer);
 }
 
 async function start(): Promise<KernelPool> {
@@ -60,8 +58,10 @@ async function start(): Promise<KernelPool> {
     await Promise.all(remotes.map((r) => r.init(module)));
     const endpoints = remotes.map(endpointOf);
     state = { status: 'ready', workers: n };
-    return createKernelPool(endpoints, async () => {
-      for (const w of workers) w.terminate();
+    return createKernelPool(endpoints, {
+      close: async () => {
+        for (const w of workers) w.terminate();
+      },
     });
   } catch (e) {
     state = { status: `unavailable: ${errorText(e)}`, workers: 0 };

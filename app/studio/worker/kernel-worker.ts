@@ -1,12 +1,12 @@
-// One kernel Web Worker: the WASM SIMD kernels behind Comlink. The coordinator compiles the
-// module once and posts it here (`init`), so each worker only instantiates it. Results are
-// handed back by transfer (the engine's serveKernels does the bookkeeping).
+// One kernel Web Worker: units (reads, WASM SIMD kernels, writes) behind Comlink. The coordinator
+// compiles the module once and posts it here (`init`), so each worker only instantiates it.
+// Results are handed back by transfer (the engine's serveUnits does the bookkeeping).
 import * as Comlink from 'comlink';
-import type { FloatDtype } from '../../engine/formats/dtype.ts';
-import { serveKernels } from '../../engine/kernels/bridge.ts';
-import type { KernelEndpoint } from '../../engine/kernels/pool.ts';
-import type { Chunk, MixRequest } from '../../engine/kernels/types.ts';
-import { createWasmKernels } from '../../engine/kernels/wasm-kernels.ts';
+import { serveUnits } from '../../engine/kernels/bridge.ts';
+import type { KernelEndpoint, RunFile } from '../../engine/kernels/pool.ts';
+import type { Unit } from '../../engine/exec/units.ts';
+import { instantiateKernels } from '../../engine/kernels/wasm-kernels.ts';
+import { BrowserWorkerFiles } from './worker-files.ts';
 
 let endpoint: KernelEndpoint | undefined;
 
@@ -17,13 +17,11 @@ function need(): KernelEndpoint {
 
 export const kernelWorkerApi = {
   async init(module: WebAssembly.Module): Promise<void> {
-    endpoint = serveKernels(await createWasmKernels(module), Comlink.transfer);
+    endpoint = serveUnits(await instantiateKernels(module), new BrowserWorkerFiles(), Comlink.transfer);
   },
-  decode: (chunk: Chunk) => need().decode(chunk),
-  encode: (values: Float32Array, rows: number, cols: number, out: FloatDtype) => need().encode(values, rows, cols, out),
-  mix: (req: MixRequest) => need().mix(req),
-  diff: (a: Chunk, b: Chunk) => need().diff(a, b),
-  diffMany: (pairs: [Chunk, Chunk][]) => need().diffMany(pairs),
+  openFiles: (files: RunFile[]) => need().openFiles(files),
+  closeFiles: (ids: number[]) => need().closeFiles(ids),
+  run: (units: Unit[]) => need().run(units),
   hashMany: (parts: Uint8Array[]) => need().hashMany(parts),
 };
 

@@ -3,6 +3,8 @@
 import * as Comlink from 'comlink';
 import type { Model } from '../../engine/model/types.ts';
 import { TENSOR_KINDS, PROJECTIONS } from '../../engine/model/types.ts';
+import { itemName, itemsOf } from '../../engine/model/items.ts';
+import { describeExpertChanges } from '../../engine/plan/experts.ts';
 import { openModel } from '../../engine/model/open-model.ts';
 import { formatSummary, summarizeModel } from '../../engine/model/inspect.ts';
 import { checkCompatibility } from '../../engine/model/compat.ts';
@@ -37,7 +39,7 @@ import type {
 import { FileListModelFolder, HandleModelFolder, HandleOutputFolder, errorText, opfsOutputFolder } from './browser-io.ts';
 import { getKernelPool, kernelStatus } from './kernel-pool.ts';
 
-/** Elements per merge chunk in the browser: 8 MB BF16 reads, ~25 MB in flight per chunk. */
+/** Values per stripe in the browser: each File slice read costs ~1 ms whatever its size, so fewer, larger ones. */
 const BROWSER_CHUNK_ELEMENTS = 4 * 1024 * 1024;
 
 interface OpenParent {
@@ -56,10 +58,11 @@ function parentOf(id: ParentId): OpenParent {
   return p;
 }
 
+/** Item name → position in the parent's TensorIndex (items: tensors, and fused experts' regions). */
 function indexOf(p: OpenParent): Map<string, number> {
   if (!p.index) {
     p.index = new Map();
-    p.model.weights.forEach((w, i) => p.index!.set(w.name, i));
+    itemsOf(p.model).forEach((it, i) => p.index!.set(it.name, i));
   }
   return p.index;
 }
@@ -83,11 +86,18 @@ function summaryOf(model: Model): ParentSummary {
     tensorCount: s.weights,
     shardCount: s.shards,
     routerBias: s.routerBias,
-    fp8: 'F8_E4M3' in s.dtypes,
+    edits: s.edits,
+    expertLayout: s.expertLayout,
+    fusedLayouts: s.fusedLayouts,
+    formats: Object.entries(s.formats)
+      .map(([format, v]) => ({ format, ...v }))
+      .sort((a, b) => b.bytes - a.bytes),
     otherFiles: s.otherFiles,
     text: formatSummary(s),
   };
   if (s.expertsPerToken !== undefined) summary.expertsPerToken = s.expertsPerToken;
+  if (s.groups !== undefined) summary.groups = s.groups;
+  if (s.topkGroups !== undefined) summary.topkGroups = s.topkGroups;
   if (s.hiddenSize !== undefined) summary.hiddenSize = s.hiddenSize;
   return summary;
 }
@@ -105,20 +115,29 @@ function bound(bindings: Bindings, recipe: Recipe): Map<string, Model> {
 function planSummary(plan: MergePlan, bindings: Bindings): PlanSummary {
   const baseId = bindings[plan.base];
   const baseIndex = baseId !== undefined ? indexOf(parentOf(baseId)) : new Map<string, number>();
-  const ops = { copy: 0, convert: 0, mix: 0, zero: 0 };
+  const made: PlanSummary['made'] = { copied: 0, converted: 0, mixed: 0, muted: 0, patched: 0, assembled: 0 };
   const candIndex: number[] = [];
   const candMask: number[] = [];
   const ruleCounts = plan.recipe.rules.map(() => 0);
   for (const t of plan.tensors) {
-    ops[t.op.type]++;
-    if (t.rule >= 0) ruleCounts[t.rule]!++;
-    if (t.op.type === 'mix' && t.edit === undefined) {
-      const i = baseIndex.get(t.name);
-      if (i === undefined) continue;
-      let mask = 0;
-      for (const w of t.op.weights) {
-        if (w.weight !== 0 && w.parent !== plan.base) mask |= 1 << plan.parentOrder.indexOf(w.parent);
+    made[t.made]++;
+    // A threshold candidate is an item of the base (its heatmap cell): an expert's region of a
+    // fused tensor, else the whole tensor (a router's mixed rows are one candidate).
+    const regions = t.role.kind === 'routed_expert' && (t.view.slabs > 1 || t.slabs[0]!.length > 1);
+    const masks = new Map<string, number>();
+    t.slabs.forEach((cells, slab) => {
+      for (const c of cells) {
+        if (c.rule >= 0) ruleCounts[c.rule]!++;
+        if (c.op.type !== 'mix' || !c.thresholdBase) continue;
+        const name = regions ? itemName(t.baseName, t.slots?.[slab]?.baseExpert ?? slab, c.proj, !!c.bias) : t.baseName;
+        let mask = masks.get(name) ?? 0;
+        for (const x of c.op.inputs) if (x.weight !== 0 && x.from.parent !== plan.base) mask |= 1 << plan.parentOrder.indexOf(x.from.parent);
+        masks.set(name, mask);
       }
+    });
+    for (const [name, mask] of masks) {
+      const i = baseIndex.get(name);
+      if (i === undefined) continue;
       candIndex.push(i);
       candMask.push(mask >>> 0);
     }
@@ -129,8 +148,10 @@ function planSummary(plan: MergePlan, bindings: Bindings): PlanSummary {
     description: plan.description,
     byKind: plan.byKind.map((k) => ({ ...k, from: { ...k.from } })),
     tensors: plan.tensors.length,
-    ops,
+    made,
     ruleCounts,
+    experts: plan.experts,
+    expertChanges: describeExpertChanges(plan),
     warnings: [...plan.warnings],
     parents: [...plan.parentOrder],
     base: plan.base,
@@ -199,7 +220,8 @@ const api: StudioApi = {
 
   async tensorIndex(id: ParentId): Promise<TensorIndex> {
     const { model } = parentOf(id);
-    const n = model.weights.length;
+    const items = itemsOf(model);
+    const n = items.length;
     const out: TensorIndex = {
       parent: id,
       names: new Array<string>(n),
@@ -209,13 +231,14 @@ const api: StudioApi = {
       proj: new Int8Array(n),
       elements: new Float64Array(n),
     };
-    model.weights.forEach((w, i) => {
-      out.names[i] = w.name;
-      out.kind[i] = TENSOR_KINDS.indexOf(w.role.kind);
-      out.layer[i] = w.role.layer ?? -1;
-      out.expert[i] = w.role.expert ?? -1;
-      out.proj[i] = w.role.proj ? PROJECTIONS.indexOf(w.role.proj) : -1;
-      out.elements[i] = w.data.shape.reduce((a, b) => a * b, 1);
+    items.forEach((it, i) => {
+      out.names[i] = it.name;
+      out.kind[i] = TENSOR_KINDS.indexOf(it.role.kind);
+      out.layer[i] = it.role.layer ?? -1;
+      out.expert[i] = it.role.expert ?? -1;
+      // A projection's bias is not a cell of the heatmaps: only weights are.
+      out.proj[i] = it.role.proj && !it.role.bias ? PROJECTIONS.indexOf(it.role.proj) : -1;
+      out.elements[i] = it.shape.reduce((a, b) => a * b, 1);
     });
     return Comlink.transfer(out, [out.kind.buffer, out.layer.buffer, out.expert.buffer, out.proj.buffer, out.elements.buffer]);
   },
@@ -382,7 +405,6 @@ const api: StudioApi = {
       if (problems.length > 0) return { ok: false, error: problems.join('; ') };
       const pool = await getKernelPool().catch(() => undefined);
       const report = await executeMerge(plan, out, pool ?? unavailablePool(), {
-        // Each browser file read costs ~1 ms whatever its size: fewer, larger chunks than in Node.
         chunkElements: BROWSER_CHUNK_ELEMENTS,
         signal: ctrl.signal,
         overwrite: options.overwrite,
@@ -462,12 +484,14 @@ async function testPauseAt(point: PausePoint, signal: AbortSignal): Promise<void
   testPause = undefined;
 }
 
-/** A pool for merges that only copy: any kernel call says why the kernels are missing. */
+/** A pool standing in for missing kernels: any use says why they are missing. */
 function unavailablePool(): KernelPool {
   const fail = async (): Promise<never> => {
-    throw new Error(`the WASM kernels are not available (${kernelStatus().status}); only byte-for-byte copies can run`);
+    throw new Error(`the WASM kernels are not available (${kernelStatus().status}): nothing can be merged`);
   };
-  return { size: 1, decode: fail, encode: fail, mix: fail, diff: fail, diffMany: fail, hashMany: fail, close: async () => {} };
+  return {
+    size: 1, reads: () => false, writes: () => false, openFiles: fail, closeFiles: async () => {}, run: fail, hashMany: fail, close: async () => {},
+  };
 }
 
 Comlink.expose(api);

@@ -211,8 +211,23 @@ function ParentCard({ p, isBase }: { p: ParentEntry; isBase: boolean }) {
           {formatBytes(s.sizeOnDisk)} <span className="muted">· {formatCount(s.tensorCount)} weights · {s.shardCount} shard{s.shardCount === 1 ? '' : 's'}</span>
         </dd>
         <dt>router</dt>
-        <dd title={s.routerBias === 'selection_only' ? 'The router has a selection-only bias: experts can be switched off or forced on exactly' : 'No selection-only bias: an expert can only be muted (zero output)'}>
-          {s.routerBias === 'selection_only' ? 'selection bias · exact off/on' : 'no selection bias · mute only'}
+        <dd title={s.edits.map((e) => `${e.action}: ${e.available ? (e.exact ? 'exact' : 'not exact') : 'refused'} — ${e.why}`).join('\n')} data-testid="router-kind">
+          {s.routerBias === 'selection' ? 'selection bias' : s.routerBias === 'logits' ? 'logit bias' : 'no bias'}
+          {' · '}
+          {s.edits.filter((e) => e.available && e.exact).map((e) => e.action).join(', ')} exact
+        </dd>
+        <dt>layout</dt>
+        <dd title={s.fusedLayouts.join('\n')} data-testid="expert-layout">
+          {s.expertLayout === 'fused' ? 'fused tensors' : s.expertLayout === 'per-expert' ? 'one tensor each' : 'mixed layout'}
+          {s.fusedLayouts.length > 0 && <span className="muted small"> · {s.fusedLayouts[0]}{s.fusedLayouts.length > 1 ? ` (+${s.fusedLayouts.length - 1})` : ''}</span>}
+        </dd>
+        <dt>formats</dt>
+        <dd className="chips">
+          {s.formats.map((f) => (
+            <span key={f.format} className="chip" title={`${formatCount(f.weights)} weights, ${formatBytes(f.bytes)}`}>
+              {f.format}
+            </span>
+          ))}
         </dd>
       </dl>
       {s.text && (

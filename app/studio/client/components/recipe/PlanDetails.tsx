@@ -38,9 +38,16 @@ export function PlanDetails() {
         </tbody>
       </table>
       <div className="muted small">
-        {formatCount(plan.ops.copy)} copied byte for byte · {formatCount(plan.ops.convert)} converted · {formatCount(plan.ops.mix)} mixed
-        {plan.ops.zero ? ` · ${formatCount(plan.ops.zero)} muted` : ''} · {plan.files.length} files, {formatBytes(plan.totalBytes)}
+        {formatCount(plan.made.copied)} copied byte for byte · {formatCount(plan.made.converted)} converted · {formatCount(plan.made.mixed)} mixed
+        {plan.made.assembled ? ` · ${formatCount(plan.made.assembled)} assembled from several sources` : ''}
+        {plan.made.muted ? ` · ${formatCount(plan.made.muted)} with muted experts` : ''}
+        {plan.made.patched ? ` · ${formatCount(plan.made.patched)} with switched experts` : ''} · {plan.files.length} files, {formatBytes(plan.totalBytes)}
       </div>
+      {plan.expertChanges && (
+        <div className="small" data-testid="expert-changes">
+          {plan.expertChanges}
+        </div>
+      )}
       {plan.warnings.length > 0 && (
         <ul className="warn-list">
           {plan.warnings.slice(0, 30).map((w, i) => (

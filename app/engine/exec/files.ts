@@ -1,0 +1,80 @@
+// The files of a run, by the ids units use: every shard of every parent, and the child's files as
+// they are created. The table also fills in bytes for the runners that cannot read a file
+// themselves (a browser folder the workers cannot reach), just before a unit is sent.
+import type { ByteSource, OutputFile } from '../io.ts';
+import type { KernelPool, RunFile } from '../kernels/pool.ts';
+import type { Model } from '../model/types.ts';
+import type { Span, Unit } from './units.ts';
+
+export class FileTable {
+  private readonly ids = new Map<string, number>();
+  private readonly sources = new Map<number, ByteSource>();
+  private readonly outputs = new Map<number, OutputFile>();
+  private next = 0;
+
+  /** Registers every shard of a model under `parent`; returns the new entries (to open on the pool). */
+  addModel(parent: string, model: Model): RunFile[] {
+    const added: RunFile[] = [];
+    for (const file of model.shards) {
+      const key = `${parent}\u0000${file}`;
+      if (this.ids.has(key)) continue;
+      const id = this.next++;
+      const source = model.sources.get(file)!;
+      this.ids.set(key, id);
+      this.sources.set(id, source);
+      added.push({ id, source });
+    }
+    return added;
+  }
+
+  /** The id of a parent's shard. */
+  source(parent: string, file: string): number {
+    const id = this.ids.get(`${parent}\u0000${file}`);
+    if (id === undefined) throw new Error(`internal: ${parent}/${file} is not in the run's file table`);
+    return id;
+  }
+
+  /** A parent's shard by id. */
+  sourceOf(id: number): ByteSource {
+    const s = this.sources.get(id);
+    if (!s) throw new Error(`internal: file ${id} is not a parent's shard`);
+    return s;
+  }
+
+  addOutput(output: OutputFile): RunFile {
+    const id = this.next++;
+    this.outputs.set(id, output);
+    return { id, output };
+  }
+
+  output(id: number): OutputFile {
+    const o = this.outputs.get(id);
+    if (!o) throw new Error(`internal: output file ${id} is not open`);
+    return o;
+  }
+
+  dropOutput(id: number): void {
+    this.outputs.delete(id);
+  }
+
+  /** Every id handed out (to close them all on the pool when a run ends). */
+  all(): number[] {
+    return Array.from({ length: this.next }, (_, i) => i);
+  }
+
+  /** Reads, for the pool, the spans of files its runners cannot read themselves. */
+  async inline(units: Unit[], pool: KernelPool): Promise<void> {
+    const fill = async (s: Span) => {
+      if (s.bytes || s.length === 0) return;
+      const src = this.sources.get(s.file);
+      if (!src || pool.reads(src)) return;
+      s.bytes = await src.read(s.offset, s.length);
+    };
+    const spans: Span[] = [];
+    for (const u of units) {
+      if (u.kind === 'copy') for (const p of u.parts) spans.push(p.from);
+      else if (u.kind === 'stripe' || u.kind === 'diff') for (const b of u.bands) spans.push(b.data, ...(b.scales ? [b.scales] : []));
+    }
+    await Promise.all(spans.map(fill));
+  }
+}

@@ -1,0 +1,287 @@
+// Runs one unit inside a WASM module: reads its file ranges straight into wasm memory (nearby
+// ranges of one file as one read), computes in place, writes from wasm memory and hashes what it
+// wrote. The same code runs in a worker that reaches the files itself and in-process.
+import { dataBytes, stripeScales, type Codec } from '../formats/codec.ts';
+import type { WasmModule } from '../kernels/wasm-kernels.ts';
+import type { Band, Piece, Place, Span, StripeUnit, Unit, UnitResult, Written } from './units.ts';
+
+/** How a runner reaches the run's files. */
+export interface RunnerFiles {
+  /** Fills `dst()` (a view of wasm memory, taken when the bytes are ready) with the bytes at `offset`. */
+  read(file: number, offset: number, length: number, dst: () => Uint8Array): Promise<void> | void;
+  /** Writes `src` at `offset`; false when this runner cannot reach the file (the bytes go back to the coordinator). */
+  write(file: number, offset: number, src: Uint8Array): Promise<boolean> | boolean;
+}
+
+/** Ranges of one file closer than this are read as one. */
+const READ_GAP = 64 * 1024;
+
+const F32: Codec = { kind: 'plain', dtype: 'F32' };
+
+/**
+ * Reads every span into one buffer of wasm memory; returns each span's address. Spans carrying
+ * their bytes are copied in; the others are read, nearby ranges of one file together.
+ */
+async function readSpans(m: WasmModule, files: RunnerFiles, spans: Span[], slot = 'read'): Promise<number[]> {
+  const order = spans.map((_, i) => i).sort((a, b) => spans[a]!.file - spans[b]!.file || spans[a]!.offset - spans[b]!.offset);
+  const groups: { file: number; offset: number; end: number; members: number[]; inline: boolean }[] = [];
+  for (const i of order) {
+    const s = spans[i]!;
+    if (s.bytes) {
+      groups.push({ file: s.file, offset: s.offset, end: s.offset + s.length, members: [i], inline: true });
+      continue;
+    }
+    const g = groups[groups.length - 1];
+    if (g && !g.inline && g.file === s.file && s.offset - g.end <= READ_GAP) {
+      g.end = Math.max(g.end, s.offset + s.length);
+      g.members.push(i);
+    } else groups.push({ file: s.file, offset: s.offset, end: s.offset + s.length, members: [i], inline: false });
+  }
+  let total = 0;
+  const at: number[] = [];
+  for (const g of groups) {
+    at.push(total);
+    total += Math.ceil((g.end - g.offset) / 16) * 16;
+  }
+  const base = m.slot(slot, Math.max(16, total));
+  const out = new Array<number>(spans.length);
+  for (let k = 0; k < groups.length; k++) {
+    const g = groups[k]!;
+    const ptr = base + at[k]!;
+    const len = g.end - g.offset;
+    if (g.inline) {
+      const s = spans[g.members[0]!]!;
+      m.u8(ptr, len).set(s.bytes!.subarray(0, len));
+    } else if (len > 0) {
+      await files.read(g.file, g.offset, len, () => m.u8(ptr, len));
+    }
+    for (const i of g.members) out[i] = ptr + (spans[i]!.offset - g.offset);
+  }
+  return out;
+}
+
+async function writeOut(m: WasmModule, files: RunnerFiles, to: Span, ptr: number, written: Written[]): Promise<void> {
+  const len = to.length;
+  const hash = m.hashAt(ptr, len);
+  const done = len === 0 ? true : await files.write(to.file, to.offset, m.u8(ptr, len));
+  const w: Written = { file: to.file, offset: to.offset, length: len, hash };
+  if (!done) w.bytes = m.u8(ptr, len).slice();
+  written.push(w);
+}
+
+function check(rc: number, what: string): void {
+  if ((rc >>> 0) === 0xffffffff) throw new Error(`wasm kernels: ${what} rejected its codec`);
+}
+
+/** Does `src` cover the whole band in row-major order, and `dst` a contiguous run of the same size? */
+function contiguous(b: Band, nO: number, nI: number, src: Place, dst: Place): boolean {
+  return nO === b.rows && nI === b.cols && src.at === 0 && src.so === b.cols && src.si === 1 && dst.si === 1 && (dst.so === nI || nO === 1);
+}
+
+function elementBytes(c: Codec): number {
+  const n = dataBytes(c, 1, 1);
+  if (c.kind !== 'plain' || !(n === 1 || n === 2 || n === 4 || n === 8)) throw new Error(`internal: moving elements of ${JSON.stringify(c)}`);
+  return n;
+}
+
+async function runStripe(m: WasmModule, files: RunnerFiles, u: StripeUnit): Promise<UnitResult> {
+  const spans: Span[] = [];
+  for (const b of u.bands) {
+    spans.push(b.data);
+    if (b.scales) spans.push(b.scales);
+  }
+  const addr = await readSpans(m, files, spans);
+  const bandAt: { data: number; scales: number }[] = [];
+  let k = 0;
+  for (const b of u.bands) bandAt.push({ data: addr[k++]!, scales: b.scales ? addr[k++]! : 0 });
+
+  const n = u.slabs * u.rows * u.cols;
+  const slabData = dataBytes(u.out, u.rows, u.cols);
+  const slabScales = stripeScales(u.out, u.rows, u.cols).bytes;
+  const outData = m.slot('out', Math.max(16, u.slabs * slabData));
+  const outScales = slabScales > 0 ? m.slot('out.scales', u.slabs * slabScales) : 0;
+  let bad = 0;
+  const computed = u.pieces.some((p) => p.kind === 'mix' || p.kind === 'fill' || p.kind === 'convert');
+  if (computed) {
+    const acc = m.slot('acc', Math.max(16, n * 4));
+    m.x.fill_zero(acc, n);
+    // Bands read through a strided region are decoded once each, into one buffer.
+    const strided = new Set<number>();
+    for (const p of u.pieces) {
+      if (p.kind === 'mix') {
+        for (const inp of p.inputs) if (inp.weight !== 0 && !contiguous(u.bands[inp.band]!, p.nO, p.nI, inp.src, p.dst)) strided.add(inp.band);
+      } else if (p.kind === 'convert' && !contiguous(u.bands[p.band]!, p.nO, p.nI, p.src, p.dst)) strided.add(p.band);
+    }
+    const decodedOffset = new Map<number, number>();
+    let decodedBytes = 0;
+    for (const i of strided) {
+      decodedOffset.set(i, decodedBytes);
+      decodedBytes += u.bands[i]!.rows * u.bands[i]!.cols * 4;
+    }
+    const decBase = strided.size > 0 ? m.slot('dec', Math.max(16, decodedBytes)) : 0;
+    const done = new Set<number>();
+    const decodedAt = (i: number): number => {
+      const p = decBase + decodedOffset.get(i)!;
+      if (!done.has(i)) {
+        const b = u.bands[i]!;
+        check(m.x.decode(m.desc('band', b.codec), bandAt[i]!.data, bandAt[i]!.scales, b.rows, b.cols, p), 'decode');
+        done.add(i);
+      }
+      return p;
+    };
+    for (const p of u.pieces) {
+      if (p.kind === 'mix') {
+        for (const inp of p.inputs) {
+          if (inp.weight === 0) continue;
+          const b = u.bands[inp.band]!;
+          const w = Math.fround(inp.weight);
+          if (contiguous(b, p.nO, p.nI, inp.src, p.dst)) {
+            check(m.x.accumulate(m.desc('band', b.codec), bandAt[inp.band]!.data, bandAt[inp.band]!.scales, b.rows, b.cols, w, acc + p.dst.at * 4, 0), 'accumulate');
+          } else {
+            const d = decodedAt(inp.band);
+            m.x.accumulate_strided(d + inp.src.at * 4, inp.src.so, inp.src.si, acc + p.dst.at * 4, p.dst.so, p.dst.si, p.nO, p.nI, w);
+          }
+        }
+      } else if (p.kind === 'convert') {
+        const b = u.bands[p.band]!;
+        if (contiguous(b, p.nO, p.nI, p.src, p.dst)) {
+          check(m.x.decode(m.desc('band', b.codec), bandAt[p.band]!.data, bandAt[p.band]!.scales, b.rows, b.cols, acc + p.dst.at * 4), 'decode');
+        } else {
+          const d = decodedAt(p.band);
+          m.x.strided_copy(d + p.src.at * 4, acc + p.dst.at * 4, 4, p.nO, p.nI, p.src.so, p.src.si, p.dst.so, p.dst.si);
+        }
+      } else if (p.kind === 'fill') {
+        const v = m.f32(acc, n);
+        for (let o = 0; o < p.nO; o++) for (let i = 0; i < p.nI; i++) v[p.dst.at + o * p.dst.so + i * p.dst.si] = p.value;
+      }
+    }
+    const desc = m.desc('out', u.out);
+    if (u.out.kind === 'plain') {
+      check(m.x.encode(desc, acc, 1, n, outData, 0), 'encode');
+    } else {
+      for (let s = 0; s < u.slabs; s++) {
+        const rc = m.x.encode(desc, acc + s * u.rows * u.cols * 4, u.rows, u.cols, outData + s * slabData, outScales + s * slabScales) >>> 0;
+        check(rc, 'encode');
+        bad += rc;
+      }
+    }
+  }
+  for (const p of u.pieces) {
+    if (p.kind === 'move') {
+      const e = elementBytes(u.out);
+      check(m.x.strided_copy(bandAt[p.band]!.data + p.src.at * e, outData + p.dst.at * e, e, p.nO, p.nI, p.src.so, p.src.si, p.dst.so, p.dst.si), 'strided_copy');
+    } else if (p.kind === 'rows') {
+      moveRows(m, u, p, u.bands[p.band]!, bandAt[p.band]!, outData + p.slab * slabData, outScales + p.slab * slabScales);
+    }
+  }
+  const written: Written[] = [];
+  await writeOut(m, files, u.data, outData, written);
+  if (u.scales) await writeOut(m, files, u.scales, outScales, written);
+  return { written, bad };
+}
+
+/** Stored rows (and their scale entries) moved from a band into the output, as bytes. */
+function moveRows(m: WasmModule, u: StripeUnit, p: Extract<Piece, { kind: 'rows' }>, b: Band, at: { data: number; scales: number }, outData: number, outScales: number): void {
+  const c = u.out;
+  if (p.srcStep === 1 && p.dstStep === 1) {
+    // Whole scale blocks: the rows' bytes and their block rows, each one contiguous run.
+    const data = dataBytes(c, p.rows, u.cols);
+    check(m.x.strided_copy(at.data + dataBytes(c, p.srcRow, b.cols), outData + dataBytes(c, p.dstRow, u.cols), 1, 1, data, 0, 1, 0, 1), 'strided_copy');
+    const sc = stripeScales(c, p.rows, u.cols).bytes;
+    if (sc > 0) {
+      check(m.x.strided_copy(at.scales + stripeScales(c, p.srcRow, b.cols).bytes, outScales + stripeScales(c, p.dstRow, u.cols).bytes, 1, 1, sc, 0, 1, 0, 1), 'strided_copy');
+    }
+    return;
+  }
+  const rowData = dataBytes(c, 1, u.cols);
+  check(m.x.strided_copy(at.data + p.srcRow * rowData, outData + p.dstRow * rowData, 1, p.rows, rowData, p.srcStep * rowData, 1, p.dstStep * rowData, 1), 'strided_copy');
+  const rowScales = stripeScales(c, 1, u.cols).bytes;
+  if (rowScales > 0) {
+    check(m.x.strided_copy(at.scales + p.srcRow * rowScales, outScales + p.dstRow * rowScales, 1, p.rows, rowScales, p.srcStep * rowScales, 1, p.dstStep * rowScales, 1), 'strided_copy');
+  }
+}
+
+async function runCopy(m: WasmModule, files: RunnerFiles, u: Extract<Unit, { kind: 'copy' }>): Promise<UnitResult> {
+  const addr = await readSpans(m, files, u.parts.map((p) => p.from));
+  // Destinations that follow each other are written as one range.
+  const runs: { to: Span; parts: number[] }[] = [];
+  u.parts.forEach((p, i) => {
+    const r = runs[runs.length - 1];
+    if (r && r.to.file === p.to.file && r.to.offset + r.to.length === p.to.offset) {
+      r.to = { file: r.to.file, offset: r.to.offset, length: r.to.length + p.to.length };
+      r.parts.push(i);
+    } else runs.push({ to: { file: p.to.file, offset: p.to.offset, length: p.to.length }, parts: [i] });
+  });
+  const written: Written[] = [];
+  for (const r of runs) {
+    let ptr = addr[r.parts[0]!]!;
+    const inPlace = r.parts.every((i, k) => k === 0 || addr[i] === addr[r.parts[k - 1]!]! + u.parts[r.parts[k - 1]!]!.from.length);
+    if (!inPlace) {
+      ptr = m.slot('out', Math.max(16, r.to.length));
+      let o = 0;
+      for (const i of r.parts) {
+        const len = u.parts[i]!.from.length;
+        m.x.strided_copy(addr[i]!, ptr + o, 1, 1, len, 0, 1, 0, 1);
+        o += len;
+      }
+    }
+    await writeOut(m, files, r.to, ptr, written);
+  }
+  return { written, bad: 0 };
+}
+
+async function runDiff(m: WasmModule, files: RunnerFiles, u: Extract<Unit, { kind: 'diff' }>): Promise<UnitResult> {
+  const spans: Span[] = [];
+  for (const b of u.bands) {
+    spans.push(b.data);
+    if (b.scales) spans.push(b.scales);
+  }
+  const addr = await readSpans(m, files, spans);
+  const at: { data: number; scales: number }[] = [];
+  let k = 0;
+  for (const b of u.bands) at.push({ data: addr[k++]!, scales: b.scales ? addr[k++]! : 0 });
+  const out = m.slot('stats', 64);
+  const n = u.nO * u.nI;
+  if (n > 0) {
+    const A = u.bands[u.a.band]!;
+    const B = u.bands[u.b.band]!;
+    const whole = (b: Band, src: Place) => u.nO === b.rows && u.nI === b.cols && src.at === 0 && src.so === b.cols && src.si === 1;
+    if (whole(A, u.a.src) && whole(B, u.b.src)) {
+      const da = m.desc('a', A.codec);
+      const db = m.desc('b', B.codec);
+      check(m.x.diff(da, at[u.a.band]!.data, at[u.a.band]!.scales, db, at[u.b.band]!.data, at[u.b.band]!.scales, u.nO, u.nI, out), 'diff');
+    } else {
+      // Each region decoded and gathered into nO × nI values, then compared as F32.
+      const gather = (side: 'a' | 'b', b: Band, i: number, src: Place): number => {
+        const dec = m.slot(`dec.${side}`, Math.max(16, b.rows * b.cols * 4));
+        check(m.x.decode(m.desc(side, b.codec), at[i]!.data, at[i]!.scales, b.rows, b.cols, dec), 'decode');
+        const g = m.slot(`gather.${side}`, Math.max(16, n * 4));
+        m.x.strided_copy(dec + src.at * 4, g, 4, u.nO, u.nI, src.so, src.si, u.nI, 1);
+        return g;
+      };
+      const ga = gather('a', A, u.a.band, u.a.src);
+      const gb = gather('b', B, u.b.band, u.b.src);
+      const d = m.desc('f32', F32);
+      check(m.x.diff(d, ga, 0, d, gb, 0, u.nO, u.nI, out), 'diff');
+    }
+  }
+  const s = n > 0 ? new Float64Array(m.x.memory.buffer, out, 7) : new Float64Array(7);
+  return { written: [], bad: 0, stats: { count: s[0]!, nonFinite: s[1]!, sumSqDiff: s[2]!, sumSqA: s[3]!, sumSqB: s[4]!, dot: s[5]!, maxAbsDiff: s[6]! } };
+}
+
+export async function runUnit(m: WasmModule, files: RunnerFiles, u: Unit): Promise<UnitResult> {
+  switch (u.kind) {
+    case 'stripe':
+      return runStripe(m, files, u);
+    case 'copy':
+      return runCopy(m, files, u);
+    case 'diff':
+      return runDiff(m, files, u);
+    case 'bytes': {
+      const ptr = m.put('out', u.bytes);
+      const written: Written[] = [];
+      await writeOut(m, files, u.to, ptr, written);
+      return { written, bad: 0 };
+    }
+  }
+}
