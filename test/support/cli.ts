@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { FAMILY_PRESETS, writeFamilyPreset } from '../../app/fixtures/families.ts';
 import { writePreset } from '../../app/fixtures/generate.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -27,7 +28,8 @@ export function tempDir(prefix: string): string {
 /** Writes a preset's parents into a fresh folder; returns that folder. */
 export async function presetDir(preset: string): Promise<string> {
   const dir = tempDir(preset);
-  await writePreset(dir, preset);
+  if (FAMILY_PRESETS[preset]) await writeFamilyPreset(dir, preset);
+  else await writePreset(dir, preset);
   return dir;
 }
 

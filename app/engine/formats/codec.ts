@@ -58,7 +58,7 @@ export function codecName(c: Codec): string {
           ? 'per-tensor scale'
           : c.blockRows === 1 && c.blockCols === WHOLE
             ? 'per-channel scales'
-            : `${c.blockRows}×${c.blockCols} blocks`;
+            : `${c.blockRows === WHOLE ? 'all' : c.blockRows}×${c.blockCols === WHOLE ? 'all' : c.blockCols} blocks`;
       return `FP8 E4M3, ${block} (${c.scaleDtype})`;
     }
     case 'mxfp4':
@@ -66,7 +66,7 @@ export function codecName(c: Codec): string {
     case 'int4':
       return `INT4 pack-quantized, groups of ${c.group} (${c.scaleDtype} scales)`;
     case 'nvfp4':
-      return `NVFP4 (${c.flavor}), copied only`;
+      return `NVFP4 (${c.flavor})`;
   }
 }
 

@@ -37,7 +37,8 @@ function shapeText(s: readonly number[]): string {
  * 128 where the count fits DeepSeek's blocks, 1 for one entry per value, the whole axis for one
  * entry; undefined when none of these gives `k`.
  */
-function blockSize(n: number, k: number): number | undefined {
+function blockSize(n: number, k: number, preferBlocks: boolean): number | undefined {
+  if (k === 1 && !preferBlocks) return WHOLE;
   if (k === Math.ceil(n / FP8_BLOCK)) return FP8_BLOCK;
   if (k === n) return 1;
   if (k === 1) return WHOLE;
@@ -49,7 +50,7 @@ function blockSize(n: number, k: number): number | undefined {
  * fused [E, R, C] weight's [E, r, c] (or one scale per expert, [E] / [E, 1, 1]), one scale for
  * everything ([] / [1]), or per-channel [R, 1].
  */
-function fp8Blocks(data: TensorRecord, scale: TensorRecord): { blockRows: number; blockCols: number } | undefined {
+function fp8Blocks(data: TensorRecord, scale: TensorRecord, preferBlocks: boolean): { blockRows: number; blockCols: number } | undefined {
   const d = data.shape;
   const rc = d.length >= 2 ? [d[d.length - 2]!, d[d.length - 1]!] : [1, d[0] ?? 1];
   const perSlab = d.length === 3 ? d[0]! : 1;
@@ -60,8 +61,8 @@ function fp8Blocks(data: TensorRecord, scale: TensorRecord): { blockRows: number
     const sr = scale.shape[scale.shape.length - 2]!;
     const sc = scale.shape[scale.shape.length - 1]!;
     if (total === perSlab * sr * sc) {
-      const br = blockSize(rc[0]!, sr);
-      const bc = blockSize(rc[1]!, sc);
+      const br = blockSize(rc[0]!, sr, preferBlocks);
+      const bc = blockSize(rc[1]!, sc, preferBlocks);
       if (br !== undefined && bc !== undefined) return { blockRows: br, blockCols: bc };
     }
   }
@@ -152,7 +153,9 @@ export function groupWeights(records: Map<string, TensorRecord>): GroupedWeight[
     if (!scaleName) continue; // an unscaled FP8 weight: copied only (see openModel)
     const scale = records.get(scaleName)!;
     need(SCALE_DTYPES.has(scale.dtype), scale, `FP8 scale must be F32, F16 or BF16, not ${scale.dtype}`);
-    const blocks = fp8Blocks(rec, scale);
+    // DeepSeek's `_scale_inv` is a grid of 128×128 blocks; compressed-tensors' `weight_scale` is
+    // per channel or per tensor, where one entry spans a whole axis.
+    const blocks = fp8Blocks(rec, scale, scaleName.endsWith('_scale_inv'));
     need(!!blocks, scale,
       `FP8 scale ${shapeText(scale.shape)} does not fit weight ${name} ${shapeText(rec.shape)} (expected 128×128 blocks [ceil(rows/128), ceil(cols/128)], per-channel [rows, 1] or one scale)`);
     take(name);

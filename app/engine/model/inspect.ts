@@ -123,7 +123,7 @@ export function summarizeModel(model: Model): ModelSummary {
     if (w.role.kind === 'routed_expert') routedParameters += n;
     if (w.fused && w.experts?.kind === 'slabs') {
       const pattern = w.name.replace(/(^|\.)(layers|blocks|h|layer)\.\d+\./, '$1$2.L.');
-      const where = w.experts.parts.map((p) => `${p.proj}${p.region.transposed ? ' (transposed)' : ''}`).join(', ');
+      const where = w.experts.parts.map((p) => `${p.proj}${p.region.transposed && !w.fused!.bias ? ' (transposed)' : ''}`).join(', ');
       const mode = w.experts.parts.length > 1 ? ` ${w.fused.mode}` : '';
       fused.add(`${pattern} [${w.shape.join(', ')}]: ${w.fused.bias ? 'bias of ' : ''}${where}${mode}`);
     }

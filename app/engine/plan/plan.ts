@@ -475,7 +475,12 @@ function checkOp(ctx: Ctx, codec: Codec, view: WeightView, cell: PlannedCell, ch
     return;
   }
   if (!isEncodable(codec)) {
-    throw new MoeError(`is stored as ${codecName(codec)} in the base, which can only be copied (a ${op.type === 'mix' ? 'mix' : op.type === 'zero' ? 'mute' : 'bias edit'} needs a decodable format)`, undefined, childName);
+    const what = op.type === 'mix' ? 'mix' : op.type === 'zero' ? 'mute' : 'change';
+    throw new MoeError(
+      `is stored as ${codecName(codec)} in the base, a format MoE Studio copies but never decodes, so it cannot ${what} it; take the tensor whole from one parent (from:), or leave it out of the rule`,
+      undefined,
+      childName,
+    );
   }
   if (op.type === 'mix') {
     for (const { from } of op.inputs) if (!isDecodable(from.weight.codec)) throw decodeErr(from.weight, from.parent, 'a rule mixes it');
