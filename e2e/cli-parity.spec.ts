@@ -3,45 +3,10 @@
 // parents (the studio writes parent paths as folder names, relative to the recipe), and the child
 // the studio writes into browser storage (OPFS) is compared with the CLI's BYTE FOR BYTE, every
 // file. A recipe file written for the CLI imports into the studio with the same rules.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { expect, test, type Page, type TestInfo } from '@playwright/test';
-import { cli, expectSameAsCli, mergeToOpfs, openStudio, openWithInput, parentDirs, snap, type Preset, FIXTURE_DIR } from './fixtures.ts';
-
-/** Exports the studio's recipe with its "Export recipe.yaml" button into the preset's folder. */
-async function exportRecipe(page: Page, preset: Preset, file: string): Promise<{ path: string; text: string }> {
-  await page.getByTestId('yaml-tab').click();
-  await expect(page.getByTestId('yaml')).toHaveValue(/parents:/);
-  const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export recipe.yaml' }).click()]);
-  expect(download.suggestedFilename()).toBe('recipe.yaml');
-  const to = path.join(FIXTURE_DIR, preset, file);
-  await download.saveAs(to);
-  const text = readFileSync(to, 'utf8');
-  expect(text).toBe(await page.getByTestId('yaml').inputValue());
-  await page.getByRole('button', { name: 'Build', exact: true }).click();
-  return { path: to, text };
-}
-
-/** Runs the CLI on the exported recipe and the studio's merge into OPFS; every file must be equal. */
-async function sameChild(page: Page, info: TestInfo, recipePath: string, folder: string): Promise<string[]> {
-  await mergeToOpfs(page, folder);
-  await snap(page, info, `${folder}-merged`);
-  const files = await expectSameAsCli(page, info, recipePath, folder);
-  await page.getByTestId('merge-dialog').getByRole('button', { name: 'Close', exact: true }).click();
-  return files;
-}
-
-/** Drags over a routed-expert heatmap from (layer row, expert) to (layer row, expert), inclusive. */
-async function selectCells(page: Page, proj: string, rows: number, cols: number, from: [number, number], to: [number, number]): Promise<void> {
-  const c = page.getByTestId(`heatmap-${proj}`);
-  const b = (await c.boundingBox())!;
-  const cw = (b.width - 30) / cols;
-  const ch = (b.height - 14) / rows;
-  await page.mouse.move(b.x + 30 + cw * (from[1] + 0.5), b.y + 14 + ch * (from[0] + 0.5));
-  await page.mouse.down();
-  await page.mouse.move(b.x + 30 + cw * (to[1] + 0.5), b.y + 14 + ch * (to[0] + 0.5), { steps: 3 });
-  await page.mouse.up();
-}
+import { expect, test } from '@playwright/test';
+import { cli, exportRecipe, openStudio, openWithInput, parentDirs, sameChild, selectCells, snap, FIXTURE_DIR } from './fixtures.ts';
 
 test('MEA α=0.5 on Mixtral BF16 with a muted expert: off/on refused, the child equals the CLI\'s', async ({ page }, info) => {
   await openStudio(page);

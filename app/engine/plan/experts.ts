@@ -167,3 +167,36 @@ export function describeExpertChanges(plan: MergePlan): string {
   return `Experts per layer ${base} → ${plan.experts} (child numbering: removed experts drop out, later ones move down, added ones are appended). ${parts.join('. ')}.`;
 }
 
+
+/** One row of the child's expert map: in these layers, child expert `child` comes from `from`. */
+export interface ExpertMapRow {
+  layers: number[];
+  child: number;
+  from: string;
+}
+
+/**
+ * The child slots that are not simply the base's own expert at its own index, grouped by layers
+ * with the same slots: what the model card and the studio show before and after a merge.
+ */
+export function expertMapRows(plan: MergePlan): ExpertMapRow[] {
+  if (!plan.expertMap) return [];
+  const groups = new Map<string, number[]>();
+  for (const { layer, slots } of plan.expertMap) {
+    const key = JSON.stringify(slots.map((s) => [s.how, s.baseExpert, s.source, s.router]));
+    groups.set(key, [...(groups.get(key) ?? []), layer]);
+  }
+  const rows: ExpertMapRow[] = [];
+  for (const layers of groups.values()) {
+    const slots = plan.expertMap.find((m) => m.layer === layers[0])!.slots;
+    slots.forEach((s, j) => {
+      if (s.how === 'kept' && s.baseExpert === j) return;
+      const from =
+        s.how === 'kept'
+          ? `expert ${s.baseExpert} of ${plan.base} (renumbered)`
+          : `${s.source!.parent} layer ${s.source!.layer} expert ${s.source!.expert} (${s.entry}${s.how === 'transplanted' ? `, in place of expert ${s.baseExpert}; router ${s.router === 'source' ? 'row from the source' : 'row kept'}` : ''})`;
+      rows.push({ layers, child: j, from });
+    });
+  }
+  return rows;
+}

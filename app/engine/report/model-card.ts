@@ -2,7 +2,7 @@
 import type { MergePlan } from '../plan/types.ts';
 import { recipeToYaml } from '../recipe/parse.ts';
 import { rangeText } from './format.ts';
-import { describeExpertChanges } from '../plan/experts.ts';
+import { describeExpertChanges, expertMapRows } from '../plan/experts.ts';
 
 /** What the merge found out while running, for the card. Absent when the card is only planned. */
 export interface CardFacts {
@@ -97,23 +97,7 @@ export function renderModelCard(plan: MergePlan, facts: CardFacts | undefined): 
     lines.push('');
     lines.push('| layers | child expert | from |');
     lines.push('|---|---:|---|');
-    // Layers with the same slots share a row group.
-    const groups = new Map<string, number[]>();
-    for (const { layer, slots } of plan.expertMap) {
-      const text = JSON.stringify(slots.map((s) => [s.how, s.baseExpert, s.source]));
-      groups.set(text, [...(groups.get(text) ?? []), layer]);
-    }
-    for (const layers of groups.values()) {
-      const slots = plan.expertMap.find((m) => m.layer === layers[0])!.slots;
-      slots.forEach((s, j) => {
-        if (s.how === 'kept' && s.baseExpert === j) return;
-        const from =
-          s.how === 'kept'
-            ? `expert ${s.baseExpert} of ${plan.base} (renumbered)`
-            : `${s.source!.parent} layer ${s.source!.layer} expert ${s.source!.expert} (${s.entry}${s.how === 'transplanted' ? `, in place of expert ${s.baseExpert}; router ${s.router === 'source' ? "row from the source" : "row kept"}` : ''})`;
-        lines.push(`| ${rangeText(layers)} | ${j} | ${from} |`);
-      });
-    }
+    for (const r of expertMapRows(plan)) lines.push(`| ${rangeText(r.layers)} | ${r.child} | ${r.from} |`);
     lines.push('');
   }
   lines.push('## Recipe');

@@ -150,6 +150,8 @@ export interface PlanSummary {
   /** Routed experts per MoE layer in the child, and the expert changes in words (empty when none). */
   experts: number;
   expertChanges: string;
+  /** The child slots that are not the base's own expert at its own index, grouped by layers. */
+  expertRows: { layers: number[]; child: number; from: string }[];
   warnings: string[];
   /** Recipe parent names in recipe order; bit i of a candidate mask is parents[i]. */
   parents: string[];

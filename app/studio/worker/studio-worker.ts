@@ -4,7 +4,7 @@ import * as Comlink from 'comlink';
 import type { Model } from '../../engine/model/types.ts';
 import { TENSOR_KINDS, PROJECTIONS } from '../../engine/model/types.ts';
 import { itemName, itemsOf } from '../../engine/model/items.ts';
-import { describeExpertChanges } from '../../engine/plan/experts.ts';
+import { describeExpertChanges, expertMapRows } from '../../engine/plan/experts.ts';
 import { openModel } from '../../engine/model/open-model.ts';
 import { formatSummary, summarizeModel } from '../../engine/model/inspect.ts';
 import { checkCompatibility } from '../../engine/model/compat.ts';
@@ -152,6 +152,7 @@ function planSummary(plan: MergePlan, bindings: Bindings): PlanSummary {
     ruleCounts,
     experts: plan.experts,
     expertChanges: describeExpertChanges(plan),
+    expertRows: expertMapRows(plan),
     warnings: [...plan.warnings],
     parents: [...plan.parentOrder],
     base: plan.base,

@@ -4,6 +4,7 @@ import { useState } from 'react';
 import { formatBytes } from '../../shared/format.ts';
 import { useStudio } from '../store.ts';
 import { Edits } from './recipe/Edits.tsx';
+import { ExpertChanges } from './recipe/ExpertChanges.tsx';
 import { Output } from './recipe/Output.tsx';
 import { PlanDetails } from './recipe/PlanDetails.tsx';
 import { Presets } from './recipe/Presets.tsx';
@@ -41,6 +42,7 @@ export function RecipePanel() {
               <SelectionBox />
               <Rules />
               <Edits />
+              <ExpertChanges />
               <Threshold />
               <Output />
               <PlanDetails />

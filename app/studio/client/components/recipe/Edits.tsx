@@ -1,9 +1,11 @@
 // Expert edits (off / on / mute) in the recipe.
-import { updateRecipe, useStudio } from '../../store.ts';
+import { baseParent, updateRecipe, useStudio } from '../../store.ts';
 import { Section } from './Section.tsx';
 
 export function Edits() {
   const edits = useStudio((s) => s.recipe.edits);
+  useStudio((s) => s.recipe.base);
+  const base = baseParent(useStudio.getState());
   if (edits.length === 0) return null;
   return (
     <Section title={`Expert edits (${edits.length})`} extra={<button className="link small" onClick={() => updateRecipe((r) => ({ ...r, edits: [] }))}>clear all</button>}>
@@ -17,7 +19,12 @@ export function Edits() {
           </span>
         ))}
       </div>
-      <p className="muted small">off: the router never picks it · on: always picks it (both exact, DeepSeek-V3 family) · mute: its down projection is zero.</p>
+      <p className="muted small" data-testid="edit-meanings">
+        {(base?.summary.edits ?? [])
+          .filter((e) => e.action !== 'remove')
+          .map((e) => `${e.action}: ${e.available ? (e.exact ? 'exact' : 'not exact') : 'not available'} (${e.why})`)
+          .join(' · ')}
+      </p>
     </Section>
   );
 }

@@ -43,11 +43,7 @@ export function PlanDetails() {
         {plan.made.muted ? ` · ${formatCount(plan.made.muted)} with muted experts` : ''}
         {plan.made.patched ? ` · ${formatCount(plan.made.patched)} with switched experts` : ''} · {plan.files.length} files, {formatBytes(plan.totalBytes)}
       </div>
-      {plan.expertChanges && (
-        <div className="small" data-testid="expert-changes">
-          {plan.expertChanges}
-        </div>
-      )}
+
       {plan.warnings.length > 0 && (
         <ul className="warn-list">
           {plan.warnings.slice(0, 30).map((w, i) => (
