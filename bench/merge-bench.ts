@@ -1,71 +1,96 @@
-// `npm run bench`: merge time of the CLI on a generated pair (about 2 GB per parent), next to a
-// copy-only floor measured in the same run on the same files, their ratio, and peak RSS; then the
-// same recipe on one 2 GB tensor and on a 2 MB one, to show memory does not grow with tensor size.
-//   npm run bench [-- --size 4GB] [-- --fp8] [-- --runs 2] [-- --workers N] [-- --json]
-// Generated models are kept in .cache/bench/ and reused.
+// `npm run bench`: what the CLI's merges cost against the fastest way this machine moves the same
+// bytes, measured in the same run (not a timed test; see README "Figures").
+//
+//   npm run bench [-- --size 2.3GB] [-- --runs 3] [-- --workers 1,2] [-- --json] [-- --quick]
+//
+// For each scenario: the floor — the operating system copying the bytes (`cat` the donor's
+// shards, `cp` the base's next to the output, then `sync` the copies: cp uses copy_file_range, the
+// fastest path the platform has, and the merge also makes its child durable before naming it) —
+// and the merge at each worker count, best of `runs`, with peak RSS; merge / floor, and the same
+// with the CLI's fixed start-up (the same merge on tiny tensors) taken out of the merge.
+// Scenarios: a BF16 Mixtral-shaped pair, α = 0.5 on every routed expert; a DeepSeek-V3-shaped FP8
+// pair re-quantizing every routed expert; one expert mixed inside fused tensors against the same
+// merge on the per-expert layout; a 3-child λ sweep against three merges (time, and bytes read by
+// the process: each parent byte once); one tensor of 2 MB, 200 MB and 2 GB (peak RSS stays flat).
+// Generated parents are kept in .cache/bench/ and reused.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, statSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { cpus, totalmem } from 'node:os';
-import { build } from 'esbuild';
+import { openNodeModelFolder } from '../app/cli/node-io.ts';
 import { buildSafetensorsHeader } from '../app/engine/formats/safetensors.ts';
+import { openModel } from '../app/engine/model/open-model.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CACHE = path.join(ROOT, '.cache/bench');
+const CLI = path.join(ROOT, 'dist/cli/moe-studio.mjs');
 const { values: opts } = parseArgs({
   options: {
-    size: { type: 'string', default: '4GB' },
-    fp8: { type: 'boolean', default: false },
+    size: { type: 'string', default: '2.3GB' },
     runs: { type: 'string', default: '2' },
     workers: { type: 'string' },
     json: { type: 'boolean', default: false },
+    quick: { type: 'boolean', default: false },
   },
 });
-const runs = Number(opts.runs);
+const runs = Math.max(1, Number(opts.runs));
+const cores = cpus().length;
+const workerCounts = opts.workers ? opts.workers.split(',').map(Number) : Array.from({ length: Math.min(cores, 8) }, (_, i) => i + 1);
 
 interface Measure {
   ms: number;
   peakRssMB: number;
+  stderr: string;
 }
 
-/** Runs a command, sampling its peak resident memory (VmHWM, all threads) from /proc until it exits. */
-function measured(cmd: string, args: string[]): Promise<Measure & { stdout: string }> {
+/** Runs a command, sampling its peak resident memory (VmHWM, all threads) until it exits. */
+function measured(cmd: string, args: string[], env: Record<string, string> = {}): Promise<Measure> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-    let stdout = '';
+    const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+    let stderr = '';
     let peakKB = 0;
-    const sample = () => {
+    const timer = setInterval(() => {
       try {
         const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
         if (m) peakKB = Math.max(peakKB, Number(m[1]));
       } catch {}
-    };
-    const timer = setInterval(sample, 20);
-    child.stdout.on('data', (d) => (stdout += d));
+    }, 20);
+    child.stderr.on('data', (d) => (stderr += d));
     child.on('exit', (code) => {
       clearInterval(timer);
       const ms = performance.now() - started;
-      if (code !== 0) reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}`));
-      else resolve({ ms, peakRssMB: peakKB / 1024, stdout });
+      if (code !== 0) reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}: ${stderr.slice(-2000)}`));
+      else resolve({ ms, peakRssMB: peakKB / 1024, stderr });
     });
   });
 }
 
 function run(cmd: string, args: string[]): void {
-  const r = spawnSync(cmd, args, { cwd: ROOT, stdio: 'inherit' });
+  const r = spawnSync(cmd, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed`);
+}
+
+/** Flushes earlier runs' dirty pages, so each run starts from the same state of the page cache. */
+function settle(): void {
+  spawnSync('sync');
 }
 
 function dirBytes(dir: string): number {
   return readdirSync(dir).reduce((s, f) => s + statSync(path.join(dir, f)).size, 0);
 }
 
-/** A generated parent pair from the fixture generator, cached by its parameters. */
-function generatedPair(label: string, args: string[]): { base: string; donor: string } {
+const shardsOf = (dir: string) => readdirSync(dir).filter((f) => f.endsWith('.safetensors')).map((f) => path.join(dir, f));
+
+interface Pair {
+  base: string;
+  donor: string;
+}
+
+function generatedPair(label: string, args: string[]): Pair {
   const dir = path.join(CACHE, label);
   const pair = path.join(dir, 'big-pair');
   if (!existsSync(path.join(pair, 'donor', 'model.safetensors.index.json'))) {
@@ -77,10 +102,48 @@ function generatedPair(label: string, args: string[]): { base: string; donor: st
 }
 
 /**
- * A pair holding one tensor of `bytes` BF16 (random finite values), written directly: the
- * generator's PRNG would take minutes for 2 GB, and only the size matters here.
+ * The same model re-saved with fused experts, as transformers ≥ 5 writes qwen3_moe: per layer
+ * `mlp.experts.gate_up_proj` [E, 2I, H] (each expert's gate rows, then its up rows) and
+ * `mlp.experts.down_proj` [E, H, I] — the per-expert tensors' bytes, concatenated.
  */
-async function oneTensorPair(label: string, rows: number, cols: number): Promise<{ base: string; donor: string }> {
+async function fusedCopy(from: string, to: string): Promise<void> {
+  if (existsSync(path.join(to, 'done'))) return;
+  rmSync(to, { recursive: true, force: true });
+  mkdirSync(to, { recursive: true });
+  const folder = await openNodeModelFolder(from);
+  const model = await openModel(folder);
+  const E = model.layout.experts;
+  type Out = { name: string; dtype: string; shape: number[]; parts: { file: string; offset: number; length: number }[] };
+  const tensors: Out[] = [];
+  for (const w of model.weights) {
+    const r = w.role;
+    if (r.kind === 'routed_expert') {
+      if (r.expert !== 0 || r.proj === 'up') continue;
+      const parts = (proj: string) => Array.from({ length: E }, (_, e) => model.experts.get(r.layer!)!.parts[e]!.find((p) => p.proj === proj)!.weight.data);
+      if (r.proj === 'gate') {
+        const g = parts('gate');
+        const u = parts('up');
+        tensors.push({ name: `model.layers.${r.layer}.mlp.experts.gate_up_proj`, dtype: w.data.dtype, shape: [E, 2 * w.shape[0]!, w.shape[1]!], parts: g.flatMap((x, e) => [x, u[e]!]) });
+      } else tensors.push({ name: `model.layers.${r.layer}.mlp.experts.down_proj`, dtype: w.data.dtype, shape: [E, w.shape[0]!, w.shape[1]!], parts: parts('down') });
+      continue;
+    }
+    tensors.push({ name: w.name, dtype: w.data.dtype, shape: w.shape, parts: [w.data] });
+  }
+  const built = buildSafetensorsHeader(tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, length: t.parts.reduce((n, p) => n + p.length, 0) })), { format: 'pt' });
+  const fh = await open(path.join(to, 'model.safetensors'), 'w');
+  await fh.write(built.header);
+  for (const t of tensors) for (const p of t.parts) await fh.write(await model.sources.get(p.file)!.read(p.offset, p.length));
+  await fh.close();
+  await folder.close();
+  const config = JSON.parse(readFileSync(path.join(from, 'config.json'), 'utf8'));
+  config.num_local_experts = config.num_experts;
+  delete config.num_experts;
+  writeFileSync(path.join(to, 'config.json'), JSON.stringify(config, null, 2));
+  writeFileSync(path.join(to, 'done'), '');
+}
+
+/** A pair holding one BF16 tensor of rows × cols (random finite values), written directly. */
+async function oneTensorPair(label: string, rows: number, cols: number): Promise<Pair> {
   const dir = path.join(CACHE, label);
   const result = { base: path.join(dir, 'base'), donor: path.join(dir, 'donor') };
   if (existsSync(path.join(result.donor, 'done'))) return result;
@@ -96,7 +159,9 @@ async function oneTensorPair(label: string, rows: number, cols: number): Promise
     for (let done = 0; done < rows * cols; done += block.length) {
       const n = Math.min(block.length, rows * cols - done);
       for (let k = 0; k < n; k++) {
-        x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+        x ^= x << 13;
+        x ^= x >>> 17;
+        x ^= x << 5;
         block[k] = (x & 0x807f) | 0x3c00; // sign, mantissa random; exponent fixed: finite values near 2^-7
       }
       await fh.write(new Uint8Array(block.buffer, 0, n * 2));
@@ -107,109 +172,152 @@ async function oneTensorPair(label: string, rows: number, cols: number): Promise
   return result;
 }
 
-function recipe(dir: string, pair: { base: string; donor: string }, rules: string): string {
-  const file = path.join(dir, 'recipe.yaml');
+function recipe(file: string, pair: Pair, rules: string): string {
   writeFileSync(file, `parents: {base: ${JSON.stringify(pair.base)}, donor: ${JSON.stringify(pair.donor)}}\nrules:\n${rules}`);
   return file;
 }
 
-async function mergeRun(file: string, out: string): Promise<Measure> {
+const OUT = path.join(CACHE, 'out');
+
+async function mergeRun(files: string[], workers: number, out = OUT): Promise<Measure> {
   rmSync(out, { recursive: true, force: true });
-  const args = ['dist/cli/moe-studio.mjs', 'merge', file, '-o', out];
-  if (opts.workers) args.push('--workers', opts.workers);
-  const m = await measured(process.execPath, args);
+  settle();
+  return measured(process.execPath, [CLI, 'merge', ...files, '-o', out, '--workers', String(workers)], { MOE_STUDIO_REPORT_IO: '1' });
+}
+
+/** The operating system's copy: read the donor, copy the base's shards, make the copies durable. */
+async function floorRun(pair: Pair): Promise<Measure> {
+  const dir = path.join(CACHE, 'floor');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  settle();
+  const q = (xs: string[]) => xs.map((x) => `'${x}'`).join(' ');
+  const script = `cat ${q(shardsOf(pair.donor))} > /dev/null & cp ${q(shardsOf(pair.base))} '${dir}/'; wait; sync '${dir}'/*`;
+  const m = await measured('/bin/sh', ['-c', script]);
+  rmSync(dir, { recursive: true, force: true });
   return m;
 }
 
-async function floorRun(pair: { base: string; donor: string }, out: string, childBytes: number): Promise<Measure> {
-  rmSync(out, { recursive: true, force: true });
-  // The merge's default window: twice the workers plus two.
-  const window = 2 * Number(opts.workers ?? Math.min(8, cpus().length)) + 2;
-  return measured(process.execPath, [FLOOR, pair.base, pair.donor, path.join(out, 'floor.bin'), String(childBytes), String(window)]);
+async function best(n: number, fn: () => Promise<Measure>): Promise<Measure> {
+  let b: Measure | undefined;
+  for (let i = 0; i < n; i++) {
+    const m = await fn();
+    if (!b || m.ms < b.ms) b = m;
+  }
+  return b!;
 }
 
-function best(ms: Measure[]): Measure {
-  return ms.reduce((a, b) => (b.ms < a.ms ? b : a));
-}
+const ioRead = (m: Measure) => Number(/io: read (\d+) bytes/.exec(m.stderr)?.[1] ?? NaN);
+const s = (ms: number) => +(ms / 1000).toFixed(2);
+const MIX = '  - select: {kind: routed_expert}\n    weights: {base: 0.5, donor: 0.5}\n';
 
-// The floor is bundled like the CLI, so neither pays for compiling TypeScript at start-up.
-const FLOOR = path.join(CACHE, 'copy-floor.mjs');
 mkdirSync(CACHE, { recursive: true });
-await build({ entryPoints: [path.join(ROOT, 'bench/copy-floor.ts')], outfile: FLOOR, bundle: true, platform: 'node', format: 'esm', target: 'node20', logLevel: 'warning',
-  banner: { js: "import { createRequire as __moeCreateRequire } from 'node:module'; const require = __moeCreateRequire(import.meta.url);" },
-});
+const machine = `${cores} × ${cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+process.stderr.write(`${machine}; worker counts ${workerCounts.join(', ')}; best of ${runs}\n`);
 
-const MIX_EXPERTS = '  - select: {kind: routed_expert}\n    weights: {base: 0.5, donor: 0.5}\n';
-const results: Record<string, unknown>[] = [];
-mkdirSync(CACHE, { recursive: true });
-const out = path.join(CACHE, 'out');
+// The CLI's fixed cost: the same kind of merge on a tiny pair.
+const tinyDir = path.join(CACHE, 'tiny');
+if (!existsSync(path.join(tinyDir, 'fixture-manifest.json'))) run(process.execPath, ['--import', 'tsx', 'app/fixtures/cli.ts', tinyDir, 'mixtral-pair']);
+const tiny = recipe(path.join(CACHE, 'tiny.yaml'), { base: path.join(tinyDir, 'mixtral-pair', 'base'), donor: path.join(tinyDir, 'mixtral-pair', 'instruct') }, MIX);
+const startup = await best(runs + 1, () => mergeRun([tiny], Math.min(2, cores)));
+process.stderr.write(`start-up (the same merge on tiny tensors): ${s(startup.ms)} s\n`);
 
-const scenarios: { name: string; pair: () => Promise<{ base: string; donor: string }>; rules: string }[] = [
-  { name: `BF16 Mixtral-shaped pair, ${opts.size} in all, α=0.5 on every routed expert`, pair: async () => generatedPair(`bf16-${opts.size}`, ['--size', opts.size!]), rules: MIX_EXPERTS },
-];
-if (opts.fp8) {
-  scenarios.push({
-    name: 'DeepSeek-V3 FP8 pair, 2GB in all, α=0.5 on every routed expert (dequantize, mix, re-quantize)',
-    pair: async () => generatedPair('fp8-2GB', ['--size', '2GB', '--family', 'deepseek_v3', '--dtype', 'FP8']),
-    rules: MIX_EXPERTS,
-  });
+interface Row {
+  scenario: string;
+  parentsGB: number;
+  childGB: number;
+  floorSeconds: number;
+  merges: { workers: number; seconds: number; peakRssMB: number; overFloor: number; overFloorWithoutStartup: number }[];
 }
+const rows: Row[] = [];
 
-for (const s of scenarios) {
-  const pair = await s.pair();
-  const file = recipe(CACHE, pair, s.rules);
-  const floor: Measure[] = [];
-  const merge: Measure[] = [];
+async function scenario(name: string, pair: Pair, rules: string): Promise<Row> {
+  process.stderr.write(`${name}...\n`);
+  const file = recipe(path.join(CACHE, 'scenario.yaml'), pair, rules);
+  const floor = await best(runs, () => floorRun(pair));
+  const merges: Row['merges'] = [];
   let childBytes = 0;
-  for (let i = 0; i < runs; i++) {
-    merge.push(await mergeRun(file, out));
-    childBytes = dirBytes(out);
-    floor.push(await floorRun(pair, path.join(CACHE, 'floor'), childBytes));
+  for (const w of workerCounts) {
+    const m = await best(runs, () => mergeRun([file], w));
+    childBytes = dirBytes(OUT);
+    merges.push({ workers: w, seconds: s(m.ms), peakRssMB: Math.round(m.peakRssMB), overFloor: +(m.ms / floor.ms).toFixed(2), overFloorWithoutStartup: +((m.ms - startup.ms) / floor.ms).toFixed(2) });
   }
-  const f = best(floor);
-  const m = best(merge);
-  const parentBytes = dirBytes(pair.base) + dirBytes(pair.donor);
-  results.push({
-    scenario: s.name,
-    parentsGB: +(parentBytes / 1e9).toFixed(2),
-    childGB: +(childBytes / 1e9).toFixed(2),
-    floorSeconds: +(f.ms / 1000).toFixed(2),
-    mergeSeconds: +(m.ms / 1000).toFixed(2),
-    mergeOverFloor: +(m.ms / f.ms).toFixed(2),
-    mergeGBps: +((parentBytes + childBytes) / 1e6 / m.ms).toFixed(2),
-    floorPeakRssMB: Math.round(f.peakRssMB),
-    mergePeakRssMB: Math.round(m.peakRssMB),
-  });
+  const row = { scenario: name, parentsGB: +((dirBytes(pair.base) + dirBytes(pair.donor)) / 1e9).toFixed(2), childGB: +(childBytes / 1e9).toFixed(2), floorSeconds: s(floor.ms), merges };
+  rows.push(row);
+  return row;
 }
 
-// Memory does not grow with tensor size: the same recipe on one tensor of 2 MB, 200 MB and 2 GB.
-const memory: { tensor: string; mergeSeconds: number; floorSeconds: number; mergeOverFloor: number; peakRssMB: number }[] = [];
-for (const [label, side] of [['2 MB', 1024], ['200 MB', 10240], ['2 GB', 32768]] as const) {
-  const pair = await oneTensorPair(`one-tensor-${side}`, side, side);
-  const file = recipe(CACHE, pair, MIX_EXPERTS);
-  const m = await mergeRun(file, out);
-  const childBytes = dirBytes(out);
-  const f = await floorRun(pair, path.join(CACHE, 'floor'), childBytes);
-  memory.push({ tensor: label, mergeSeconds: +(m.ms / 1000).toFixed(2), floorSeconds: +(f.ms / 1000).toFixed(2), mergeOverFloor: +(m.ms / f.ms).toFixed(2), peakRssMB: Math.round(m.peakRssMB) });
-}
-rmSync(out, { recursive: true, force: true });
-rmSync(path.join(CACHE, 'floor'), { recursive: true, force: true });
+const bf16 = generatedPair(`bf16-${opts.size}`, ['--size', opts.size!]);
+await scenario(`BF16 Mixtral-shaped pair, α = 0.5 on every routed expert`, bf16, MIX);
 
-const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+const extra: Record<string, unknown> = {};
+if (!opts.quick) {
+  const fp8 = generatedPair(`fp8-${opts.size}`, ['--size', opts.size!, '--family', 'deepseek_v3', '--dtype', 'FP8']);
+  await scenario('DeepSeek-V3-shaped FP8 pair, α = 0.5 on every routed expert (dequantize, mix, re-quantize)', fp8, MIX);
+
+  // One expert inside fused tensors, against the same merge on the per-expert layout.
+  const perExpert = generatedPair(`qwen3-${opts.size}`, ['--size', opts.size!, '--family', 'qwen3_moe']);
+  const fused = { base: path.join(CACHE, `qwen3-fused-${opts.size}`, 'base'), donor: path.join(CACHE, `qwen3-fused-${opts.size}`, 'donor') };
+  await fusedCopy(perExpert.base, fused.base);
+  await fusedCopy(perExpert.donor, fused.donor);
+  const ONE = '  - select: {kind: routed_expert, experts: 3}\n    weights: {base: 0.5, donor: 0.5}\n';
+  const w = Math.min(2, cores);
+  const one = async (pair: Pair) => best(runs, () => mergeRun([recipe(path.join(CACHE, 'one.yaml'), pair, ONE)], w));
+  const a = await one(perExpert);
+  const b = await one(fused);
+  extra.fused = { workers: w, perExpertSeconds: s(a.ms), fusedSeconds: s(b.ms), fusedOverPerExpert: +(b.ms / a.ms).toFixed(2) };
+
+  // A 3-child sweep against three merges.
+  const lam = [0.25, 0.5, 0.75].map((l) => recipe(path.join(CACHE, `lambda-${l}.yaml`), bf16, `  - select: {kind: routed_expert}\n    weights: {base: ${1 - l}, donor: ${l}}\n`));
+  const sweep = await best(runs, () => mergeRun(lam, w, path.join(CACHE, 'sweep')));
+  rmSync(path.join(CACHE, 'sweep'), { recursive: true, force: true });
+  let three = 0;
+  let threeRead = 0;
+  for (const f of lam) {
+    const m = await best(runs, () => mergeRun([f], w));
+    three += m.ms;
+    threeRead += ioRead(m);
+  }
+  const parentBytes = dirBytes(bf16.base) + dirBytes(bf16.donor);
+  extra.sweep = {
+    workers: w, sweepSeconds: s(sweep.ms), threeMergesSeconds: s(three), sweepOverThree: +(sweep.ms / three).toFixed(2),
+    parentsGB: +(parentBytes / 1e9).toFixed(2), sweepReadGB: +(ioRead(sweep) / 1e9).toFixed(2), threeMergesReadGB: +(threeRead / 1e9).toFixed(2),
+  };
+
+  // Peak RSS does not grow with tensor size.
+  const memory: { tensor: string; seconds: number; peakRssMB: number }[] = [];
+  for (const [label, side] of [['2 MB', 1024], ['200 MB', 10240], ['2 GB', 32768]] as const) {
+    const pair = await oneTensorPair(`one-tensor-${side}`, side, side);
+    const m = await best(1, () => mergeRun([recipe(path.join(CACHE, 'mem.yaml'), pair, MIX)], w));
+    memory.push({ tensor: label, seconds: s(m.ms), peakRssMB: Math.round(m.peakRssMB) });
+  }
+  extra.memory = memory;
+}
+rmSync(OUT, { recursive: true, force: true });
+
 if (opts.json) {
-  process.stdout.write(JSON.stringify({ machine, results, memory }, null, 2) + '\n');
+  process.stdout.write(JSON.stringify({ machine, startupSeconds: s(startup.ms), rows, ...extra }, null, 2) + '\n');
 } else {
-  process.stdout.write(`machine: ${machine}\n\n`);
-  for (const r of results) {
-    process.stdout.write(
-      `${r.scenario}\n  parents ${r.parentsGB} GB, child ${r.childGB} GB\n` +
-        `  copy-only floor ${r.floorSeconds} s (peak RSS ${r.floorPeakRssMB} MB)\n` +
-        `  merge           ${r.mergeSeconds} s (peak RSS ${r.mergePeakRssMB} MB), ${r.mergeGBps} GB/s read+written\n` +
-        `  merge / floor   ${r.mergeOverFloor}\n\n`,
-    );
+  const out: string[] = [`machine: ${machine}`, `start-up (same merge, tiny tensors): ${s(startup.ms)} s`, ''];
+  for (const r of rows) {
+    out.push(`${r.scenario}: parents ${r.parentsGB} GB, child ${r.childGB} GB`);
+    out.push(`  floor (cat donor, cp base, sync): ${r.floorSeconds} s`);
+    for (const m of r.merges) {
+      out.push(`  merge, ${m.workers} worker${m.workers > 1 ? 's' : ''}: ${m.seconds} s, peak RSS ${m.peakRssMB} MB, merge / floor ${m.overFloor} (${m.overFloorWithoutStartup} without start-up)`);
+    }
+    out.push('');
   }
-  process.stdout.write('one BF16 tensor per parent, α=0.5 (memory must not grow with tensor size):\n');
-  for (const m of memory) {
-    process.stdout.write(`  ${m.tensor.padEnd(7)} merge ${m.mergeSeconds} s, floor ${m.floorSeconds} s, merge / floor ${m.mergeOverFloor}, peak RSS ${m.peakRssMB} MB\n`);
+  if (extra.fused) {
+    const f = extra.fused as Record<string, number>;
+    out.push(`one expert mixed in every layer, ${f.workers} workers: per-expert layout ${f.perExpertSeconds} s, fused ${f.fusedSeconds} s (fused / per-expert ${f.fusedOverPerExpert})`);
   }
+  if (extra.sweep) {
+    const w = extra.sweep as Record<string, number>;
+    out.push(`3-child λ sweep, ${w.workers} workers: ${w.sweepSeconds} s against ${w.threeMergesSeconds} s for three merges (${w.sweepOverThree}); read ${w.sweepReadGB} GB against ${w.threeMergesReadGB} GB (parents: ${w.parentsGB} GB)`);
+  }
+  if (extra.memory) {
+    out.push('one BF16 tensor per parent, α = 0.5 (peak RSS must not grow with tensor size):');
+    for (const m of extra.memory as { tensor: string; seconds: number; peakRssMB: number }[]) out.push(`  ${m.tensor.padEnd(7)} ${m.seconds} s, peak RSS ${m.peakRssMB} MB`);
+  }
+  process.stdout.write(out.join('\n') + '\n');
 }

@@ -309,6 +309,38 @@ rules:
   });
 });
 
+describe('a sweep: several children in one pass', () => {
+  it('writes each child byte for byte as its recipe alone does, reading each parent byte once', async () => {
+    const dir = dirs['deepseek-v3-fp8-pair']!;
+    const recipes = [0.25, 0.5, 0.75].map((l) =>
+      writeRecipe(dir, `lambda-${l}.yaml`, `parents: {v3: ./v3, r1: ./r1}\nrules:\n  - select: {kind: routed_expert}\n    weights: {v3: ${1 - l}, r1: ${l}}\n`),
+    );
+    const sweepDir = path.join(dir, 'out-sweep');
+    const env = { ...process.env, MOE_STUDIO_REPORT_IO: '1' };
+    const readOf = (stderr: string) => Number(/io: read (\d+) bytes/.exec(stderr)![1]);
+    const cli = (args: string[]) => runCli(args, undefined, env);
+    const sweep = cli(['merge', ...recipes, '-o', sweepDir, '--workers', '2']);
+    expect(sweep.stderr).not.toContain('error');
+    expect(sweep.status).toBe(0);
+    expect(filesIn(sweepDir)).toEqual(['lambda-0.25', 'lambda-0.5', 'lambda-0.75']);
+    let singleRead = 0;
+    for (const [k, l] of [0.25, 0.5, 0.75].entries()) {
+      const one = path.join(dir, `out-lambda-${l}`);
+      const r = cli(['merge', recipes[k]!, '-o', one, '--workers', '2']);
+      expect(r.status).toBe(0);
+      singleRead = readOf(r.stderr);
+      for (const f of filesIn(one)) expect(readFileSync(path.join(sweepDir, `lambda-${l}`, f)).equals(readFileSync(path.join(one, f))), f).toBe(true);
+      expect(compareChild(await expectedChild(recipes[k]!), readChild(path.join(sweepDir, `lambda-${l}`)).tensors)).toEqual([]);
+    }
+    // Three children, one read of the parents: the sweep reads about what one merge reads.
+    const parents = ['v3', 'r1'].reduce((n, p) => n + filesIn(path.join(dir, p)).filter((f) => f.endsWith('.safetensors')).reduce((m, f) => m + statSync(path.join(dir, p, f)).size, 0), 0);
+    expect(readOf(sweep.stderr)).toBeLessThan(singleRead + 0.25 * parents);
+    // One recipe at a time for --resume; a child folder named twice is refused.
+    expect(runCli(['merge', ...recipes, '-o', sweepDir, '--resume']).stderr).toMatch(/--resume continues one interrupted merge: give one recipe/);
+    expect(runCli(['merge', recipes[0]!, recipes[0]!, '-o', path.join(dir, 'out-twice')]).stderr).toMatch(/two recipes would write the same child folder "lambda-0.25"/);
+  });
+});
+
 describe('moe-studio inspect and diff', () => {
   it('inspect describes a DeepSeek-V3 FP8 checkpoint', () => {
     const r = runCli(['inspect', path.join(dirs['deepseek-v3-fp8-pair']!, 'v3')]);

@@ -250,3 +250,47 @@ describe('strided copies of expert regions', () => {
     expect(m.x.strided_copy(0, 0, 3, 1, 1, 1, 1, 1, 1) >>> 0).toBe(0xffffffff);
   });
 });
+
+describe('the tiled mix straight into a plain output (mix_tiled)', () => {
+  const plainOuts: Codec[] = (['F32', 'F16', 'BF16'] as const).map((dtype) => ({ kind: 'plain', dtype }));
+  /** A stripe of random values in a codec, with its stored bytes, through the reference encoder. */
+  const stripe = (r: () => number, c: Codec, rows: number, cols: number): Stripe => {
+    const e = encodeRef(values(r, rows * cols, c.kind === 'mxfp4' || c.kind === 'int4'), rows, cols, c);
+    const s: Stripe = { codec: c, rows, cols, data: e.data };
+    if (e.scales) s.scales = e.scales;
+    return s;
+  };
+  const inputs: Codec[] = [
+    { kind: 'plain', dtype: 'BF16' }, { kind: 'plain', dtype: 'F16' }, { kind: 'plain', dtype: 'F32' },
+    { kind: 'fp8', scaleDtype: 'F32', blockRows: 128, blockCols: 128, scaleRole: 'scale_inv' },
+    { kind: 'mxfp4' }, { kind: 'int4', scaleDtype: 'BF16', group: 32 },
+  ];
+  it('equals the reference mix for every input format and plain output, 1 to 3 inputs, zero weights, odd lengths', () => {
+    const r = rng(77);
+    const m = K.module;
+    for (const out of plainOuts) {
+      for (const [rows, cols] of [[3, 64], [130, 96], [1, 1056]] as const) {
+        for (let trial = 0; trial < 10; trial++) {
+          const k = trial >= 8 ? 2 : 1 + (trial % 3);
+          // Trials 8 and 9: two BF16 inputs, the fused register path when the output is BF16.
+          const codecs = Array.from({ length: k }, (_, j) => (trial >= 8 ? inputs[0]! : inputs[(trial + j * 2) % inputs.length]!));
+          const ss = codecs.map((c) => stripe(r, c, rows, cols));
+          const weights = ss.map((_, j) => (trial === 5 && j === 0 ? 0 : Math.fround(0.1 + r())));
+          const want = mixRef({ rows, cols, inputs: ss, weights, out });
+          // Inputs into the module's memory, the mix straight into an output buffer.
+          const ptrs = ss.map((s, j) => ({ data: m.put(`t.d${j}`, s.data), scales: m.put(`t.s${j}`, s.scales) }));
+          const bytes = want.data.length;
+          const dst = m.slot('t.out', Math.max(16, bytes));
+          const rc = m.mixTiled(ss.map((s, j) => ({ codec: s.codec, data: ptrs[j]!.data, scales: ptrs[j]!.scales, weight: weights[j]! })), rows, cols, out, dst);
+          expect(rc).toBe(0);
+          expectSame(m.u8(dst, bytes).slice(), want.data, `${codecs.map(codecName).join(' + ')} → ${codecName(out)} ${rows}×${cols}`);
+        }
+      }
+    }
+  });
+  it('refuses a quantized output (those need whole blocks: encode)', () => {
+    const m = K.module;
+    const s = m.put('t.q', new Uint8Array(64));
+    expect(m.mixTiled([{ codec: { kind: 'plain', dtype: 'BF16' }, data: s, scales: 0, weight: 1 }], 1, 32, { kind: 'mxfp4' }, m.slot('t.o', 64))).toBe(0xffffffff);
+  });
+});

@@ -9,11 +9,11 @@ import { formatSummary, summarizeModel } from '../engine/model/inspect.ts';
 import type { Model } from '../engine/model/types.ts';
 import { parseRecipe } from '../engine/recipe/parse.ts';
 import { planMerge } from '../engine/plan/plan.ts';
-import { executeMerge, MergeCancelled, type PausePoint } from '../engine/exec/merge.ts';
+import { executeMerges, MergeCancelled, type MergeJob, type PausePoint } from '../engine/exec/merge.ts';
 import { diffModels, type TensorDiff } from '../engine/exec/diff.ts';
 import { createNodeKernelPool, defaultWorkers } from './kernel-pool.ts';
 import { openNodeModelFolder, openNodeOutputFolder, type NodeModelFolder } from './node-io.ts';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { progressLine } from './progress.ts';
 import { formatBytes, formatDuration } from '../engine/report/format.ts';
 import { formatDiffTable, summarizeDiff, formatKindSummary } from './diff-report.ts';
@@ -23,6 +23,8 @@ const USAGE = `moe-studio: assemble Mixture-of-Experts models from existing rele
 Usage:
   moe-studio merge RECIPE -o OUT [--workers N] [--overwrite | --resume]
       Run a recipe (YAML or JSON). Parent paths are relative to the recipe file.
+  moe-studio merge RECIPE RECIPE... -o OUT_DIR [--workers N] [--overwrite]
+      A sweep: one child per recipe, in OUT_DIR/<recipe file name>/, reading the parents once.
   moe-studio diff MODEL_A MODEL_B [--json] [--sampled] [--workers N]
       Per-tensor rms_diff, relative difference and cosine of B against A, and a per-kind summary.
   moe-studio inspect MODEL [--json]
@@ -61,9 +63,10 @@ export async function main(argv: string[]): Promise<number> {
   const workers = values.workers === undefined ? defaultWorkers() : parseWorkers(values.workers);
   switch (command) {
     case 'merge':
-      if (args.length !== 1 || !values.output) throw new UsageError('merge needs RECIPE and -o OUT');
+      if (args.length < 1 || !values.output) throw new UsageError('merge needs RECIPE (or several) and -o OUT');
       if (values.overwrite && values.resume) throw new UsageError('--overwrite and --resume exclude each other');
-      return merge(args[0]!, values.output, workers, { overwrite: values.overwrite ?? false, resume: values.resume ?? false });
+      if (args.length > 1 && values.resume) throw new UsageError('--resume continues one interrupted merge: give one recipe');
+      return merge(args, values.output, workers, { overwrite: values.overwrite ?? false, resume: values.resume ?? false });
     case 'diff':
       if (args.length !== 2) throw new UsageError('diff needs MODEL_A and MODEL_B');
       return diff(args[0]!, args[1]!, workers, values.json ?? false, values.sampled ?? false);
@@ -145,25 +148,61 @@ async function withPool<T>(workers: number, run: (pool: KernelPool) => Promise<T
   }
 }
 
-async function merge(recipePath: string, outDir: string, workers: number, mode: { overwrite: boolean; resume: boolean }): Promise<number> {
-  const recipeFile = path.resolve(recipePath);
-  const text = await readFile(recipeFile, 'utf8').catch((e: NodeJS.ErrnoException) => {
-    throw new MoeError(e.code === 'ENOENT' ? 'recipe file not found' : e.message, recipeFile);
-  });
-  const recipe = parseRecipe(text, recipeFile);
-  const parents = new Map<string, Model>();
-  const folders: NodeModelFolder[] = [];
+/**
+ * With MOE_STUDIO_REPORT_IO set, the process's own I/O counters (Linux /proc/self/io: bytes read
+ * and written through system calls, worker threads included) go to stderr: the benchmark checks
+ * with them that a sweep reads each parent byte once.
+ */
+function reportIo(): void {
+  if (!process.env['MOE_STUDIO_REPORT_IO']) return;
   try {
-    for (const [name, dir] of Object.entries(recipe.parents)) {
-      const opened = await openParent(path.resolve(path.dirname(recipeFile), dir));
-      folders.push(opened.folder);
-      parents.set(name, opened.model);
+    const io = readFileSync('/proc/self/io', 'utf8');
+    const get = (k: string) => Number(new RegExp(`^${k}: (\\d+)`, 'm').exec(io)?.[1] ?? NaN);
+    process.stderr.write(`io: read ${get('rchar')} bytes, wrote ${get('wchar')} bytes\n`);
+  } catch {
+    process.stderr.write('io: no /proc/self/io on this system\n');
+  }
+}
+
+/** A child's folder in a sweep: the recipe file's name without its extension. */
+function childName(recipeFile: string): string {
+  return path.basename(recipeFile).replace(/\.(ya?ml|json)$/i, '');
+}
+
+async function merge(recipePaths: string[], outDir: string, workers: number, mode: { overwrite: boolean; resume: boolean }): Promise<number> {
+  const sweep = recipePaths.length > 1;
+  const recipes = await Promise.all(
+    recipePaths.map(async (p) => {
+      const file = path.resolve(p);
+      const text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
+        throw new MoeError(e.code === 'ENOENT' ? 'recipe file not found' : e.message, file);
+      });
+      return { file, recipe: parseRecipe(text, file) };
+    }),
+  );
+  if (sweep) {
+    const names = recipes.map((r) => childName(r.file));
+    const twice = names.find((n, i) => names.indexOf(n) !== i);
+    if (twice) throw new UsageError(`two recipes would write the same child folder "${twice}": give the recipe files different names`);
+  }
+  // Parents are opened once by folder, whatever name each recipe gives them: a sweep reads them once.
+  const opened = new Map<string, { folder: NodeModelFolder; model: Model }>();
+  const err = process.stderr;
+  try {
+    const jobs: MergeJob[] = [];
+    for (const { file, recipe } of recipes) {
+      const parents = new Map<string, Model>();
+      for (const [name, dir] of Object.entries(recipe.parents)) {
+        const abs = path.resolve(path.dirname(file), dir);
+        let p = opened.get(abs);
+        if (!p) opened.set(abs, (p = await openParent(abs)));
+        parents.set(name, p.model);
+      }
+      const plan = await planMerge(recipe, parents);
+      err.write(`${sweep ? `${childName(file)}: ` : ''}${plan.description}\n`);
+      for (const w of plan.warnings) err.write(`warning: ${w}\n`);
+      jobs.push({ plan, out: openNodeOutputFolder(sweep ? path.join(outDir, childName(file)) : outDir) });
     }
-    const plan = await planMerge(recipe, parents);
-    const err = process.stderr;
-    err.write(`${plan.description}\n`);
-    for (const w of plan.warnings) err.write(`warning: ${w}\n`);
-    const out = openNodeOutputFolder(outDir);
     const controller = new AbortController();
     let stoppedBy: string | undefined;
     const offSignals = onStopSignals((signal) => {
@@ -172,8 +211,8 @@ async function merge(recipePath: string, outDir: string, workers: number, mode: 
     });
     const bar = progressLine(process.stderr, 'bytes');
     try {
-      const report = await withPool(workers, (pool) =>
-        executeMerge(plan, out, pool, {
+      const reports = await withPool(workers, (pool) =>
+        executeMerges(jobs, pool, {
           signal: controller.signal,
           overwrite: mode.overwrite,
           resume: mode.resume,
@@ -187,23 +226,30 @@ async function merge(recipePath: string, outDir: string, workers: number, mode: 
         }),
       );
       bar.done();
-      const secs = report.elapsedMs / 1000;
-      const written = report.totalBytes - report.resumedBytes;
-      const lines = [
-        `wrote ${report.files.length} files, ${formatBytes(report.totalBytes)} to ${out.path} in ${formatDuration(report.elapsedMs)} (${formatBytes(written / Math.max(secs, 1e-3))}/s)`,
-        `tensors: ${report.copied} copied, ${report.converted} converted, ${report.mixed} mixed, ${report.muted} muted, ${report.patched} router biases edited`,
-      ];
-      if (report.resumedShards > 0) lines.push(`resumed: ${report.resumedShards} shards (${formatBytes(report.resumedBytes)}) kept from the interrupted merge`);
-      if (recipe.threshold) {
-        lines.push(`threshold rms_diff < ${recipe.threshold.below}: ${report.thresholdKept} of ${report.threshold.length} tensors kept from ${plan.base}`);
-      }
+      const lines: string[] = [];
+      reports.forEach((report, k) => {
+        const { plan, out } = jobs[k]!;
+        const recipe = recipes[k]!.recipe;
+        const secs = report.elapsedMs / 1000;
+        const written = report.totalBytes - report.resumedBytes;
+        lines.push(
+          `wrote ${report.files.length} files, ${formatBytes(report.totalBytes)} to ${(out as ReturnType<typeof openNodeOutputFolder>).path} in ${formatDuration(report.elapsedMs)} (${formatBytes(written / Math.max(secs, 1e-3))}/s)`,
+          `tensors: ${report.copied} copied, ${report.converted} converted, ${report.mixed} mixed, ${report.assembled} assembled, ${report.muted} with muted experts, ${report.patched} router biases edited`,
+        );
+        if (report.resumedShards > 0) lines.push(`resumed: ${report.resumedShards} shards (${formatBytes(report.resumedBytes)}) kept from the interrupted merge`);
+        if (recipe.threshold) {
+          lines.push(`threshold rms_diff < ${recipe.threshold.below}: ${report.thresholdKept} of ${report.threshold.length} tensors kept from ${plan.base}`);
+        }
+      });
       process.stdout.write(lines.join('\n') + '\n');
+      reportIo();
       return 0;
     } catch (e) {
       bar.done();
       if (e instanceof MergeCancelled) {
         const how = stoppedBy ? `${stoppedBy}: ` : '';
-        process.stderr.write(`moe-studio: ${how}${e.message}${e.kept ? `; continue with: moe-studio merge ${recipePath} -o ${outDir} --resume` : ''}\n`);
+        const again = !sweep && e.kept ? `; continue with: moe-studio merge ${recipePaths[0]} -o ${outDir} --resume` : '';
+        process.stderr.write(`moe-studio: ${how}${e.message}${again}\n`);
         return SIGNAL_EXIT[stoppedBy ?? 'SIGINT'] ?? 130;
       }
       throw e;
@@ -211,7 +257,7 @@ async function merge(recipePath: string, outDir: string, workers: number, mode: 
       offSignals();
     }
   } finally {
-    await Promise.all(folders.map((f) => f.close()));
+    await Promise.all([...opened.values()].map((p) => p.folder.close()));
   }
 }
 

@@ -4,7 +4,9 @@
 //! The arithmetic is a contract, checked bit for bit against the scalar TypeScript reference in
 //! `test/reference/scalar.ts`:
 //! - decode: each codec to f32 exactly as its rule says (below); NaN becomes the canonical NaN.
-//! - mix: acc = +0; acc = acc + f32(w) * x for each input with w ≠ 0 (no fused multiply-add).
+//! - mix: acc = +0; acc = acc + f32(w) * x for each input with w ≠ 0 (no fused multiply-add);
+//!   `mix_tiled` does it tile by tile straight into a plain output (the accumulator never leaves
+//!   the stack), `accumulate` + `encode` for quantized outputs, which need whole blocks.
 //! - encode: round to nearest even; BF16/F16 overflow to ±inf; NaN becomes the canonical NaN of
 //!   the format; quantized codecs get fresh scales per block (rules below), and values they cannot
 //!   hold (NaN; ±inf for MXFP4 and INT4) are counted for the caller to refuse.
@@ -76,7 +78,7 @@ fn div_ceil(a: usize, b: usize) -> usize {
 /// Version of this ABI; the TypeScript wrapper refuses a module with another.
 #[no_mangle]
 pub extern "C" fn kernels_abi() -> u32 {
-    5
+    6
 }
 
 /// Allocates `size` bytes, 16-byte aligned; 0 when memory cannot grow.
@@ -678,6 +680,114 @@ pub unsafe extern "C" fn diff(
     *out.add(4) = ssb;
     *out.add(5) = dot;
     *out.add(6) = maxd;
+    0
+}
+
+/// out = encode(acc) where acc = +0; acc = acc + w_j · decode(input j) for each input with
+/// w_j ≠ 0, in order — the mix (and, with one input of weight 1, a conversion: +0 + 1·x = x but
+/// for −0, so conversions go through `decode` instead) of `count` contiguous rows × cols stripes
+/// into a plain output, tile by tile: the accumulator stays in a stack tile instead of making a
+/// trip to memory per input. Each input is described by its codec descriptor (4 u32 at
+/// descs + 16·j), data and scales pointers (datas[j], scales[j]) and f32 weight (weights[j]).
+/// Returns 0, or u32::MAX for a bad codec or a quantized output (those need whole blocks: encode).
+#[no_mangle]
+pub unsafe extern "C" fn mix_tiled(
+    count: usize,
+    descs: *const u32,
+    datas: *const u32,
+    scales: *const u32,
+    weights: *const f32,
+    rows: usize,
+    cols: usize,
+    out_desc: *const u32,
+    out: *mut u8,
+) -> u32 {
+    let oc = match codec_at(out_desc) {
+        Some(c) => c,
+        None => return ERR_DTYPE,
+    };
+    if !(oc.kind == K_F32 || oc.kind == K_F16 || oc.kind == K_BF16) {
+        return ERR_DTYPE;
+    }
+    for j in 0..count {
+        if codec_at(descs.add(4 * j)).is_none() {
+            return ERR_DTYPE;
+        }
+    }
+    let n = rows * cols;
+    // Two BF16 inputs into BF16 (the commonest merge): the accumulator stays in registers.
+    let mut i0 = 0;
+    let nz: Vec<usize> = (0..count).filter(|&j| *weights.add(j) != 0.0).collect();
+    if nz.len() == 2 && oc.kind == K_BF16 && nz.iter().all(|&j| *descs.add(4 * j) == K_BF16) {
+        let (ja, jb) = (nz[0], nz[1]);
+        let a = *datas.add(ja) as usize as *const u16;
+        let b = *datas.add(jb) as usize as *const u16;
+        i0 = simd_prefix!(simd::mix2_bf16(a, *weights.add(ja), b, *weights.add(jb), out as *mut u16, n));
+    }
+    let mut tile = [0f32; TILE];
+    let mut scratch = [0f32; TILE];
+    let t = tile.as_mut_ptr();
+    while i0 < n {
+        let len = core::cmp::min(TILE, n - i0);
+        let mut first = true;
+        for j in 0..count {
+            let w = *weights.add(j);
+            if w == 0.0 {
+                continue;
+            }
+            let c = codec_at(descs.add(4 * j)).unwrap();
+            let data = *datas.add(j) as usize as *const u8;
+            let sc = *scales.add(j) as usize as *const u8;
+            match c.kind {
+                K_F32 => {
+                    if first {
+                        accum_f32::<true>(t, (data as *const f32).add(i0), len, w)
+                    } else {
+                        accum_f32::<false>(t, (data as *const f32).add(i0), len, w)
+                    }
+                }
+                K_F16 => {
+                    if first {
+                        accum_f16::<true>(t, (data as *const u16).add(i0), len, w)
+                    } else {
+                        accum_f16::<false>(t, (data as *const u16).add(i0), len, w)
+                    }
+                }
+                K_BF16 => {
+                    if first {
+                        accum_bf16::<true>(t, (data as *const u16).add(i0), len, w)
+                    } else {
+                        accum_bf16::<false>(t, (data as *const u16).add(i0), len, w)
+                    }
+                }
+                K_E4M3 => for_each_block_run(c, cols, sc, i0, len, |i, l, s| {
+                    if first {
+                        accum_e4m3::<true>(t.add(i - i0), data.add(i), l, s, w)
+                    } else {
+                        accum_e4m3::<false>(t.add(i - i0), data.add(i), l, s, w)
+                    }
+                }),
+                _ => {
+                    decode_run(c, data, sc, cols, i0, len, scratch.as_mut_ptr());
+                    if first {
+                        accum_f32::<true>(t, scratch.as_ptr(), len, w)
+                    } else {
+                        accum_f32::<false>(t, scratch.as_ptr(), len, w)
+                    }
+                }
+            }
+            first = false;
+        }
+        if first {
+            fill_zero(t, len);
+        }
+        match oc.kind {
+            K_F32 => encode_f32(t, (out as *mut f32).add(i0), len),
+            K_F16 => encode_f16(t, (out as *mut u16).add(i0), len),
+            _ => encode_bf16(t, (out as *mut u16).add(i0), len),
+        }
+        i0 += len;
+    }
     0
 }
 

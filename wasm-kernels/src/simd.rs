@@ -28,10 +28,14 @@ fn splat(x: u32) -> v128 {
 /// 8 bf16 values -> two f32x4 (low four, high four).
 #[inline(always)]
 fn bf16x8_to_f32(v: v128) -> (v128, v128) {
-    let z = u32x4_splat(0);
-    let lo = i8x16_shuffle::<16, 17, 0, 1, 16, 17, 2, 3, 16, 17, 4, 5, 16, 17, 6, 7>(v, z);
-    let hi = i8x16_shuffle::<16, 17, 8, 9, 16, 17, 10, 11, 16, 17, 12, 13, 16, 17, 14, 15>(v, z);
-    (lo, hi)
+    // Widen and shift rather than a two-source shuffle: engines lower those to several instructions.
+    (i32x4_shl(u32x4_extend_low_u16x8(v), 16), i32x4_shl(u32x4_extend_high_u16x8(v), 16))
+}
+
+/// Two f32x4 of rounded bf16 bits (in the high halves) -> eight bf16.
+#[inline(always)]
+fn bf16_pack(a: v128, b: v128) -> v128 {
+    u16x8_narrow_i32x4(u32x4_shr(a, 16), u32x4_shr(b, 16))
 }
 
 /// u32 lanes each holding a half in the low 16 bits -> f32 lanes (see scalar::f16_to_f32).
@@ -258,8 +262,7 @@ pub unsafe fn encode_bf16(src: *const f32, dst: *mut u16, n: usize) -> usize {
     while i + 8 <= n {
         let a = bf16_round(ld(src.add(i) as *const u8));
         let b = bf16_round(ld(src.add(i + 4) as *const u8));
-        let packed = i8x16_shuffle::<2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31>(a, b);
-        st(dst.add(i) as *mut u8, packed);
+        st(dst.add(i) as *mut u8, bf16_pack(a, b));
         i += 8;
     }
     i
@@ -402,4 +405,23 @@ impl StatsAcc {
         let m1 = f64x2_extract_lane::<1>(self.maxd);
         [sum(self.ssd), sum(self.ssa), sum(self.ssb), sum(self.dot), if m1 > m0 { m1 } else { m0 }]
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused mixing of two BF16 inputs into BF16 (the commonest merge): the accumulator stays in
+// registers; every lane does the scalar steps (+0 + w_a·a, then + w_b·b, then round).
+
+pub unsafe fn mix2_bf16(a: *const u16, wa: f32, b: *const u16, wb: f32, out: *mut u16, n: usize) -> usize {
+    let wav = f32x4_splat(wa);
+    let wbv = f32x4_splat(wb);
+    let zero = f32x4_splat(0.0);
+    let lane = |x: v128, y: v128| f32x4_add(f32x4_add(zero, f32x4_mul(wav, x)), f32x4_mul(wbv, y));
+    let mut i = 0;
+    while i + 8 <= n {
+        let (a0, a1) = bf16x8_to_f32(ld(a.add(i) as *const u8));
+        let (b0, b1) = bf16x8_to_f32(ld(b.add(i) as *const u8));
+        st(out.add(i) as *mut u8, bf16_pack(bf16_round(lane(a0, b0)), bf16_round(lane(a1, b1))));
+        i += 8;
+    }
+    i
 }

@@ -14,7 +14,7 @@ import { MoeError } from '../io.ts';
 import { indicesInRows, movableAsBytes, placeIn, recordIsPerSlab, regionDims, regionRows, sameRegion } from '../model/regions.ts';
 import type { TensorRecord, Weight } from '../model/types.ts';
 import type { CellOp, PlannedCell, PlannedTensor, SourceCell, StoredTensor } from '../plan/types.ts';
-import type { FileTable } from './files.ts';
+import type { SourceIds } from './files.ts';
 import type { Band, CopyUnit, DiffUnit, Piece, Place, Span, StripeUnit, Unit } from './units.ts';
 
 /**
@@ -48,7 +48,7 @@ function recordOf(w: Weight, role: string): TensorRecord | undefined {
 }
 
 /** A stored tensor's bytes for one slab (or the whole of it, when it is not per slab). */
-function slabSpan(files: FileTable, parent: string, w: Weight, role: string, slab: number): Span | undefined {
+function slabSpan(files: SourceIds, parent: string, w: Weight, role: string, slab: number): Span | undefined {
   const rec = recordOf(w, role);
   if (!rec) return undefined;
   const file = files.source(parent, rec.file);
@@ -58,7 +58,7 @@ function slabSpan(files: FileTable, parent: string, w: Weight, role: string, sla
 }
 
 /** Rows [a, b) of a source slab, widened to whole scale blocks of its codec. */
-function bandOf(files: FileTable, src: SourceCell, a: number, b: number): { band: Band; row0: number } {
+function bandOf(files: SourceIds, src: SourceCell, a: number, b: number): { band: Band; row0: number } {
   const w = src.weight;
   const { rows, cols } = w.view;
   const c = w.codec;
@@ -91,7 +91,7 @@ function bandOf(files: FileTable, src: SourceCell, a: number, b: number): { band
 class Bands {
   readonly list: Band[] = [];
   private readonly byKey = new Map<string, number>();
-  constructor(private readonly files: FileTable) {}
+  constructor(private readonly files: SourceIds) {}
 
   /** Band and place of values o ∈ [oa, ob), i ∈ [ia, ib) of a source cell. */
   of(src: SourceCell, oa: number, ob: number, ia: number, ib: number): { band: number; src: Place; row0: number } {
@@ -198,7 +198,7 @@ function slabCopySource(t: PlannedTensor, s: number, kept?: ReadonlySet<PlannedC
 }
 
 /** Where a stored companion of slab `s` is copied from: the slab's own source if it has one, else the base's. */
-function companionSpan(files: FileTable, t: PlannedTensor, st: StoredTensor, s: number, kept?: ReadonlySet<PlannedCell>): Span {
+function companionSpan(files: SourceIds, t: PlannedTensor, st: StoredTensor, s: number, kept?: ReadonlySet<PlannedCell>): Span {
   const same = slabCopySource(t, s, kept) ?? (() => {
     const ops = t.slabs[s]!.map((c) => effectiveOp(c, kept));
     const f = ops[0]!.type === 'copy' ? ops[0]!.from : undefined;
@@ -239,7 +239,7 @@ class CopyPacker {
 }
 
 /** Every unit that makes a child tensor's bytes. */
-export function compileTensor(files: FileTable, t: PlannedTensor, place: Placement, opts: CompileOptions = {}): Unit[] {
+export function compileTensor(files: SourceIds, t: PlannedTensor, place: Placement, opts: CompileOptions = {}): Unit[] {
   const chunk = opts.chunkElements ?? CHUNK_ELEMENTS;
   const kept = opts.kept;
   const out = place.file;
@@ -327,7 +327,7 @@ export function compileTensor(files: FileTable, t: PlannedTensor, place: Placeme
  * Units measuring how region `b` differs from region `a` (same dims), in chunks along the rows so
  * memory stays bounded whatever the tensor's size. Their statistics add up in order.
  */
-export function cellDiffUnits(files: FileTable, a: SourceCell, b: SourceCell, tensor: string, chunk = CHUNK_ELEMENTS): DiffUnit[] {
+export function cellDiffUnits(files: SourceIds, a: SourceCell, b: SourceCell, tensor: string, chunk = CHUNK_ELEMENTS): DiffUnit[] {
   const dims = regionDims(a.region);
   const along = a.region.transposed ? dims.in : dims.out;
   const other = a.region.transposed ? dims.out : dims.in;

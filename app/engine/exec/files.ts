@@ -6,32 +6,50 @@ import type { KernelPool, RunFile } from '../kernels/pool.ts';
 import type { Model } from '../model/types.ts';
 import type { Span, Unit } from './units.ts';
 
-export class FileTable {
-  private readonly ids = new Map<string, number>();
+/** Ids of parents' shards, by the parent names of one plan. */
+export interface SourceIds {
+  source(parent: string, file: string): number;
+}
+
+export class FileTable implements SourceIds {
+  /** Ids by model, then shard file: parents named differently in several recipes share ids. */
+  private readonly ids = new Map<Model, Map<string, number>>();
+  private readonly byName = new Map<string, Model>();
   private readonly sources = new Map<number, ByteSource>();
   private readonly outputs = new Map<number, OutputFile>();
   private next = 0;
 
   /** Registers every shard of a model under `parent`; returns the new entries (to open on the pool). */
   addModel(parent: string, model: Model): RunFile[] {
+    this.byName.set(parent, model);
+    if (this.ids.has(model)) return [];
+    const files = new Map<string, number>();
+    this.ids.set(model, files);
     const added: RunFile[] = [];
     for (const file of model.shards) {
-      const key = `${parent}\u0000${file}`;
-      if (this.ids.has(key)) continue;
       const id = this.next++;
       const source = model.sources.get(file)!;
-      this.ids.set(key, id);
+      files.set(file, id);
       this.sources.set(id, source);
       added.push({ id, source });
     }
     return added;
   }
 
-  /** The id of a parent's shard. */
-  source(parent: string, file: string): number {
-    const id = this.ids.get(`${parent}\u0000${file}`);
+  private idOf(model: Model | undefined, parent: string, file: string): number {
+    const id = model ? this.ids.get(model)?.get(file) : undefined;
     if (id === undefined) throw new Error(`internal: ${parent}/${file} is not in the run's file table`);
     return id;
+  }
+
+  /** The id of a parent's shard. */
+  source(parent: string, file: string): number {
+    return this.idOf(this.byName.get(parent), parent, file);
+  }
+
+  /** Ids by the parent names of one plan (a sweep's recipes may name the same parents differently). */
+  bound(parents: ReadonlyMap<string, Model>): SourceIds {
+    return { source: (parent, file) => this.idOf(parents.get(parent), parent, file) };
   }
 
   /** A parent's shard by id. */

@@ -15,7 +15,7 @@
 //  - A failed or cancelled merge removes the files it created, except completed shards, which stay
 //    with the resume journal so that `resume` continues where it stopped. It never deletes a file
 //    it did not create (with overwrite: the earlier child's files, index first).
-import { codecName } from '../formats/codec.ts';
+import { codecName, sameCodec } from '../formats/codec.ts';
 import { LOCK_FILE, MoeError, type ByteSource, type LockOwner, type OutputFile, type OutputFolder, type OutputLock } from '../io.ts';
 import type { KernelPool } from '../kernels/pool.ts';
 import { addStats, emptyStats, type DiffStats } from '../kernels/types.ts';
@@ -28,12 +28,12 @@ import { renderModelCard } from '../report/model-card.ts';
 import { formatBytes } from '../report/format.ts';
 import { CHUNK_ELEMENTS, COPY_BLOCK, cellDiffUnits, compileTensor, type Placement } from './compile.ts';
 import { runUnits } from './dispatch.ts';
-import { FileTable } from './files.ts';
+import { FileTable, type SourceIds } from './files.ts';
 import {
   JOURNAL_FILE, JOURNAL_FORMAT, emptyShardReport, encodeSpans, fingerprintChange, planFingerprint, readJournal, rootChecksum, verifyShard, writeJournal,
   type Journal, type ShardRecord, type ShardReport,
 } from './journal.ts';
-import type { Unit } from './units.ts';
+import type { Span, StripeOutput, StripeUnit, Unit } from './units.ts';
 
 export { COPY_BLOCK };
 
@@ -150,8 +150,14 @@ interface RunState {
   out: OutputFolder;
   pool: KernelPool;
   files: FileTable;
+  /** The run's file ids by this plan's parent names. */
+  ids: SourceIds;
   window: number;
   chunkElements: number;
+  /** Shards kept from an interrupted run, and where each shard is on disk. */
+  kept: Map<string, { name: string; rec: ShardRecord }>;
+  onDisk: Map<string, string>;
+  totals: ShardReport;
   /** Files created by this run, under the names they have now. */
   written: Set<string>;
   /** The file being written, aborted on failure. */
@@ -163,122 +169,193 @@ interface RunState {
 }
 
 export async function executeMerge(plan: MergePlan, out: OutputFolder, pool: KernelPool, opts: MergeOptions = {}): Promise<MergeReport> {
+  return (await executeMerges([{ plan, out }], pool, opts))[0]!;
+}
+
+/** A child of a sweep: its plan and its output folder. */
+export interface MergeJob {
+  plan: MergePlan;
+  out: OutputFolder;
+}
+
+/**
+ * Several children of the same parents in one pass (a λ sweep): each parent byte is read once for
+ * all children whose shards are laid out alike (a recipe that only changes weights); every child
+ * keeps the promises of a single merge (its own lock, temporary names, index last, cleanup). A
+ * failure stops every child. `resume` works on one child at a time.
+ */
+export async function executeMerges(jobs: MergeJob[], pool: KernelPool, opts: MergeOptions = {}): Promise<MergeReport[]> {
+  if (jobs.length === 0) return [];
+  if (jobs.length > 1 && opts.resume) throw new MoeError('resume continues one interrupted merge at a time: give one recipe with --resume');
   const started = performance.now();
   const signal = opts.signal;
   const checkCancel = () => {
     if (signal?.aborted) throw new MergeCancelled();
   };
   const notice = (t: string) => opts.onNotice?.(t);
-  const progress: MergeProgress = {
-    bytesDone: 0, bytesTotal: plan.totalBytes, resumedBytes: 0, tensor: '', tensorsDone: 0, tensorsTotal: plan.tensors.length, file: '', elapsedMs: 0,
+  const total: MergeProgress = {
+    bytesDone: 0, bytesTotal: 0, resumedBytes: 0, tensor: '', tensorsDone: 0, tensorsTotal: 0, file: '', elapsedMs: 0,
   };
   const emit = () => {
-    progress.elapsedMs = performance.now() - started;
-    opts.onProgress?.({ ...progress });
+    total.elapsedMs = performance.now() - started;
+    // A sweep reports all its children as one.
+    total.bytesDone = states.reduce((n, st) => n + st.progress.bytesDone, 0);
+    total.resumedBytes = states.reduce((n, st) => n + st.progress.resumedBytes, 0);
+    total.tensorsDone = states.reduce((n, st) => n + st.progress.tensorsDone, 0);
+    const cur = states.find((st) => st.progress.file !== '') ?? states[0]!;
+    total.tensor = cur.progress.tensor;
+    total.file = jobs.length > 1 ? `${cur.out.name}/${cur.progress.file}` : cur.progress.file;
+    opts.onProgress?.({ ...total });
   };
 
   // Refusals that need nothing written.
-  for (const [name, model] of plan.parents) {
-    if (await out.overlaps(model.folder)) {
-      throw new MoeError(`the output folder is (or is inside) the folder of parent "${name}" (${model.folder.name}); parents are never written to`, out.name);
+  const outs = new Set<string>();
+  for (const { plan, out } of jobs) {
+    if (outs.has(out.name)) throw new MoeError('two children of one sweep would be written to the same folder', out.name);
+    outs.add(out.name);
+    for (const [name, model] of plan.parents) {
+      if (await out.overlaps(model.folder)) {
+        throw new MoeError(`the output folder is (or is inside) the folder of parent "${name}" (${model.folder.name}); parents are never written to`, out.name);
+      }
     }
   }
-  const fingerprint = await planFingerprint(plan, pool);
   const owner: LockOwner = opts.owner ?? { tool: 'moe-studio', started: new Date().toISOString() };
   const files = new FileTable();
-  const state: RunState = {
-    plan, out, pool, files, window: opts.window ?? pool.size * 2, chunkElements: opts.chunkElements ?? CHUNK_ELEMENTS,
-    written: new Set(), open: undefined, journal: undefined, progress, checkCancel, emit,
-  };
-  let lock: OutputLock | undefined;
+  const states: RunState[] = [];
+  for (const { plan, out } of jobs) {
+    const progress: MergeProgress = {
+      bytesDone: 0, bytesTotal: plan.totalBytes, resumedBytes: 0, tensor: '', tensorsDone: 0, tensorsTotal: plan.tensors.length, file: '', elapsedMs: 0,
+    };
+    total.bytesTotal += plan.totalBytes;
+    total.tensorsTotal += plan.tensors.length;
+    states.push({
+      plan, out, pool, files, ids: files.bound(plan.parents), window: opts.window ?? pool.size * 2, chunkElements: opts.chunkElements ?? CHUNK_ELEMENTS,
+      written: new Set(), open: undefined, journal: undefined, progress, checkCancel, emit, kept: new Map(), onDisk: new Map(), totals: emptyShardReport(),
+    });
+  }
+  const locks: OutputLock[] = [];
   try {
-    await out.prepare();
-    lock = await out.lock(owner);
-    if (lock.replacedStale) {
-      notice(`took over a stale merge lock: ${LOCK_FILE} was left by pid ${lock.replacedStale.pid} on ${lock.replacedStale.host}, which is no longer running`);
+    for (const st of states) {
+      const fingerprint = await planFingerprint(st.plan, pool);
+      await st.out.prepare();
+      const lock = await st.out.lock(owner);
+      locks.push(lock);
+      if (lock.replacedStale) {
+        notice(`took over a stale merge lock: ${LOCK_FILE} was left by pid ${lock.replacedStale.pid} on ${lock.replacedStale.host}, which is no longer running`);
+      }
+      checkCancel();
+      st.kept = await startOrResume(st, await st.out.list(), fingerprint, opts);
+      await checkFreeSpace(st.plan, st.out, st.kept);
     }
-    checkCancel();
-    const existing = await out.list();
-    const kept = await startOrResume(state, existing, fingerprint, opts);
-    await checkFreeSpace(plan, out, kept);
     await opts.pause?.('started');
     checkCancel();
 
-    const totals: ShardReport = emptyShardReport();
-    for (const [name, model] of plan.parents) await pool.openFiles(files.addModel(name, model));
-    const onDisk = new Map<string, string>();
-    for (const shard of plan.shards) {
-      const done = kept.get(shard.file);
-      if (done) {
-        onDisk.set(shard.file, done.name);
-        addReport(totals, done.rec.report);
-        progress.bytesDone += shard.bytes;
-        progress.resumedBytes += shard.bytes;
-        progress.tensorsDone += new Set(shard.entries.map((e) => e.tensor)).size;
-        continue;
+    for (const st of states) for (const [name, model] of st.plan.parents) await pool.openFiles(files.addModel(name, model));
+    // Children laid out alike are written shard by shard together, each parent byte read once.
+    const together = states.length > 1 && states.every((st) => sameLayout(st.plan, states[0]!.plan));
+    if (states.length > 1 && !together) notice('the children are laid out differently (shards, tensors or formats): they are written one after another, each reading the parents');
+    const groups = together ? [states] : states.map((st) => [st]);
+    for (const group of groups) {
+      const shards = group[0]!.plan.shards.length;
+      for (let i = 0; i < shards; i++) {
+        const todo: RunState[] = [];
+        for (const st of group) {
+          const shard = st.plan.shards[i]!;
+          const done = st.kept.get(shard.file);
+          if (done) {
+            st.onDisk.set(shard.file, done.name);
+            addReport(st.totals, done.rec.report);
+            st.progress.bytesDone += shard.bytes;
+            st.progress.resumedBytes += shard.bytes;
+            st.progress.tensorsDone += new Set(shard.entries.map((e) => e.tensor)).size;
+          } else todo.push(st);
+        }
+        if (todo.length === 0) continue;
+        const recs = await writeShards(todo, i);
+        for (const [k, st] of todo.entries()) {
+          const shard = st.plan.shards[i]!;
+          st.onDisk.set(shard.file, tmpName(st.out, shard.file));
+          addReport(st.totals, recs[k]!.report);
+          st.journal!.shards.push(recs[k]!);
+          await writeJournal(st.out, st.journal!);
+          await opts.pause?.(`shard-complete:${shard.file}`);
+          checkCancel();
+        }
       }
-      const rec = await writeShard(shard, state);
-      onDisk.set(shard.file, tmpName(out, shard.file));
-      addReport(totals, rec.report);
-      state.journal!.shards.push(rec);
-      await writeJournal(out, state.journal!);
-      await opts.pause?.(`shard-complete:${shard.file}`);
-      checkCancel();
     }
     checkCancel();
 
-    // The small files, also under temporary names.
-    const base = plan.parents.get(plan.base)!;
-    await writeSmall(state, 'config.json', plan.configBytes);
-    for (const f of plan.copiedFiles) {
-      checkCancel();
-      await copyFile(await base.folder.open(f), f, state);
-    }
-    const threshold: ThresholdDecision[] = totals.threshold.map(([name, rms, keptFromBase]) => ({ name, rmsDiff: rms ?? Infinity, kept: keptFromBase }));
-    const thresholdKept = threshold.filter((d) => d.kept).length;
-    const encoder = new TextEncoder();
-    await writeSmall(state, RECIPE_FILE, encoder.encode(recipeToYaml(plan.recipe)));
-    const cardBytes = encoder.encode(renderModelCard(plan, plan.recipe.threshold ? { thresholdKept, thresholdCandidates: threshold.length } : undefined));
-    await writeSmall(state, CARD_FILE, cardBytes);
-    checkCancel();
-    await opts.pause?.('before-finalize');
-    checkCancel();
-
-    // Every shard the index will name, checked on disk; then the final names, the index last.
-    for (const shard of plan.shards) await checkShardOnDisk(out, onDisk.get(shard.file)!, shard);
-    for (const shard of plan.shards) await finalName(state, onDisk.get(shard.file)!, shard.file);
-    for (const f of ['config.json', ...plan.copiedFiles, RECIPE_FILE, CARD_FILE]) await finalName(state, tmpName(out, f), f);
-    await writeSmall(state, INDEX_FILE, indexBytes(plan));
-    await finalName(state, tmpName(out, INDEX_FILE), INDEX_FILE);
-    await out.remove(JOURNAL_FILE);
-    progress.file = '';
+    const reports: MergeReport[] = [];
+    for (const st of states) reports.push(await finishChild(st, opts, started));
     emit();
-
-    const report: MergeReport = {
-      files: plan.files.map((f) => ({ name: f.name, bytes: f.name === CARD_FILE ? cardBytes.length : f.bytes })),
-      totalBytes: progress.bytesDone,
-      resumedShards: kept.size,
-      resumedBytes: progress.resumedBytes,
-      elapsedMs: performance.now() - started,
-      tensors: plan.tensors.length,
-      copied: totals.copied,
-      converted: totals.converted,
-      mixed: totals.mixed,
-      muted: totals.muted,
-      patched: totals.patched,
-      assembled: totals.assembled,
-      threshold,
-      thresholdKept,
-    };
-    return report;
+    return reports;
   } catch (e) {
-    const keptWork = await cleanUp(state);
+    const kept = [];
+    for (const st of states) kept.push(await cleanUp(st));
+    const keptWork = kept.find((k) => k !== undefined);
     throw e instanceof MergeCancelled ? new MergeCancelled(keptWork) : keptWork ? new MergeInterrupted(e, keptWork) : e;
   } finally {
-    await lock?.release().catch(() => {});
+    for (const lock of locks) await lock.release().catch(() => {});
     await pool.closeFiles(files.all()).catch(() => {});
-    if ((await out.list().catch(() => ['?'])).length === 0) await out.discardCreated().catch(() => {});
+    for (const { out } of jobs) if ((await out.list().catch(() => ['?'])).length === 0) await out.discardCreated().catch(() => {});
   }
+}
+
+/** Do two plans write the same shards with the same tensors in the same places (a sweep over weights)? */
+function sameLayout(a: MergePlan, b: MergePlan): boolean {
+  if (a.shards.length !== b.shards.length || a.tensors.length !== b.tensors.length) return false;
+  for (let i = 0; i < a.shards.length; i++) {
+    const x = a.shards[i]!;
+    const y = b.shards[i]!;
+    if (x.file !== y.file || x.bytes !== y.bytes || x.header.length !== y.header.length || x.entries.length !== y.entries.length) return false;
+    if (x.entries.some((e, k) => e.tensor !== y.entries[k]!.tensor || e.begin !== y.entries[k]!.begin || e.end !== y.entries[k]!.end)) return false;
+  }
+  return a.tensors.every((t, i) => t.name === b.tensors[i]!.name && sameCodec(t.codec, b.tensors[i]!.codec));
+}
+
+/** The small files, the checks on disk, the final names and the index of one child. */
+async function finishChild(st: RunState, opts: MergeOptions, started: number): Promise<MergeReport> {
+  const { plan, out, progress, checkCancel, totals } = st;
+  const base = plan.parents.get(plan.base)!;
+  await writeSmall(st, 'config.json', plan.configBytes);
+  for (const f of plan.copiedFiles) {
+    checkCancel();
+    await copyFile(await base.folder.open(f), f, st);
+  }
+  const threshold: ThresholdDecision[] = totals.threshold.map(([name, rms, keptFromBase]) => ({ name, rmsDiff: rms ?? Infinity, kept: keptFromBase }));
+  const thresholdKept = threshold.filter((d) => d.kept).length;
+  const encoder = new TextEncoder();
+  await writeSmall(st, RECIPE_FILE, encoder.encode(recipeToYaml(plan.recipe)));
+  const cardBytes = encoder.encode(renderModelCard(plan, plan.recipe.threshold ? { thresholdKept, thresholdCandidates: threshold.length } : undefined));
+  await writeSmall(st, CARD_FILE, cardBytes);
+  checkCancel();
+  await opts.pause?.('before-finalize');
+  checkCancel();
+
+  // Every shard the index will name, checked on disk; then the final names, the index last.
+  for (const shard of plan.shards) await checkShardOnDisk(out, st.onDisk.get(shard.file)!, shard);
+  for (const shard of plan.shards) await finalName(st, st.onDisk.get(shard.file)!, shard.file);
+  for (const f of ['config.json', ...plan.copiedFiles, RECIPE_FILE, CARD_FILE]) await finalName(st, tmpName(out, f), f);
+  await writeSmall(st, INDEX_FILE, indexBytes(plan));
+  await finalName(st, tmpName(out, INDEX_FILE), INDEX_FILE);
+  await out.remove(JOURNAL_FILE);
+  progress.file = '';
+  return {
+    files: plan.files.map((f) => ({ name: f.name, bytes: f.name === CARD_FILE ? cardBytes.length : f.bytes })),
+    totalBytes: progress.bytesDone,
+    resumedShards: st.kept.size,
+    resumedBytes: progress.resumedBytes,
+    elapsedMs: performance.now() - started,
+    tensors: plan.tensors.length,
+    copied: totals.copied,
+    converted: totals.converted,
+    mixed: totals.mixed,
+    muted: totals.muted,
+    patched: totals.patched,
+    assembled: totals.assembled,
+    threshold,
+    thresholdKept,
+  };
 }
 
 function tmpName(out: OutputFolder, file: string): string {
@@ -494,7 +571,7 @@ async function decideThreshold(state: RunState, tensors: number[], kept: Set<Pla
   const groups: { name: string; cells: PlannedCell[]; pairs: { first: number; count: number }[] }[] = [];
   const units: Unit[] = [];
   const pairUnits = (a: SourceCell, b: SourceCell, name: string) => {
-    const list = cellDiffUnits(files, a, b, name, state.chunkElements);
+    const list = cellDiffUnits(state.ids, a, b, name, state.chunkElements);
     const r = { first: units.length, count: list.length };
     units.push(...list);
     return r;
@@ -548,75 +625,153 @@ function madeOf(t: PlannedTensor, kept: ReadonlySet<PlannedCell>): keyof Omit<Sh
   return t.made;
 }
 
-/** One shard, written by the units that make it, each at its own offsets, under its temporary name. */
-async function writeShard(shard: PlannedShard, state: RunState): Promise<ShardRecord> {
-  const { plan, pool, files, progress, checkCancel } = state;
+/** A shard of one child being written: its file, the ranges written so far, its report. */
+interface ShardTarget {
+  st: RunState;
+  shard: PlannedShard;
+  file: OutputFile;
+  id: number;
+  spans: { offset: number; length: number; hash: bigint }[];
+  report: ShardReport;
+  /** Units left per tensor, for progress. */
+  remaining: Map<string, number>;
+  byName: Map<string, PlannedTensor>;
+}
+
+/** Bands equal in every span: the same parent bytes. */
+function sameBands(a: StripeUnit, b: StripeUnit): boolean {
+  const span = (x?: Span, y?: Span) => (!x && !y) || (!!x && !!y && x.file === y.file && x.offset === y.offset && x.length === y.length);
+  return (
+    a.slabs === b.slabs && a.rows === b.rows && a.cols === b.cols && a.bands.length === b.bands.length &&
+    a.bands.every((x, i) => {
+      const y = b.bands[i]!;
+      return x.rows === y.rows && x.cols === y.cols && sameCodec(x.codec, y.codec) && span(x.data, y.data) && span(x.scales, y.scales);
+    })
+  );
+}
+
+/**
+ * The same unit of several children, made as one: a stripe computes each child's output from one
+ * read of its bands; a copy reads its source ranges once (the runner reads equal ranges once) and
+ * writes every child's. Units that do not line up stay apart.
+ */
+function zipUnits(lists: Unit[][]): Unit[] {
+  if (lists.length === 1) return lists[0]!;
+  const n = lists[0]!.length;
+  if (lists.some((l) => l.length !== n)) return lists.flat();
+  const out: Unit[] = [];
+  for (let i = 0; i < n; i++) {
+    const us = lists.map((l) => l[i]!);
+    const u0 = us[0]!;
+    if (u0.kind === 'stripe' && us.every((u) => u.kind === 'stripe' && sameBands(u0, u))) {
+      const more: StripeOutput[] = us.slice(1).map((u) => {
+        const s = u as StripeUnit;
+        const o: StripeOutput = { tensor: s.tensor, out: s.out, pieces: s.pieces, data: s.data };
+        if (s.scales) o.scales = s.scales;
+        return o;
+      });
+      out.push({ ...u0, more });
+    } else if (u0.kind === 'copy' && us.every((u) => u.kind === 'copy')) {
+      out.push({ kind: 'copy', tensor: u0.tensor, parts: us.flatMap((u) => (u as Extract<Unit, { kind: 'copy' }>).parts) });
+    } else out.push(...us);
+  }
+  return out;
+}
+
+/**
+ * Shard `index` of each child (several children of a sweep laid out alike), written by the units
+ * that make it, each at its own offsets, under temporary names.
+ */
+async function writeShards(states: RunState[], index: number): Promise<ShardRecord[]> {
+  const { pool, files, checkCancel } = states[0]!;
   checkCancel();
-  const file = await startFile(state, shard.file);
-  const entry = files.addOutput(file);
-  await pool.openFiles([entry]);
-  const report = emptyShardReport();
-  const spans: { offset: number; length: number; hash: bigint }[] = [];
+  const targets: ShardTarget[] = [];
+  const byFile = new Map<number, ShardTarget>();
   try {
-    const tensors = [...new Set(shard.entries.map((e) => e.tensor))];
-    const kept = new Set<PlannedCell>();
-    await decideThreshold(state, tensors, kept, report);
-    const place = placements(shard, entry.id);
-    const remaining = new Map<string, number>();
-    const byName = new Map<string, PlannedTensor>();
+    for (const st of states) {
+      const shard = st.plan.shards[index]!;
+      const file = await startFile(st, shard.file);
+      const entry = files.addOutput(file);
+      await pool.openFiles([entry]);
+      const t: ShardTarget = { st, shard, file, id: entry.id, spans: [], report: emptyShardReport(), remaining: new Map(), byName: new Map() };
+      targets.push(t);
+      byFile.set(entry.id, t);
+    }
+    const kept = new Map<ShardTarget, Set<PlannedCell>>();
+    for (const t of targets) {
+      const set = new Set<PlannedCell>();
+      await decideThreshold(t.st, [...new Set(t.shard.entries.map((e) => e.tensor))], set, t.report);
+      kept.set(t, set);
+    }
+    const tensorLists = targets.map((t) => [...new Set(t.shard.entries.map((e) => e.tensor))]);
     function* units(): Generator<Unit> {
       // The header belongs to the plan: sent as a copy, since units may be handed to a worker.
-      yield { kind: 'bytes', tensor: shard.file, to: { file: entry.id, offset: 0, length: shard.header.length }, bytes: shard.header.slice() };
-      for (const i of tensors) {
-        const t = plan.tensors[i]!;
-        const list = compileTensor(files, t, place.get(i)!, { chunkElements: state.chunkElements, kept });
-        report[madeOf(t, kept)]++;
-        byName.set(t.name, t);
-        remaining.set(t.name, list.length);
-        if (list.length === 0) progress.tensorsDone++;
-        yield* list;
+      for (const t of targets) yield { kind: 'bytes', tensor: t.shard.file, to: { file: t.id, offset: 0, length: t.shard.header.length }, bytes: t.shard.header.slice() };
+      const n = tensorLists[0]!.length;
+      for (let k = 0; k < n; k++) {
+        const lists = targets.map((t, j) => {
+          const ti = tensorLists[j]![k]!;
+          const tensor = t.st.plan.tensors[ti]!;
+          const list = compileTensor(t.st.ids, tensor, placements(t.shard, t.id).get(ti)!, { chunkElements: t.st.chunkElements, kept: kept.get(t)! });
+          t.report[madeOf(tensor, kept.get(t)!)]++;
+          t.byName.set(tensor.name, tensor);
+          t.remaining.set(tensor.name, list.length);
+          if (list.length === 0) t.st.progress.tensorsDone++;
+          return list;
+        });
+        yield* zipUnits(lists);
       }
     }
     await runUnits(pool, files, units(), async (u, r) => {
       for (const w of r.written) {
-        if (w.bytes) await file.writeAt(w.offset, w.bytes);
-        spans.push({ offset: w.offset, length: w.length, hash: w.hash });
-        progress.bytesDone += w.length;
+        const t = byFile.get(w.file);
+        if (!t) throw new Error(`internal: a unit wrote file ${w.file}, which no shard of this pass is`);
+        if (w.bytes) await t.file.writeAt(w.offset, w.bytes);
+        t.spans.push({ offset: w.offset, length: w.length, hash: w.hash });
+        t.st.progress.bytesDone += w.length;
       }
       if (r.bad > 0) {
-        const t = byName.get(u.tensor);
+        const tensor = targets.map((t) => t.byName.get(u.tensor)).find((x) => x !== undefined);
         throw new MoeError(
-          `mixing gives ${r.bad} value${r.bad > 1 ? 's' : ''} that ${t ? codecName(t.codec) : 'the output format'} cannot store (NaN${t && t.codec.kind !== 'fp8' ? ' or ±inf' : ''}; a parent holds such values here)`,
+          `mixing gives ${r.bad} value${r.bad > 1 ? 's' : ''} that ${tensor ? codecName(tensor.codec) : 'the output format'} cannot store (NaN${tensor && tensor.codec.kind !== 'fp8' ? ' or ±inf' : ''}; a parent holds such values here)`,
           undefined,
           u.tensor,
         );
       }
-      const left = remaining.get(u.tensor);
-      if (left !== undefined) {
-        remaining.set(u.tensor, left - 1);
-        progress.tensor = u.tensor;
-        if (left === 1) progress.tensorsDone++;
+      // Progress: the unit is done for every child it wrote (children name the tensor alike).
+      for (const t of new Set(r.written.map((w) => byFile.get(w.file)!))) {
+        const left = t.remaining.get(u.tensor);
+        if (left === undefined) continue;
+        t.remaining.set(u.tensor, left - 1);
+        t.st.progress.tensor = u.tensor;
+        if (left === 1) t.st.progress.tensorsDone++;
       }
-      state.emit();
-    }, { window: state.window, check: checkCancel });
+      states[0]!.emit();
+    }, { window: states[0]!.window, check: checkCancel });
   } finally {
-    await pool.closeFiles([entry.id]).catch(() => {});
-    files.dropOutput(entry.id);
+    for (const t of targets) {
+      await pool.closeFiles([t.id]).catch(() => {});
+      files.dropOutput(t.id);
+    }
   }
-  // The units' ranges must tile the file exactly: header, then every byte once.
-  spans.sort((a, b) => a.offset - b.offset);
-  let pos = 0;
-  const kept: typeof spans = [];
-  for (const sp of spans) {
-    if (sp.length === 0) continue;
-    if (sp.offset !== pos) throw new Error(`internal: ${shard.file} has ${sp.offset > pos ? 'a gap' : 'an overlap'} at byte ${Math.min(pos, sp.offset)}`);
-    pos += sp.length;
-    kept.push(sp);
+  const recs: ShardRecord[] = [];
+  for (const t of targets) {
+    // The units' ranges must tile the file exactly: header, then every byte once.
+    t.spans.sort((a, b) => a.offset - b.offset);
+    let pos = 0;
+    const kept: typeof t.spans = [];
+    for (const sp of t.spans) {
+      if (sp.length === 0) continue;
+      if (sp.offset !== pos) throw new Error(`internal: ${t.shard.file} has ${sp.offset > pos ? 'a gap' : 'an overlap'} at byte ${Math.min(pos, sp.offset)}`);
+      pos += sp.length;
+      kept.push(sp);
+    }
+    if (pos !== t.shard.bytes) throw new Error(`internal: ${t.shard.file} has ${pos} bytes, planned ${t.shard.bytes}`);
+    const checksum = await rootChecksum(pool, kept.map((sp) => sp.hash));
+    await endFile(t.st, t.file);
+    recs.push({ file: t.shard.file, bytes: t.shard.bytes, spans: encodeSpans(kept.map((sp) => sp.length)), checksum, report: t.report });
   }
-  if (pos !== shard.bytes) throw new Error(`internal: ${shard.file} has ${pos} bytes, planned ${shard.bytes}`);
-  const checksum = await rootChecksum(pool, kept.map((sp) => sp.hash));
-  await endFile(state, file);
-  return { file: shard.file, bytes: shard.bytes, spans: encodeSpans(kept.map((sp) => sp.length)), checksum, report };
+  return recs;
 }
 
 /** An interrupted merge found in an output folder, seen from the plan about to run there. */

@@ -3,7 +3,7 @@
 // wrote. The same code runs in a worker that reaches the files itself and in-process.
 import { dataBytes, stripeScales, type Codec } from '../formats/codec.ts';
 import type { WasmModule } from '../kernels/wasm-kernels.ts';
-import type { Band, Piece, Place, Span, StripeUnit, Unit, UnitResult, Written } from './units.ts';
+import type { Band, Piece, Place, Span, StripeOutput, StripeUnit, Unit, UnitResult, Written } from './units.ts';
 
 /** How a runner reaches the run's files. */
 export interface RunnerFiles {
@@ -95,41 +95,79 @@ async function runStripe(m: WasmModule, files: RunnerFiles, u: StripeUnit): Prom
   let k = 0;
   for (const b of u.bands) bandAt.push({ data: addr[k++]!, scales: b.scales ? addr[k++]! : 0 });
 
-  const n = u.slabs * u.rows * u.cols;
-  const slabData = dataBytes(u.out, u.rows, u.cols);
-  const slabScales = stripeScales(u.out, u.rows, u.cols).bytes;
-  const outData = m.slot('out', Math.max(16, u.slabs * slabData));
-  const outScales = slabScales > 0 ? m.slot('out.scales', u.slabs * slabScales) : 0;
-  let bad = 0;
-  const computed = u.pieces.some((p) => p.kind === 'mix' || p.kind === 'fill' || p.kind === 'convert');
-  if (computed) {
-    const acc = m.slot('acc', Math.max(16, n * 4));
-    m.x.fill_zero(acc, n);
-    // Bands read through a strided region are decoded once each, into one buffer.
-    const strided = new Set<number>();
-    for (const p of u.pieces) {
+  // Bands read through a strided region are decoded once each (for every output), into one buffer.
+  const outputs = [u, ...(u.more ?? [])];
+  const strided = new Set<number>();
+  for (const o of outputs) {
+    for (const p of o.pieces) {
       if (p.kind === 'mix') {
         for (const inp of p.inputs) if (inp.weight !== 0 && !contiguous(u.bands[inp.band]!, p.nO, p.nI, inp.src, p.dst)) strided.add(inp.band);
       } else if (p.kind === 'convert' && !contiguous(u.bands[p.band]!, p.nO, p.nI, p.src, p.dst)) strided.add(p.band);
     }
-    const decodedOffset = new Map<number, number>();
-    let decodedBytes = 0;
-    for (const i of strided) {
-      decodedOffset.set(i, decodedBytes);
-      decodedBytes += u.bands[i]!.rows * u.bands[i]!.cols * 4;
+  }
+  const decodedOffset = new Map<number, number>();
+  let decodedBytes = 0;
+  for (const i of strided) {
+    decodedOffset.set(i, decodedBytes);
+    decodedBytes += u.bands[i]!.rows * u.bands[i]!.cols * 4;
+  }
+  const decBase = strided.size > 0 ? m.slot('dec', Math.max(16, decodedBytes)) : 0;
+  const done = new Set<number>();
+  const decodedAt = (i: number): number => {
+    const p = decBase + decodedOffset.get(i)!;
+    if (!done.has(i)) {
+      const b = u.bands[i]!;
+      check(m.x.decode(m.desc('band', b.codec), bandAt[i]!.data, bandAt[i]!.scales, b.rows, b.cols, p), 'decode');
+      done.add(i);
     }
-    const decBase = strided.size > 0 ? m.slot('dec', Math.max(16, decodedBytes)) : 0;
-    const done = new Set<number>();
-    const decodedAt = (i: number): number => {
-      const p = decBase + decodedOffset.get(i)!;
-      if (!done.has(i)) {
-        const b = u.bands[i]!;
-        check(m.x.decode(m.desc('band', b.codec), bandAt[i]!.data, bandAt[i]!.scales, b.rows, b.cols, p), 'decode');
-        done.add(i);
-      }
-      return p;
-    };
-    for (const p of u.pieces) {
+    return p;
+  };
+
+  const written: Written[] = [];
+  let bad = 0;
+  for (const o of outputs) {
+    const made = makeOutput(m, u, o, bandAt, decodedAt);
+    bad += made.bad;
+    await writeOut(m, files, o.data, made.data, written);
+    if (o.scales) await writeOut(m, files, o.scales, made.scales, written);
+  }
+  return { written, bad };
+}
+
+/** One output of a stripe, made in the 'out' (and 'out.scales') slots: where, and how many values its codec could not hold. */
+function makeOutput(
+  m: WasmModule,
+  u: StripeUnit,
+  o: StripeOutput,
+  bandAt: { data: number; scales: number }[],
+  decodedAt: (band: number) => number,
+): { bad: number; data: number; scales: number } {
+  const n = u.slabs * u.rows * u.cols;
+  const slabData = dataBytes(o.out, u.rows, u.cols);
+  const slabScales = stripeScales(o.out, u.rows, u.cols).bytes;
+  const outData = m.slot('out', Math.max(16, u.slabs * slabData));
+  const outScales = slabScales > 0 ? m.slot('out.scales', u.slabs * slabScales) : 0;
+  let bad = 0;
+  const computed = o.pieces.some((p) => p.kind === 'mix' || p.kind === 'fill' || p.kind === 'convert');
+  // Plain output, every computed piece a mix of whole contiguous bands into a contiguous run: mixed
+  // tile by tile straight into the output, the accumulator never leaving the stack.
+  const tiled =
+    computed &&
+    o.out.kind === 'plain' &&
+    o.pieces.every((p) => p.kind === 'move' || (p.kind === 'mix' && p.inputs.every((inp) => inp.weight === 0 || contiguous(u.bands[inp.band]!, p.nO, p.nI, inp.src, p.dst))));
+  if (tiled) {
+    const e = elementBytes(o.out);
+    for (const p of o.pieces) {
+      if (p.kind !== 'mix') continue;
+      const inputs = p.inputs
+        .filter((inp) => inp.weight !== 0)
+        .map((inp) => ({ codec: u.bands[inp.band]!.codec, data: bandAt[inp.band]!.data, scales: bandAt[inp.band]!.scales, weight: inp.weight }));
+      check(m.mixTiled(inputs, p.nO, p.nI, o.out, outData + p.dst.at * e), 'mix_tiled');
+    }
+  } else if (computed) {
+    const acc = m.slot('acc', Math.max(16, n * 4));
+    m.x.fill_zero(acc, n);
+    for (const p of o.pieces) {
       if (p.kind === 'mix') {
         for (const inp of p.inputs) {
           if (inp.weight === 0) continue;
@@ -152,11 +190,11 @@ async function runStripe(m: WasmModule, files: RunnerFiles, u: StripeUnit): Prom
         }
       } else if (p.kind === 'fill') {
         const v = m.f32(acc, n);
-        for (let o = 0; o < p.nO; o++) for (let i = 0; i < p.nI; i++) v[p.dst.at + o * p.dst.so + i * p.dst.si] = p.value;
+        for (let oo = 0; oo < p.nO; oo++) for (let i = 0; i < p.nI; i++) v[p.dst.at + oo * p.dst.so + i * p.dst.si] = p.value;
       }
     }
-    const desc = m.desc('out', u.out);
-    if (u.out.kind === 'plain') {
+    const desc = m.desc('out', o.out);
+    if (o.out.kind === 'plain') {
       check(m.x.encode(desc, acc, 1, n, outData, 0), 'encode');
     } else {
       for (let s = 0; s < u.slabs; s++) {
@@ -166,23 +204,20 @@ async function runStripe(m: WasmModule, files: RunnerFiles, u: StripeUnit): Prom
       }
     }
   }
-  for (const p of u.pieces) {
+  for (const p of o.pieces) {
     if (p.kind === 'move') {
-      const e = elementBytes(u.out);
+      const e = elementBytes(o.out);
       check(m.x.strided_copy(bandAt[p.band]!.data + p.src.at * e, outData + p.dst.at * e, e, p.nO, p.nI, p.src.so, p.src.si, p.dst.so, p.dst.si), 'strided_copy');
     } else if (p.kind === 'rows') {
-      moveRows(m, u, p, u.bands[p.band]!, bandAt[p.band]!, outData + p.slab * slabData, outScales + p.slab * slabScales);
+      moveRows(m, u, o, p, u.bands[p.band]!, bandAt[p.band]!, outData + p.slab * slabData, outScales + p.slab * slabScales);
     }
   }
-  const written: Written[] = [];
-  await writeOut(m, files, u.data, outData, written);
-  if (u.scales) await writeOut(m, files, u.scales, outScales, written);
-  return { written, bad };
+  return { bad, data: outData, scales: outScales };
 }
 
 /** Stored rows (and their scale entries) moved from a band into the output, as bytes. */
-function moveRows(m: WasmModule, u: StripeUnit, p: Extract<Piece, { kind: 'rows' }>, b: Band, at: { data: number; scales: number }, outData: number, outScales: number): void {
-  const c = u.out;
+function moveRows(m: WasmModule, u: StripeUnit, o: StripeOutput, p: Extract<Piece, { kind: 'rows' }>, b: Band, at: { data: number; scales: number }, outData: number, outScales: number): void {
+  const c = o.out;
   if (p.srcStep === 1 && p.dstStep === 1) {
     // Whole scale blocks: the rows' bytes and their block rows, each one contiguous run.
     const data = dataBytes(c, p.rows, u.cols);

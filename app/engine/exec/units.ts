@@ -51,23 +51,29 @@ export type Piece =
    */
   | { kind: 'rows'; band: number; slab: number; rows: number; srcRow: number; srcStep: number; dstRow: number; dstStep: number };
 
-/**
- * Values of `slabs` consecutive slabs of a child weight (or `rows` rows of one slab), made from
- * bands of the parents and written, encoded, at `data` (and `scales`): consecutive slabs and
- * consecutive rows are contiguous in both.
- */
-export interface StripeUnit {
-  kind: 'stripe';
+/** One child's version of a stripe: how its values are made, and where they are written. */
+export interface StripeOutput {
   /** The child tensor, for messages. */
   tensor: string;
   out: Codec;
+  pieces: Piece[];
+  data: Span;
+  scales?: Span;
+}
+
+/**
+ * Values of `slabs` consecutive slabs of a child weight (or `rows` rows of one slab), made from
+ * bands of the parents and written, encoded, at `data` (and `scales`): consecutive slabs and
+ * consecutive rows are contiguous in both. `more`: other children's versions of the same stripe,
+ * made from the same bands (a sweep reads the parents once for all its children).
+ */
+export interface StripeUnit extends StripeOutput {
+  kind: 'stripe';
   slabs: number;
   rows: number;
   cols: number;
-  data: Span;
-  scales?: Span;
   bands: Band[];
-  pieces: Piece[];
+  more?: StripeOutput[];
 }
 
 /** Bytes copied as they are: each part's source range to its destination (same length). */
@@ -131,7 +137,7 @@ export function unitInputBytes(u: Unit): number {
 export function unitOutputBytes(u: Unit): number {
   switch (u.kind) {
     case 'stripe':
-      return u.data.length + (u.scales?.length ?? 0);
+      return [u, ...(u.more ?? [])].reduce((n, o) => n + o.data.length + (o.scales?.length ?? 0), 0);
     case 'copy':
       return u.parts.reduce((n, p) => n + p.to.length, 0);
     case 'bytes':

@@ -11,7 +11,7 @@ import { codecDescriptor, dataBytes, stripeScales, type Codec } from '../formats
 import type { DiffStats } from './types.ts';
 
 /** Must equal `kernels_abi()` of the module. */
-const KERNELS_ABI = 5;
+const KERNELS_ABI = 6;
 /** wasm32 addresses 4 GiB; refuse single buffers that could not fit next to the others. */
 const MAX_BUFFER_BYTES = 2 ** 31;
 
@@ -27,10 +27,11 @@ interface Exports {
   diff(aDesc: number, a: number, aScales: number, bDesc: number, b: number, bScales: number, rows: number, cols: number, out: number): number;
   strided_copy(src: number, dst: number, elem: number, nO: number, nI: number, sSo: number, sSi: number, dSo: number, dSi: number): number;
   accumulate_strided(src: number, sSo: number, sSi: number, acc: number, aSo: number, aSi: number, nO: number, nI: number, w: number): number;
+  mix_tiled(count: number, descs: number, datas: number, scales: number, weights: number, rows: number, cols: number, outDesc: number, out: number): number;
   xxh64(p: number, len: number, seed: bigint): bigint;
 }
 
-const REQUIRED_FUNCTIONS = ['kernels_abi', 'alloc', 'dealloc', 'fill_zero', 'decode', 'accumulate', 'encode', 'diff', 'strided_copy', 'accumulate_strided', 'xxh64'];
+const REQUIRED_FUNCTIONS = ['kernels_abi', 'alloc', 'dealloc', 'fill_zero', 'decode', 'accumulate', 'encode', 'diff', 'strided_copy', 'accumulate_strided', 'mix_tiled', 'xxh64'];
 
 /** A stripe of stored values: `rows` whole rows of `cols` values in some codec. */
 export interface Stripe {
@@ -124,6 +125,26 @@ export class WasmModule {
     const p = this.slot(name, bytes.byteLength);
     this.u8(p, bytes.byteLength).set(bytes);
     return p;
+  }
+
+  /**
+   * out = encode(Σ f32(w_j) · decode(input_j)) over rows × cols contiguous values, straight into a
+   * plain output (`mix_tiled`): inputs are [codec, data pointer, scales pointer (0: none), weight].
+   */
+  mixTiled(inputs: { codec: Codec; data: number; scales: number; weight: number }[], rows: number, cols: number, out: Codec, dst: number): number {
+    const k = inputs.length;
+    const descs = this.slot('mix.descs', Math.max(16, 16 * k));
+    const ptrs = this.slot('mix.ptrs', Math.max(16, 12 * k));
+    const dv = new Uint32Array(this.x.memory.buffer, descs, 4 * k);
+    inputs.forEach((inp, j) => dv.set(codecDescriptor(inp.codec), 4 * j));
+    const pv = new Uint32Array(this.x.memory.buffer, ptrs, 3 * k);
+    const wv = new Float32Array(this.x.memory.buffer, ptrs + 8 * k, k);
+    inputs.forEach((inp, j) => {
+      pv[j] = inp.data;
+      pv[k + j] = inp.scales;
+      wv[j] = Math.fround(inp.weight);
+    });
+    return this.x.mix_tiled(k, descs, ptrs, ptrs + 4 * k, ptrs + 8 * k, rows, cols, this.desc('mix.out', out), dst) >>> 0;
   }
 
   hashAt(ptr: number, len: number): bigint {
