@@ -288,7 +288,7 @@ if (!opts.quick) {
   const memory: { tensor: string; seconds: number; peakRssMB: number }[] = [];
   for (const [label, side] of [['2 MB', 1024], ['200 MB', 10240], ['2 GB', 32768]] as const) {
     const pair = await oneTensorPair(`one-tensor-${side}`, side, side);
-    const m = await best(1, () => mergeRun([recipe(path.join(CACHE, 'mem.yaml'), pair, MIX)], w));
+    const m = await best(runs, () => mergeRun([recipe(path.join(CACHE, 'mem.yaml'), pair, MIX)], w));
     memory.push({ tensor: label, seconds: s(m.ms), peakRssMB: Math.round(m.peakRssMB) });
   }
   extra.memory = memory;

@@ -61,31 +61,30 @@ fn f16x8_to_f32(v: v128) -> (v128, v128) {
     )
 }
 
-/// u32 lanes each holding an e4m3fn code in the low 8 bits -> f32 lanes (see scalar::e4m3_to_f32).
+/// 16 e4m3 codes -> four f32x4 (see scalar::e4m3_to_f32). Every e4m3fn value is a bf16 value, so
+/// each code's bf16 is built bytewise on all 16 lanes at once, then widened like bf16: the low byte
+/// is the code's low nibble (exponent LSB, mantissa) shifted up; the high byte is the sign and
+/// 60 + (exponent >> 1) (bias 127 − 7 = 120, halved); zero and the subnormals (exponent 0) come
+/// from a table by mantissa (m · 2^−9), and 0x7F is NaN.
 #[inline(always)]
-fn e4m3_lanes_to_f32(c: v128) -> v128 {
-    let em = v128_and(c, splat(0x7F));
-    let sign = i32x4_shl(v128_and(c, splat(0x80)), 24);
-    let o = i32x4_shl(em, 20);
-    let normal = i32x4_add(o, splat(120 << 23));
-    let sub = f32x4_sub(i32x4_add(o, splat(121 << 23)), splat(121 << 23));
-    let is_nan = i32x4_eq(em, splat(0x7F));
-    let is_sub = i32x4_lt(em, splat(0x08));
-    let r = v128_bitselect(splat(F32_NAN), v128_bitselect(sub, normal, is_sub), is_nan);
-    v128_or(r, sign)
-}
-
-/// 16 e4m3 codes -> four f32x4.
-#[inline(always)]
-fn e4m3x16_to_f32(v: v128) -> [v128; 4] {
-    let w0 = u16x8_extend_low_u8x16(v);
-    let w1 = u16x8_extend_high_u8x16(v);
-    [
-        e4m3_lanes_to_f32(u32x4_extend_low_u16x8(w0)),
-        e4m3_lanes_to_f32(u32x4_extend_high_u16x8(w0)),
-        e4m3_lanes_to_f32(u32x4_extend_low_u16x8(w1)),
-        e4m3_lanes_to_f32(u32x4_extend_high_u16x8(w1)),
-    ]
+fn e4m3x16_to_f32(c: v128) -> [v128; 4] {
+    const SUB_HI: v128 = u8x16(0x00, 0x3B, 0x3B, 0x3B, 0x3C, 0x3C, 0x3C, 0x3C, 0, 0, 0, 0, 0, 0, 0, 0);
+    const SUB_LO: v128 = u8x16(0x00, 0x00, 0x80, 0xC0, 0x00, 0x20, 0x40, 0x60, 0, 0, 0, 0, 0, 0, 0, 0);
+    let sign = v128_and(c, u8x16_splat(0x80));
+    let is_sub = i8x16_eq(v128_and(c, u8x16_splat(0x78)), u8x16_splat(0));
+    let is_nan = i8x16_eq(v128_and(c, u8x16_splat(0x7F)), u8x16_splat(0x7F));
+    let m = v128_and(c, u8x16_splat(0x07));
+    let hi_norm = u8x16_add(u8x16_shr(v128_and(c, u8x16_splat(0x70)), 4), u8x16_splat(60));
+    let lo_norm = i8x16_shl(c, 4);
+    let hi = v128_bitselect(i8x16_swizzle(SUB_HI, m), hi_norm, is_sub);
+    let lo = v128_bitselect(i8x16_swizzle(SUB_LO, m), lo_norm, is_sub);
+    let hi = v128_or(v128_bitselect(u8x16_splat(0x7F), hi, is_nan), sign);
+    let lo = v128_bitselect(u8x16_splat(0xC0), lo, is_nan);
+    let b0 = i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(lo, hi);
+    let b1 = i8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(lo, hi);
+    let (f0, f1) = bf16x8_to_f32(b0);
+    let (f2, f3) = bf16x8_to_f32(b1);
+    [f0, f1, f2, f3]
 }
 
 #[inline(always)]
