@@ -3,9 +3,10 @@
 // (`vite preview`, cross-origin isolated), driven through the real UI:
 //   1. merge throughput on a generated pair (about 1 GB per parent), written to the origin-private
 //      file system (OPFS), recipe α=0.5 on every routed expert (the MEA preset);
-//   2. next to it, in the same page, a copy-only floor: a dedicated worker reads every byte of both
-//      parents (the File objects the folder input gave the studio, in 16 MiB slices, with the
-//      merge's in-flight window) and writes a file of the child's size into OPFS; no arithmetic;
+//   2. next to it, in the same page, a copy-only floor: as many dedicated workers as the studio has
+//      kernel workers read every byte of both parents (the File objects the folder input gave the
+//      studio, in 16 MiB slices) and write a file of the child's size into OPFS with synchronous
+//      access handles at their offsets (see studio-floor-worker.ts); no arithmetic;
 //   3. the page's peak memory during each (summed VmRSS of the browser's renderer processes,
 //      sampled every 50 ms from /proc: the page's workers live in its renderer);
 //   4. time to the first heatmap on a DeepSeek-V3-sized pair (~92,000 tensors per parent).
@@ -186,7 +187,6 @@ interface MergeMeasure {
 
 interface FloorMeasure {
   ms: number;
-  pageMs: number;
   read: number;
   memory: MemorySample;
 }
@@ -232,33 +232,43 @@ async function mergeOnce(page: Page, pid: number): Promise<MergeMeasure> {
   return { ms: t.done - t.click, summaryText: summaryText.replace(/\s+/g, ' ').trim(), childBytes: files.reduce((s, f) => s + f.size, 0), memory };
 }
 
-async function floorOnce(page: Page, pid: number, childBytes: number, window: number): Promise<FloorMeasure> {
+async function floorOnce(page: Page, pid: number, childBytes: number, parts: number): Promise<FloorMeasure> {
   await clearOpfs(page, FLOOR_FOLDER);
   const mem = sampleRss(pid, 50);
   const t0 = Date.now();
   const res = await page.evaluate(
-    async ({ src, childBytes, window, block, folder }) => {
+    async ({ src, childBytes, block, folder, parts }) => {
       const files = (globalThis as unknown as { __benchFiles: File[][] }).__benchFiles;
       const url = URL.createObjectURL(new Blob([src], { type: 'text/javascript' }));
-      const worker = new Worker(url);
+      const workers = Array.from({ length: parts }, () => new Worker(url));
+      // The file exists before the workers open their handles on it.
+      const root = await navigator.storage.getDirectory();
+      await (await root.getDirectoryHandle(folder, { create: true })).getFileHandle('floor.bin', { create: true });
       const started = performance.now();
-      const req: FloorRequest = { base: files[0]!, donor: files[1]!, childBytes, window, block, folder };
-      const out = await new Promise<{ ok: boolean; result?: FloorResult; error?: string }>((resolve) => {
-        worker.onmessage = (e) => resolve(e.data);
-        worker.onerror = (e) => resolve({ ok: false, error: e.message });
-        worker.postMessage(req);
-      });
-      const pageMs = performance.now() - started;
-      worker.terminate();
+      const outs = await Promise.all(
+        workers.map(
+          (worker, part) =>
+            new Promise<{ ok: boolean; result?: FloorResult; error?: string }>((resolve) => {
+              worker.onmessage = (e) => resolve(e.data);
+              worker.onerror = (e) => resolve({ ok: false, error: e.message });
+              const req: FloorRequest = { base: files[0]!, donor: files[1]!, childBytes, block, folder, part, parts };
+              worker.postMessage(req);
+            }),
+        ),
+      );
+      const ms = performance.now() - started;
+      for (const w of workers) w.terminate();
       URL.revokeObjectURL(url);
-      return { ...out, pageMs };
+      const bad = outs.find((o) => !o.ok);
+      if (bad) return { ok: false, error: bad.error, ms, read: 0, written: 0 };
+      return { ok: true, ms, read: outs.reduce((s, o) => s + o.result!.read, 0), written: outs.reduce((s, o) => s + o.result!.written, 0) };
     },
-    { src: floorWorkerSource(), childBytes, window, block: COPY_BLOCK, folder: FLOOR_FOLDER },
+    { src: floorWorkerSource(), childBytes, block: COPY_BLOCK, folder: FLOOR_FOLDER, parts },
   );
   const memory = mem.stop();
-  if (!res.ok || !res.result) throw new Error(`copy floor failed after ${Date.now() - t0} ms: ${res.error}`);
-  if (res.result.written !== childBytes) throw new Error(`copy floor wrote ${res.result.written} bytes, not ${childBytes}`);
-  return { ms: res.result.ms, pageMs: res.pageMs, read: res.result.read, memory };
+  if (!res.ok) throw new Error(`copy floor failed after ${Date.now() - t0} ms: ${res.error}`);
+  if (res.written !== childBytes) throw new Error(`copy floor wrote ${res.written} bytes, not ${childBytes}`);
+  return { ms: res.ms, read: res.read, memory };
 }
 
 async function mergeBench(context: BrowserContext, url: string) {
@@ -296,7 +306,6 @@ async function mergeBench(context: BrowserContext, url: string) {
   const yaml = await page.getByTestId('yaml').inputValue();
   if (!/routed_expert/.test(yaml) || !/weights: \{\s*base: 0\.5, donor: 0\.5\s*\}/.test(yaml)) throw new Error(`unexpected recipe:\n${yaml}`);
   const workers = Number(/(\d+) kernel workers/.exec((await page.getByTestId('kernels').textContent()) ?? '')?.[1] ?? 1);
-  const window = 2 * workers + 2; // the merge's default in-flight window (app/engine/exec/merge.ts)
 
   // The page's renderer (its workers run inside it): found by spinning the page's main thread.
   const pid = await pageRenderer(() => page.evaluate(() => { const end = performance.now() + 600; while (performance.now() < end); }));
@@ -312,7 +321,7 @@ async function mergeBench(context: BrowserContext, url: string) {
     merges.push(m);
     await clearOpfs(page, CHILD_FOLDER);
     log(`copy-only floor ${i + 1}/${runs}...`);
-    floors.push(await floorOnce(page, pid, m.childBytes, window));
+    floors.push(await floorOnce(page, pid, m.childBytes, workers));
     await clearOpfs(page, FLOOR_FOLDER);
   }
   await page.close();
@@ -323,7 +332,6 @@ async function mergeBench(context: BrowserContext, url: string) {
   return {
     scenario: `BF16 Mixtral-shaped pair, ${opts.size} in all, α=0.5 on every routed expert, into OPFS`,
     kernelWorkers: workers,
-    window,
     parentsGB: +(parentBytes / 1e9).toFixed(2),
     childGB: +(m.childBytes / 1e9).toFixed(2),
     mergeSeconds: +(m.ms / 1000).toFixed(2),
@@ -446,7 +454,7 @@ if (opts.json) {
   const h = heat;
   process.stdout.write(
     `machine: ${machine}\n\n` +
-      `${r.scenario}\n  parents ${r.parentsGB} GB, child ${r.childGB} GB; ${r.kernelWorkers} kernel worker(s), window ${r.window}\n` +
+      `${r.scenario}\n  parents ${r.parentsGB} GB, child ${r.childGB} GB; ${r.kernelWorkers} kernel worker(s), as many floor workers\n` +
       `  copy-only floor ${r.floorSeconds} s (${r.floorGBps} GB/s read+written), page RSS peak ${r.floorPeakRssMB} MB (${r.floorStartRssMB} MB at start)\n` +
       `  merge           ${r.mergeSeconds} s (${r.mergeGBps} GB/s read+written), page RSS peak ${r.mergePeakRssMB} MB (${r.mergeStartRssMB} MB at start; VmHWM ${r.mergeHwmMB} MB); summary says ${r.mergeSummaryElapsed}\n` +
       `  merge / floor   ${r.mergeOverFloor}\n` +
