@@ -232,7 +232,13 @@ export async function sameChild(page: Page, info: TestInfo, recipePath: string, 
 
 /** Drags over a routed-expert heatmap from (layer row, expert) to (layer row, expert), inclusive. */
 export async function selectCells(page: Page, proj: string, rows: number, cols: number, from: [number, number], to: [number, number]): Promise<void> {
-  const c = page.getByTestId(`heatmap-${proj}`);
+  await dragCells(page, `heatmap-${proj}`, rows, cols, from, to);
+}
+
+/** Drags over a heatmap canvas (by test id) from cell [row, col] to cell [row, col]; with `add`, holding shift. */
+export async function dragCells(page: Page, testId: string, rows: number, cols: number, from: [number, number], to: [number, number], add = false): Promise<void> {
+  if (add) await page.keyboard.down('Shift');
+  const c = page.getByTestId(testId);
   const b = (await c.boundingBox())!;
   const cw = (b.width - 30) / cols;
   const ch = (b.height - 14) / rows;
@@ -240,4 +246,5 @@ export async function selectCells(page: Page, proj: string, rows: number, cols: 
   await page.mouse.down();
   await page.mouse.move(b.x + 30 + cw * (to[1] + 0.5), b.y + 14 + ch * (to[0] + 0.5), { steps: 3 });
   await page.mouse.up();
+  if (add) await page.keyboard.up('Shift');
 }

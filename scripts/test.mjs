@@ -29,6 +29,13 @@ if (!chromium) {
   process.exit(1);
 }
 
+// The routing collector's tests need a Python with PyTorch (Debian: python3-torch); they are skipped,
+// with a warning, where there is none and it cannot be installed.
+const hasTorch = (py) => spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
+if (!process.env.PYTHON && !hasTorch('/usr/bin/python3') && process.getuid?.() === 0 && existsSync('/usr/bin/apt-get')) {
+  step('installing Debian python3-torch for the routing collector tests', '/bin/sh', ['-c', 'DEBIAN_FRONTEND=noninteractive apt-get update -q && apt-get install -y -q python3-torch']);
+}
+
 // Not in test-results/: Playwright empties that folder when it starts.
 const reports = `${root}/.cache/test-reports`;
 mkdirSync(reports, { recursive: true });

@@ -2,17 +2,10 @@
 import type { TensorDiff } from '../engine/exec/diff.ts';
 import type { KindDiffSummary } from '../engine/report/diff-summary.ts';
 import { printable } from '../engine/io.ts';
+import { table } from './table.ts';
 export { summarizeDiff } from '../engine/report/diff-summary.ts';
 
 const num = (x: number) => (Number.isFinite(x) ? (x === 0 ? '0' : Math.abs(x) >= 1e-3 && Math.abs(x) < 1e4 ? x.toFixed(6) : x.toExponential(3)) : String(x));
-
-function table(head: string[], rows: string[][], rightAlign: boolean[]): string {
-  // A loop, not Math.max(...rows): a spread of 130,000 rows overflows the call stack.
-  const widths = head.map((h) => h.length);
-  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i]!, c.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (rightAlign[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
-  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
-}
 
 export function formatDiffTable(tensors: TensorDiff[]): string {
   const rows = tensors.map((t) => [

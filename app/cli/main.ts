@@ -1,4 +1,4 @@
-// moe-studio: the engine headless. `merge`, `diff` and `inspect`, with the same recipes as the studio.
+// moe-studio: the engine headless. `merge`, `diff`, `inspect` and `routing`, with the same recipes as the studio.
 import path from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -17,6 +17,10 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { progressLine } from './progress.ts';
 import { formatBytes, formatDuration } from '../engine/report/format.ts';
 import { formatDiffTable, summarizeDiff, formatKindSummary } from './diff-report.ts';
+import { readRoutingArg, routingCompare, routingShow, type RoutingOptions } from './routing.ts';
+import { CONTRAST_METRICS, RATE_METRICS, type ContrastMetric, type RateMetric } from '../engine/routing/stats.ts';
+import { INDEX_SET_TEXT } from '../engine/recipe/schema.ts';
+import { indexSet } from '../engine/recipe/select.ts';
 
 const USAGE = `moe-studio: assemble Mixture-of-Experts models from existing releases
 
@@ -29,6 +33,11 @@ Usage:
       Per-tensor rms_diff, relative difference and cosine of B against A, and a per-kind summary.
   moe-studio inspect MODEL [--json]
       Architecture, layers (dense/MoE), experts, shared experts, dtypes, parameters, size.
+  moe-studio routing show STATS.json[#SET] [--metric rate|saliency|gate] [--top N] [--layers L] [--model MODEL] [--json]
+      A routing statistics file (moe-studio.routing/1): each set's experts, most selected first.
+  moe-studio routing compare A.json[#SET] B.json[#SET] [--metric rd|log-odds] [--top N] [--layers L]
+                             [--model MODEL] [--json | --edits off|on|mute]
+      Experts that behaviour set A selects more than baseline B; with --edits, a recipe's edits: list.
 
 Options:
   -o, --output DIR   folder for the child (created if missing; never a parent's folder)
@@ -37,6 +46,11 @@ Options:
   --resume           continue an interrupted merge in OUT: its completed shards are checked and kept
   --json             machine-readable output on stdout
   --sampled          diff a spread of row blocks of each tensor instead of every byte (an estimate)
+  --metric M         routing: what to rank by (show: rate, saliency, gate; compare: rd, log-odds)
+  --top N            routing: how many experts to list (default 20)
+  --layers L         routing: only these layers ("3-10", "5, 7")
+  --model MODEL      routing: refuse statistics that do not describe this model folder
+  --edits ACTION     routing compare: print the top N as recipe edits with this action
   -h, --help         this text
 `;
 
@@ -52,6 +66,11 @@ export async function main(argv: string[]): Promise<number> {
       resume: { type: 'boolean' },
       json: { type: 'boolean' },
       sampled: { type: 'boolean' },
+      metric: { type: 'string' },
+      top: { type: 'string' },
+      layers: { type: 'string' },
+      model: { type: 'string' },
+      edits: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -73,6 +92,8 @@ export async function main(argv: string[]): Promise<number> {
     case 'inspect':
       if (args.length !== 1) throw new UsageError('inspect needs MODEL');
       return inspect(args[0]!, values.json ?? false);
+    case 'routing':
+      return routing(args, values);
     default:
       throw new UsageError(`unknown command "${command}"`);
   }
@@ -309,6 +330,46 @@ async function inspect(dir: string, json: boolean): Promise<number> {
   } finally {
     await folder.close();
   }
+}
+
+async function routing(
+  args: string[],
+  values: { metric?: string | undefined; top?: string | undefined; layers?: string | undefined; model?: string | undefined; edits?: string | undefined; json?: boolean | undefined },
+): Promise<number> {
+  const [sub, ...files] = args;
+  const top = values.top === undefined ? 20 : Number(values.top);
+  if (!Number.isInteger(top) || top < 1) throw new UsageError(`--top takes a whole number from 1, not "${values.top}"`);
+  if (values.layers !== undefined && !INDEX_SET_TEXT.test(values.layers)) throw new UsageError(`--layers takes layers such as "3-10" or "5, 7", not "${values.layers}"`);
+  const opts: RoutingOptions = { top, json: values.json ?? false };
+  if (values.layers !== undefined) opts.layers = indexSet(values.layers, '--layers');
+  if (values.model !== undefined) {
+    const { folder, model } = await openParent(values.model);
+    try {
+      opts.model = { target: summarizeModel(model), name: path.basename(path.resolve(values.model)) };
+    } finally {
+      await folder.close();
+    }
+  }
+  if (sub === 'show') {
+    if (files.length !== 1) throw new UsageError('routing show needs one STATS.json');
+    const metric = values.metric ?? 'rate';
+    if (!(RATE_METRICS as readonly string[]).includes(metric)) throw new UsageError(`routing show --metric takes ${RATE_METRICS.join(', ')}, not "${metric}"`);
+    if (values.edits !== undefined) throw new UsageError('--edits goes with routing compare');
+    process.stdout.write(routingShow(await readRoutingArg(files[0]!), metric as RateMetric, opts) + '\n');
+    return 0;
+  }
+  if (sub === 'compare') {
+    if (files.length !== 2) throw new UsageError('routing compare needs A.json and B.json (a file twice with #SET names two of its sets)');
+    const metric = values.metric ?? 'rd';
+    if (!(CONTRAST_METRICS as readonly string[]).includes(metric)) throw new UsageError(`routing compare --metric takes ${CONTRAST_METRICS.join(', ')}, not "${metric}"`);
+    const edits = values.edits;
+    if (edits !== undefined && edits !== 'off' && edits !== 'on' && edits !== 'mute') throw new UsageError(`--edits takes off, on or mute, not "${edits}"`);
+    if (edits !== undefined && opts.json) throw new UsageError('--edits prints YAML: leave out --json');
+    const [a, b] = await Promise.all(files.map(readRoutingArg));
+    process.stdout.write(routingCompare(a!, b!, metric as ContrastMetric, edits === undefined ? opts : { ...opts, edits }).text + (edits ? '' : '\n'));
+    return 0;
+  }
+  throw new UsageError(sub === undefined ? 'routing needs show or compare' : `unknown routing command "${sub}" (show, compare)`);
 }
 
 /** Runs the CLI; every failure is one clear line on stderr and a non-zero exit. */

@@ -75,6 +75,8 @@ export const editSchema = z.strictObject({
   layer: z.number().int().nonnegative(),
   expert: z.number().int().nonnegative(),
   action: z.enum(['off', 'on', 'mute']),
+  /** Where the edit came from (routing statistics, say), for the model card. */
+  why: z.string().max(1000).optional(),
 });
 
 /** An expert of a parent, in its own numbering: `layer` defaults to the slot's layer, `expert` (transplant) to the slot's expert. */

@@ -76,10 +76,12 @@ export function renderModelCard(plan: MergePlan, facts: CardFacts | undefined): 
         const key = `${t.role.layer}/${expert}/${c.edit}`;
         if (seen.has(key)) continue;
         seen.add(key);
-        if (c.edit === 'mute') edits.push(`- layer ${t.role.layer}, expert ${expert}: muted (down projection zeroed: zero output, the expert still takes its routing slot)`);
+        const why = recipe.edits.find((e) => e.layer === t.role.layer && e.expert === expert && e.action === c.edit)?.why;
+        const from = why === undefined ? '' : ` — ${why.replace(/\s+/g, ' ')}`;
+        if (c.edit === 'mute') edits.push(`- layer ${t.role.layer}, expert ${expert}: muted (down projection zeroed: zero output, the expert still takes its routing slot)${from}`);
         else {
           const value = c.op.type === 'value' ? c.op.value : undefined;
-          edits.push(`- layer ${t.role.layer}, expert ${expert}: switched ${c.edit} (router bias entry set to ${value}; the router ${c.edit === 'off' ? 'never' : 'always'} selects it)`);
+          edits.push(`- layer ${t.role.layer}, expert ${expert}: switched ${c.edit} (router bias entry set to ${value}; the router ${c.edit === 'off' ? 'never' : 'always'} selects it)${from}`);
         }
       }
     });

@@ -1,6 +1,8 @@
 // The studio shell: parents on the left, heatmaps in the center, recipe on the right, merge below.
 import { useEffect, useState } from 'react';
 import { HeatmapPanel } from './components/HeatmapPanel.tsx';
+import { RoutingPanel } from './components/RoutingPanel.tsx';
+import { useRouting } from './routing-store.ts';
 import { MergeDialog } from './components/MergeDialog.tsx';
 import { ParentsPanel } from './components/ParentsPanel.tsx';
 import { RecipePanel } from './components/RecipePanel.tsx';
@@ -9,6 +11,8 @@ import { dismiss, notify, startStudio, useStudio } from './store.ts';
 
 export function App() {
   const [dragging, setDragging] = useState(false);
+  const centerView = useRouting((s) => s.view);
+  const hasBase = useStudio((s) => s.parents.length > 0);
   useEffect(() => {
     startStudio().catch((e: unknown) => notify('error', `The studio worker did not start: ${e instanceof Error ? e.message : String(e)}`));
   }, []);
@@ -72,14 +76,14 @@ export function App() {
       </header>
       <main className="columns">
         <ParentsPanel />
-        <HeatmapPanel />
+        {centerView === 'routing' && hasBase ? <RoutingPanel /> : <HeatmapPanel />}
         <RecipePanel />
       </main>
       <MergeDialog />
       <Notices />
       {dragging && (
         <div className="drop-overlay" data-testid="drop-overlay">
-          <div>Drop model folders to open them as parents</div>
+          <div>Drop model folders to open them as parents (or routing statistics files to load them)</div>
         </div>
       )}
     </div>

@@ -1,6 +1,7 @@
-// Colour scales for the difference heatmaps (d3-scale-chromatic). Every metric is shown as a
-// "difference" so that darker is always closer to the base: cosine is drawn as 1 - cosine.
-import { interpolateViridis } from 'd3-scale-chromatic';
+// Colour scales for the heatmaps (d3-scale-chromatic). Differences: every metric is shown as a
+// "difference" so that darker is always closer to the base (cosine is drawn as 1 - cosine).
+// Routing statistics: a diverging scale around 0 for contrasts, a sequential one for rates.
+import { interpolateRdBu, interpolateViridis } from 'd3-scale-chromatic';
 import type { DiffMetric } from '../shared/studio-api.ts';
 
 export const MISSING_RGB: [number, number, number] = [27, 31, 39];
@@ -8,20 +9,23 @@ export const IDENTICAL_RGB: [number, number, number] = [52, 57, 68];
 export const KEPT_RGB: [number, number, number] = [94, 234, 212];
 
 const LUT_SIZE = 256;
-const LUT = new Uint8Array(LUT_SIZE * 3);
-for (let i = 0; i < LUT_SIZE; i++) {
-  const c = interpolateViridis(i / (LUT_SIZE - 1));
-  const m = /rgb\((\d+), ?(\d+), ?(\d+)\)/.exec(c) ?? /#(..)(..)(..)/.exec(c);
-  if (m && c.startsWith('#')) {
-    LUT[i * 3] = parseInt(m[1]!, 16);
-    LUT[i * 3 + 1] = parseInt(m[2]!, 16);
-    LUT[i * 3 + 2] = parseInt(m[3]!, 16);
-  } else if (m) {
-    LUT[i * 3] = Number(m[1]);
-    LUT[i * 3 + 1] = Number(m[2]);
-    LUT[i * 3 + 2] = Number(m[3]);
+
+/** An interpolator's colours at LUT_SIZE evenly spaced points, as rgb bytes. */
+function lut(interpolate: (t: number) => string): Uint8Array {
+  const out = new Uint8Array(LUT_SIZE * 3);
+  for (let i = 0; i < LUT_SIZE; i++) {
+    const c = interpolate(i / (LUT_SIZE - 1));
+    const hex = /^#(..)(..)(..)/.exec(c);
+    const rgb = /rgb\((\d+), ?(\d+), ?(\d+)\)/.exec(c);
+    const parts = hex ? hex.slice(1).map((h) => parseInt(h, 16)) : rgb ? rgb.slice(1).map(Number) : [0, 0, 0];
+    out.set(parts, i * 3);
   }
+  return out;
 }
+
+const LUT = lut(interpolateViridis);
+/** Blue (negative) to red (positive) through white: RdBu reversed. */
+const DIVERGING_LUT = lut((t) => interpolateRdBu(1 - t));
 
 export function gradientCss(): string {
   const stops: string[] = [];
@@ -116,3 +120,42 @@ export const METRIC_HELP: Record<DiffMetric, string> = {
   rel_diff: 'rel_diff = ‖W_other − W_base‖_F / ‖W_base‖_F.',
   cosine: 'cosine = ⟨W_base, W_other⟩ / (‖W_base‖·‖W_other‖); drawn as 1 − cosine so darker is closer.',
 };
+
+/** A linear scale for routing figures: diverging and symmetric around 0, or sequential from 0. */
+export interface LinearScale {
+  lo: number;
+  hi: number;
+  diverging: boolean;
+  rgb(v: number, out: Uint8ClampedArray | Uint8Array, at: number): void;
+  gradient: string;
+}
+
+export function routingScale(values: Float64Array, diverging: boolean): LinearScale {
+  let m = 0;
+  for (const v of values) if (Number.isFinite(v)) m = Math.max(m, Math.abs(v));
+  if (!(m > 0)) m = 1;
+  const lo = diverging ? -m : 0;
+  const hi = m;
+  const table = diverging ? DIVERGING_LUT : LUT;
+  const stops: string[] = [];
+  for (let i = 0; i <= 10; i++) stops.push(`${diverging ? interpolateRdBu(1 - i / 10) : interpolateViridis(i / 10)} ${i * 10}%`);
+  return {
+    lo,
+    hi,
+    diverging,
+    gradient: `linear-gradient(to right, ${stops.join(', ')})`,
+    rgb(v, out, at) {
+      if (!Number.isFinite(v)) {
+        out[at] = MISSING_RGB[0];
+        out[at + 1] = MISSING_RGB[1];
+        out[at + 2] = MISSING_RGB[2];
+        return;
+      }
+      const t = Math.min(1, Math.max(0, (v - lo) / (hi - lo)));
+      const k = Math.round(t * (LUT_SIZE - 1)) * 3;
+      out[at] = table[k]!;
+      out[at + 1] = table[k + 1]!;
+      out[at + 2] = table[k + 2]!;
+    },
+  };
+}

@@ -1,7 +1,8 @@
 // Getting parent model folders from the user: the directory picker, drag and drop, and the
 // <input webkitdirectory> fallback. Each produces sources for openSources (store.ts).
 import type { ParentSource } from '../shared/studio-api.ts';
-import { notify, openSources } from './store.ts';
+import { baseParent, notify, openSources } from './store.ts';
+import { loadStatsFiles } from './routing-store.ts';
 
 export const hasDirectoryPicker = typeof window !== 'undefined' && typeof window.showDirectoryPicker === 'function';
 
@@ -61,6 +62,14 @@ export function openFromDrop(dt: DataTransfer): void {
         loose.push(plainFiles[k]!);
       }
     }
+    // Routing statistics files dropped on their own: loaded into the Routing view, not opened as a model.
+    const stats = out.length === 0 && loose.length > 0 && !loose.some((f) => f.name === 'config.json') ? await routingFiles(loose) : [];
+    if (stats.length > 0) {
+      const base = baseParent();
+      for (const e of await loadStatsFiles(stats, base?.summary, base?.name ?? '')) notify('error', e);
+      if (stats.length === loose.length) return;
+      loose.splice(0, loose.length, ...loose.filter((f) => !stats.includes(f)));
+    }
     if (loose.length > 0) {
       const name = loose.some((f) => f.name === 'config.json') ? 'dropped-model' : 'dropped-files';
       out.push({ source: { kind: 'files', files: loose, name }, label: `${loose.length} dropped files` });
@@ -85,4 +94,14 @@ async function readDirectoryEntry(dir: FileSystemDirectoryEntry): Promise<File[]
     files.push(await new Promise<File>((res, rej) => (e as FileSystemFileEntry).file(res, rej)));
   }
   return files;
+}
+
+/** The files among `files` that are routing statistics: JSON naming the moe-studio.routing format in its first 64 KB. */
+async function routingFiles(files: File[]): Promise<File[]> {
+  const out: File[] = [];
+  for (const f of files) {
+    if (!f.name.endsWith('.json')) continue;
+    if (/"format"\s*:\s*"moe-studio\.routing\//.test(await f.slice(0, 65536).text())) out.push(f);
+  }
+  return out;
 }

@@ -153,6 +153,23 @@ export function applyEdits(recipe: Recipe, sel: ExpertSelection, action: Edit['a
   return { ...recipe, edits: [...kept, ...added] };
 }
 
+/** Adds or replaces edits for exactly these (layer, expert) pairs (not a product of layers and experts). */
+export function applyEditList(recipe: Recipe, edits: readonly Edit[]): Recipe {
+  const key = (l: number, e: number) => `${l}:${e}`;
+  const chosen = new Set(edits.map((e) => key(e.layer, e.expert)));
+  return { ...recipe, edits: [...recipe.edits.filter((ed) => !chosen.has(key(ed.layer, ed.expert))), ...edits] };
+}
+
+/** Removes (prunes) exactly these (layer, expert) pairs: one `experts.remove` entry per layer. */
+export function removeExpertList(recipe: Recipe, cells: readonly { layer: number; expert: number }[]): Recipe {
+  if (cells.length === 0) return recipe;
+  const byLayer = new Map<number, number[]>();
+  for (const c of cells) byLayer.set(c.layer, [...(byLayer.get(c.layer) ?? []), c.expert]);
+  const c = changesOf(recipe);
+  for (const [layer, experts] of [...byLayer].sort((a, b) => a[0] - b[0])) c.remove.push({ layers: layer, experts: toIndexSet([...new Set(experts)].sort((x, y) => x - y)) });
+  return { ...recipe, experts: c };
+}
+
 /** The recipe's expert changes, with empty lists filled in. */
 function changesOf(recipe: Recipe): ExpertChanges {
   return { remove: [...(recipe.experts?.remove ?? [])], transplant: [...(recipe.experts?.transplant ?? [])], add: [...(recipe.experts?.add ?? [])] };

@@ -14,6 +14,8 @@ export interface GridCanvasProps {
   keep?: Uint8Array | null;
   selRows?: ReadonlySet<number>;
   selCols?: ReadonlySet<number>;
+  /** Selected cells (1 per grid cell, row-major), drawn as outlines. */
+  selCells?: Uint8Array | null;
   maxCell?: number;
   minCellH?: number;
   /** Largest cell height (defaults to maxCell). */
@@ -32,7 +34,7 @@ const GUTTER_L = 30;
 const GUTTER_T = 14;
 
 export function GridCanvas(props: GridCanvasProps) {
-  const { grid, paint, version, keep, selRows, selCols, maxCell = 22, minCellH = 4, maxCellH = maxCell, onHover, onSelect } = props;
+  const { grid, paint, version, keep, selRows, selCols, selCells, maxCell = 22, minCellH = 4, maxCellH = maxCell, onHover, onSelect } = props;
   const wrapRef = useRef<HTMLDivElement>(null);
   const canvasRef = useRef<HTMLCanvasElement>(null);
   const [width, setWidth] = useState(0);
@@ -123,6 +125,16 @@ export function GridCanvas(props: GridCanvasProps) {
         ctx.stroke();
       }
     }
+    if (selCells) {
+      ctx.strokeStyle = '#fff';
+      ctx.lineWidth = 1.5;
+      for (let k = 0; k < selCells.length; k++) {
+        if (!selCells[k]) continue;
+        const r = Math.floor(k / grid.cols);
+        const c = k - r * grid.cols;
+        ctx.strokeRect(GUTTER_L + c * cw + 1, GUTTER_T + r * ch + 1, Math.max(cw - 2, 1), Math.max(ch - 2, 1));
+      }
+    }
     if (drag) {
       const [r0, r1] = [Math.min(drag.r0, drag.r1), Math.max(drag.r0, drag.r1)];
       const [c0, c1] = [Math.min(drag.c0, drag.c1), Math.max(drag.c0, drag.c1)];
@@ -169,7 +181,7 @@ export function GridCanvas(props: GridCanvasProps) {
       const colStep = niceStep(Math.ceil(26 / cw));
       for (let c = 0; c < grid.cols; c += colStep) ctx.fillText(String(c), GUTTER_L + c * cw + cw / 2, GUTTER_T - 2);
     }
-  }, [grid, paint, version, keep, selRows, selCols, cw, ch, cssW, cssH, width, drag, hoverCell, props.colTitle, props.colGroups]);
+  }, [grid, paint, version, keep, selRows, selCols, selCells, cw, ch, cssW, cssH, width, drag, hoverCell, props.colTitle, props.colGroups]);
 
   const cellAt = (e: ReactPointerEvent): { row: number; col: number } | null => {
     const rect = canvasRef.current!.getBoundingClientRect();

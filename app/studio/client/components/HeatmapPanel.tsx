@@ -7,6 +7,7 @@ import { formatCount, formatDuration, formatFigure } from '../../shared/format.t
 import { fitScale, gradientCss, IDENTICAL_RGB, KEPT_RGB, METRIC_HELP, METRIC_LABEL, MISSING_RGB, type Scale } from '../colors.ts';
 import { heatLayout, KIND_LABEL, KIND_SHORT, type Grid } from '../heat-data.ts';
 import { GridCanvas as GridCanvasMemo } from './GridCanvas.tsx';
+import { ViewSwitch } from './RoutingPanel.tsx';
 import { hasDirectoryPicker, pickParentFolder } from '../open-parents.ts';
 import { baseParent, cancelDiff, metricValue, runDiff, thresholdView, useStudio, type DiffData } from '../store.ts';
 
@@ -70,6 +71,7 @@ export function HeatmapPanel() {
   return (
     <section className="panel center-panel" aria-label="Differences">
       <div className="center-head">
+        <ViewSwitch />
         <div className="tabs" role="tablist" aria-label="Parent compared with the base">
           {others.length === 0 && <span className="muted">Open another parent to compare it with the base “{base.name}”.</span>}
           {others.map((p) => {

@@ -21,7 +21,7 @@ export function ExpertChanges() {
     <Section
       title={`Expert changes (${count})`}
       extra={
-        <button className="link small" onClick={() => updateRecipe(clearExpertChanges)}>
+        <button className="link small" data-testid="clear-expert-changes" onClick={() => updateRecipe(clearExpertChanges)}>
           clear all
         </button>
       }
