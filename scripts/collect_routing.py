@@ -291,6 +291,26 @@ def read_prompts(path: str, tokenizer: Any, chat: bool, limit: Optional[int]) ->
     return out
 
 
+def load_model(name: str, dtype_name: str, device: str, trust_remote_code: bool) -> tuple[Any, Any]:
+    """The tokenizer and the model, in eval mode on `device`; vision-language MoE models (Qwen3-VL,
+    GLM-4.5V) through the image-text-to-text class when the causal-LM one does not take them."""
+    import transformers  # only here: the counting above needs only torch
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    dtype = dtype_name if dtype_name == "auto" else getattr(torch, dtype_name)
+    errors = []
+    for cls in (transformers.AutoModelForCausalLM, transformers.AutoModelForImageTextToText):
+        try:
+            try:
+                model = cls.from_pretrained(name, dtype=dtype, device_map=device, trust_remote_code=trust_remote_code)
+            except ImportError:  # device_map needs accelerate: load, then move
+                model = cls.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code).to(device)
+            return tokenizer, model.eval()
+        except ValueError as e:  # "Unrecognized configuration class …" for this auto class
+            errors.append(str(e).split("\n")[0])
+    raise SystemExit(f"{name}: transformers has no causal-LM or image-text-to-text model for it: {'; '.join(errors)}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", help="a model folder or Hub id, as transformers' from_pretrained takes it")
@@ -313,11 +333,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if os.path.exists(a.output) and not a.append:
         raise SystemExit(f"{a.output} exists: use --append to add a set to it, or another name")
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # only here: the counting above needs only torch
-
-    tokenizer = AutoTokenizer.from_pretrained(a.model, trust_remote_code=a.trust_remote_code)
-    dtype = a.dtype if a.dtype == "auto" else getattr(torch, a.dtype)
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=dtype, trust_remote_code=a.trust_remote_code).to(a.device).eval()
+    tokenizer, model = load_model(a.model, a.dtype, a.device, a.trust_remote_code)
     model_type, experts, top_k = config_counts(model.config)
     counter = RoutingCounter(experts, top_k)
     counter.counting = {"prompt", "generated"} if counted == "both" else {counted}

@@ -344,6 +344,7 @@ describe('expert changes that cannot hold are refused before anything is written
     refuse(q, 'edit', `parents: {hub: ./hub}\nedits:\n  - {layer: 0, expert: 1, action: mute}\nexperts:\n  remove:\n    - {layers: all, experts: 1}\n`, /edit 1 .*: that expert is removed/);
     const d = dirs['deepseek-v3-fp8-pair']!;
     refuse(d, 'groups', `parents: {v3: ./v3}\nexperts:\n  remove:\n    - {layers: all, experts: 0}\n`, /routing is group-limited \(n_group 4: experts in groups of 2\), and each group must lose the same number of experts, but the groups would lose 1, 0, 0, 0/);
+    refuse(d, 'groups-of-one', `parents: {v3: ./v3}\nexperts:\n  remove:\n    - {layers: all, experts: [0, 2, 4, 6]}\n`, /the child would have 1 expert per group \(n_group 4\), but group-limited routing scores each group by the sum of its two best experts, so every group needs at least 2/);
     refuse(d, 'groups-add', `parents: {v3: ./v3, r1: ./r1}\nexperts:\n  add:\n    - {layers: all, from: {parent: r1, expert: 0}}\n`, /experts.add: routing is group-limited .*shift every group boundary/);
     const m = dirs['minimax-m2-fp8-pair']!;
     const hub = path.join(q, 'hub');

@@ -140,8 +140,23 @@ export function resolveExpertSlots(recipe: Recipe, baseName: string, parents: Ma
       );
     }
     if (Eout % G !== 0) throw new MoeError(`the child would have ${Eout} experts per layer, which n_group ${G} does not divide into equal groups`);
+    // DeepSeek-V3's routing (topk_method noaux_tc, also Kimi-K2 and GLM-4.5) scores a group by the
+    // sum of its two best experts: a group of one makes transformers fail on every token ("selected
+    // index k out of range", seen with transformers 5.17). DeepSeek-V2's group_limited_greedy takes
+    // the best one only.
+    const greedy = (text(base.config, 'topk_method') ?? text((base.config as { text_config?: Record<string, unknown> }).text_config, 'topk_method')) === 'group_limited_greedy';
+    if (!greedy && Eout / G < 2) {
+      throw new MoeError(
+        `the child would have ${Eout / G} expert per group (n_group ${G}), but group-limited routing scores each group by the sum of its two best experts, so every group needs at least 2`,
+      );
+    }
   }
   return { byLayer, experts: Eout, changed: true, donors };
+}
+
+function text(o: Record<string, unknown> | undefined, key: string): string | undefined {
+  const v = o?.[key];
+  return typeof v === 'string' ? v : undefined;
 }
 
 /** Expert changes in words: "layers 0-47: experts 5, 9 removed; 1 transplanted; 1 added (48 → 47 experts)". */
