@@ -1,8 +1,10 @@
 // End-to-end tests of the browser studio: Debian's Chromium (Playwright cannot download browsers
 // here), against a production build served by `vite preview` with the COOP/COEP headers.
 import { defineConfig } from '@playwright/test';
+import { HUB_PORT } from './e2e/hub-port.ts';
 
 const PORT = Number(process.env.STUDIO_PORT ?? 4319);
+
 
 export default defineConfig({
   testDir: 'e2e',
@@ -27,7 +29,7 @@ export default defineConfig({
   },
   webServer: {
     // A production build, as users get it; preview serves dist/studio with the isolation headers.
-    command: `npx vite build && npx vite preview --port ${PORT} --strictPort`,
+    command: `HF_ENDPOINT=http://127.0.0.1:${HUB_PORT} npx vite build && HF_ENDPOINT=http://127.0.0.1:${HUB_PORT} npx vite preview --port ${PORT} --strictPort`,
     url: `http://localhost:${PORT}`,
     reuseExistingServer: !process.env.CI,
     timeout: 180_000,

@@ -12,7 +12,9 @@ import { planMerge } from '../engine/plan/plan.ts';
 import { executeMerges, MergeCancelled, type MergeJob, type PausePoint } from '../engine/exec/merge.ts';
 import { diffModels, type TensorDiff } from '../engine/exec/diff.ts';
 import { createNodeKernelPool, defaultWorkers } from './kernel-pool.ts';
-import { openNodeModelFolder, openNodeOutputFolder, type NodeModelFolder } from './node-io.ts';
+import { openNodeModelFolder, openNodeOutputFolder } from './node-io.ts';
+import { isHubRef, openHubFolder, parseHubRef } from '../hub/index.ts';
+import type { ModelFolder } from '../engine/io.ts';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { progressLine } from './progress.ts';
 import { formatBytes, formatDuration } from '../engine/report/format.ts';
@@ -26,7 +28,8 @@ const USAGE = `moe-studio: assemble Mixture-of-Experts models from existing rele
 
 Usage:
   moe-studio merge RECIPE -o OUT [--workers N] [--overwrite | --resume]
-      Run a recipe (YAML or JSON). Parent paths are relative to the recipe file.
+      Run a recipe (YAML or JSON). Parent paths are relative to the recipe file; hf://ORG/NAME[@REV]
+      is a model on the Hugging Face Hub, read with range requests, never downloaded whole.
   moe-studio merge RECIPE RECIPE... -o OUT_DIR [--workers N] [--overwrite]
       A sweep: one child per recipe, in OUT_DIR/<recipe file name>/, reading the parents once.
   moe-studio diff MODEL_A MODEL_B [--json] [--sampled] [--workers N]
@@ -52,6 +55,10 @@ Options:
   --model MODEL      routing: refuse statistics that do not describe this model folder
   --edits ACTION     routing compare: print the top N as recipe edits with this action
   -h, --help         this text
+
+A MODEL is a folder or hf://ORG/NAME[@REVISION]. Hub access follows HF_ENDPOINT (default
+https://huggingface.co), HF_TOKEN (gated and private repos) and HF_HUB_DOWNLOAD_TIMEOUT (seconds
+without data before a read is retried; default 60).
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -107,9 +114,30 @@ function parseWorkers(v: string): number {
   return n;
 }
 
+/** A parent folder the CLI opened, local or on the Hub; `close` frees its handles or connections. */
+type ParentFolder = ModelFolder & { close(): Promise<void> };
+
+/** A local folder, or a Hub repository (hf://ORG/NAME[@REV]) through HF_ENDPOINT with HF_TOKEN. */
+async function openParentFolder(where: string): Promise<ParentFolder> {
+  if (!isHubRef(where)) return openNodeModelFolder(where);
+  let ref;
+  try {
+    ref = parseHubRef(where);
+  } catch (e) {
+    throw new MoeError((e as Error).message);
+  }
+  return openHubFolder(ref, {
+    ...(process.env['HF_ENDPOINT'] ? { endpoint: process.env['HF_ENDPOINT'] } : {}),
+    ...(process.env['HF_TOKEN'] ? { token: process.env['HF_TOKEN'] } : {}),
+    tokenHint: process.env['HF_TOKEN'] ? 'check HF_TOKEN' : 'set HF_TOKEN to a token that can read it',
+    // As huggingface_hub: seconds a download may go without data before it is dropped and retried.
+    ...(Number(process.env['HF_HUB_DOWNLOAD_TIMEOUT']) > 0 ? { idleTimeoutMs: Number(process.env['HF_HUB_DOWNLOAD_TIMEOUT']) * 1000 } : {}),
+  });
+}
+
 /** Opens a parent; on failure its file handles are closed before the error goes on. */
-async function openParent(dir: string): Promise<{ folder: NodeModelFolder; model: Model }> {
-  const folder = await openNodeModelFolder(dir);
+async function openParent(where: string): Promise<{ folder: ParentFolder; model: Model }> {
+  const folder = await openParentFolder(where);
   try {
     return { folder, model: await openModel(folder) };
   } catch (e) {
@@ -207,14 +235,14 @@ async function merge(recipePaths: string[], outDir: string, workers: number, mod
     if (twice) throw new UsageError(`two recipes would write the same child folder "${twice}": give the recipe files different names`);
   }
   // Parents are opened once by folder, whatever name each recipe gives them: a sweep reads them once.
-  const opened = new Map<string, { folder: NodeModelFolder; model: Model }>();
+  const opened = new Map<string, { folder: ParentFolder; model: Model }>();
   const err = process.stderr;
   try {
     const jobs: MergeJob[] = [];
     for (const { file, recipe } of recipes) {
       const parents = new Map<string, Model>();
       for (const [name, dir] of Object.entries(recipe.parents)) {
-        const abs = path.resolve(path.dirname(file), dir);
+        const abs = isHubRef(dir) ? dir : path.resolve(path.dirname(file), dir);
         let p = opened.get(abs);
         if (!p) opened.set(abs, (p = await openParent(abs)));
         parents.set(name, p.model);
@@ -303,7 +331,7 @@ async function diff(aDir: string, bDir: string, workers: number, json: boolean, 
         name: t.name, ...t.role, rms_diff: t.rmsDiff, rel_diff: finiteOrNull(t.relDiff), cosine: t.cosine,
         non_finite: t.stats.nonFinite, max_abs_diff: t.stats.maxAbsDiff, sampled: t.sampled, fraction: t.fraction, rel_error: t.relError,
       }));
-      process.stdout.write(JSON.stringify({ a: a.folder.path, b: b.folder.path, mode: sampled ? 'sampled' : 'exact', tensors, kinds, skipped: result.skipped }, null, 2) + '\n');
+      process.stdout.write(JSON.stringify({ a: a.folder.name, b: b.folder.name, mode: sampled ? 'sampled' : 'exact', tensors, kinds, skipped: result.skipped }, null, 2) + '\n');
     } else {
       process.stdout.write(formatDiffTable(result.tensors) + '\n\n' + formatKindSummary(kinds) + '\n');
       if (result.skipped.length > 0) {
@@ -345,7 +373,7 @@ async function routing(
   if (values.model !== undefined) {
     const { folder, model } = await openParent(values.model);
     try {
-      opts.model = { target: summarizeModel(model), name: path.basename(path.resolve(values.model)) };
+      opts.model = { target: summarizeModel(model), name: folder.hub ? folder.hub.repo : path.basename(path.resolve(values.model)) };
     } finally {
       await folder.close();
     }

@@ -376,6 +376,8 @@ export class NodeOutputFolder implements OutputFolder {
   }
 
   async overlaps(parent: ModelFolder): Promise<boolean> {
+    // A Hub repository is nowhere on this disk.
+    if (parent.hub) return false;
     const parentPath = parent instanceof NodeModelFolder ? parent.path : parent.name;
     const out = await realpathLoose(this.path);
     const par = await realpathLoose(parentPath);

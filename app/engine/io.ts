@@ -19,12 +19,29 @@ export interface ByteSource {
    * path in Node, a File in the browser. Absent: the coordinator reads for the workers.
    */
   readonly workerRef?: unknown;
+  /**
+   * Bytes between two wanted ranges below which reading straight through is cheaper than another
+   * read (a network source: a request costs what megabytes of transfer do). Absent: local I/O.
+   */
+  readonly readThrough?: number;
+}
+
+/** Where a parent on the Hugging Face Hub came from, for the child's model card. */
+export interface HubOrigin {
+  /** ORG/NAME. */
+  repo: string;
+  /** The revision asked for (a branch, tag or commit; "main" when none was named). */
+  revision: string;
+  /** The commit it resolved to, which every file was read at. */
+  commit: string;
 }
 
 /** A parent model's folder, opened read-only. */
 export interface ModelFolder {
   /** Path or name shown in messages. */
   readonly name: string;
+  /** Set when the folder is a Hub repository. */
+  readonly hub?: HubOrigin;
   /** File names directly inside the folder. */
   list(): Promise<string[]>;
   open(file: string): Promise<ByteSource>;

@@ -17,7 +17,7 @@ import { figuresOf, type DiffFigures } from '../report/metrics.ts';
 import { cellDiffUnits } from './compile.ts';
 import { runUnits } from './dispatch.ts';
 import { FileTable } from './files.ts';
-import { DEFAULT_COALESCE, readRanges } from './ranges.ts';
+import { coalesceFor, readRanges } from './ranges.ts';
 import type { DiffUnit, Span, Unit } from './units.ts';
 
 export type DiffMode = 'exact' | 'sampled';
@@ -225,7 +225,7 @@ async function sampleBatch(files: FileTable, pool: KernelPool, batch: Item[], op
   await Promise.all(
     [...byFile.entries()].map(async ([file, list]) => {
       const src = files.sourceOf(file);
-      const got = await readRanges(src, list.map((s) => ({ offset: s.offset, length: s.length })), DEFAULT_COALESCE);
+      const got = await readRanges(src, list.map((s) => ({ offset: s.offset, length: s.length })), coalesceFor(src));
       list.forEach((s, i) => (s.bytes = got[i]));
     }),
   );

@@ -4,6 +4,7 @@
 import type { ByteSource, OutputFile } from '../io.ts';
 import type { KernelPool, RunFile } from '../kernels/pool.ts';
 import type { Model } from '../model/types.ts';
+import { coalesceFor, readRanges } from './ranges.ts';
 import type { Span, Unit } from './units.ts';
 
 /** Ids of parents' shards, by the parent names of one plan. */
@@ -80,19 +81,28 @@ export class FileTable implements SourceIds {
     return Array.from({ length: this.next }, (_, i) => i);
   }
 
-  /** Reads, for the pool, the spans of files its runners cannot read themselves. */
+  /** Reads, for the pool, the spans of files its runners cannot read themselves, nearby ones together. */
   async inline(units: Unit[], pool: KernelPool): Promise<void> {
-    const fill = async (s: Span) => {
+    const byFile = new Map<number, Span[]>();
+    const want = (s: Span) => {
       if (s.bytes || s.length === 0) return;
       const src = this.sources.get(s.file);
       if (!src || pool.reads(src)) return;
-      s.bytes = await src.read(s.offset, s.length);
+      const list = byFile.get(s.file);
+      if (list) list.push(s);
+      else byFile.set(s.file, [s]);
     };
-    const spans: Span[] = [];
     for (const u of units) {
-      if (u.kind === 'copy') for (const p of u.parts) spans.push(p.from);
-      else if (u.kind === 'stripe' || u.kind === 'diff') for (const b of u.bands) spans.push(b.data, ...(b.scales ? [b.scales] : []));
+      if (u.kind === 'copy') for (const p of u.parts) want(p.from);
+      else if (u.kind === 'stripe' || u.kind === 'diff') for (const b of u.bands) [b.data, ...(b.scales ? [b.scales] : [])].forEach(want);
     }
-    await Promise.all(spans.map(fill));
+    await Promise.all(
+      [...byFile].map(async ([file, spans]) => {
+        const src = this.sourceOf(file);
+        // Only touching ranges are joined: a merge reads each needed byte once, no gap bytes.
+        const got = await readRanges(src, spans, { ...coalesceFor(src), maxGap: 0 });
+        spans.forEach((s, i) => (s.bytes = got[i]));
+      }),
+    );
   }
 }

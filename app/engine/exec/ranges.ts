@@ -18,6 +18,12 @@ export interface CoalesceOptions {
 
 export const DEFAULT_COALESCE: CoalesceOptions = { maxGap: 256 * 1024, maxRead: 64 * 1024 * 1024, concurrency: 8 };
 
+/** How to coalesce reads of `source`: network sources read through larger gaps, more at once. */
+export function coalesceFor(source: ByteSource): CoalesceOptions {
+  if (!source.readThrough) return DEFAULT_COALESCE;
+  return { ...DEFAULT_COALESCE, maxGap: Math.max(DEFAULT_COALESCE.maxGap, source.readThrough), concurrency: 16 };
+}
+
 /** Reads every range; each result is its own copy (safe to transfer to a worker). */
 export async function readRanges(source: ByteSource, ranges: Range[], opts: CoalesceOptions = DEFAULT_COALESCE): Promise<Uint8Array[]> {
   const order = ranges.map((_, i) => i).sort((a, b) => ranges[a]!.offset - ranges[b]!.offset);
@@ -38,6 +44,11 @@ export async function readRanges(source: ByteSource, ranges: Range[], opts: Coal
     while (next < groups.length) {
       const g = groups[next++]!;
       const bytes = await source.read(g.offset, g.end - g.offset);
+      // A read of exactly one range is already its own buffer.
+      if (g.members.length === 1 && ranges[g.members[0]!]!.length === bytes.length) {
+        out[g.members[0]!] = bytes;
+        continue;
+      }
       for (const i of g.members) {
         const r = ranges[i]!;
         out[i] = bytes.slice(r.offset - g.offset, r.offset - g.offset + r.length);

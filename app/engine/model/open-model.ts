@@ -22,7 +22,7 @@
 // decoder_sparse_step); tensors of layers ≥ `layers` are allowed only as the config's MTP
 // layers (num_nextn_predict_layers). A mismatch is an error: the checkpoint would not load.
 import { rangeText } from '../report/format.ts';
-import { MoeError, readText, type ByteSource, type ModelFolder } from '../io.ts';
+import { MoeError, readAll, type ByteSource, type ModelFolder } from '../io.ts';
 import { classifyTensor } from '../arch/classify.ts';
 import { configValue, detectArchitecture } from '../arch/families.ts';
 import type { ArchitectureSpec, ConfigKeys } from '../arch/types.ts';
@@ -51,9 +51,11 @@ export function pathIn(folder: ModelFolder, file: string): string {
 }
 
 async function readJson(folder: ModelFolder, file: string): Promise<unknown> {
+  // A failed read says why itself (a missing file, a refused download); only decoding is ours to name.
+  const bytes = await readAll(await folder.open(file));
   let text: string;
   try {
-    text = await readText(folder, file);
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch (e) {
     throw new MoeError(`cannot be read as UTF-8 text (${e instanceof Error ? e.message : String(e)})`, pathIn(folder, file));
   }

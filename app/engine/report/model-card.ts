@@ -16,7 +16,9 @@ export function renderModelCard(plan: MergePlan, facts: CardFacts | undefined): 
   const lines: string[] = [];
   lines.push('---');
   lines.push('base_model:');
-  for (const p of parentOrder) lines.push(`- ${yamlScalar(recipe.parents[p]!)}`);
+  // Hub parents by repo id (the Hub links the card to them); local ones as the recipe names them.
+  const hubOf = (p: string) => plan.parents.get(p)?.folder.hub;
+  for (const p of parentOrder) lines.push(`- ${yamlScalar(hubOf(p)?.repo ?? recipe.parents[p]!)}`);
   lines.push('tags:');
   lines.push('- merge');
   lines.push('- moe-studio');
@@ -31,7 +33,11 @@ export function renderModelCard(plan: MergePlan, facts: CardFacts | undefined): 
   lines.push('');
   lines.push('| name | source | role |');
   lines.push('|---|---|---|');
-  for (const p of parentOrder) lines.push(`| ${p} | ${recipe.parents[p]} | ${p === base ? 'base (config, tokenizer, unmatched tensors)' : 'parent'} |`);
+  for (const p of parentOrder) {
+    const hub = hubOf(p);
+    const source = hub ? `[${hub.repo}](https://huggingface.co/${hub.repo}) at \`${hub.revision}\` = commit \`${hub.commit}\`` : recipe.parents[p];
+    lines.push(`| ${p} | ${source} | ${p === base ? 'base (config, tokenizer, unmatched tensors)' : 'parent'} |`);
+  }
   lines.push('');
   lines.push('## What was taken from where');
   lines.push('');

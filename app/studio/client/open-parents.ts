@@ -8,6 +8,37 @@ export const hasDirectoryPicker = typeof window !== 'undefined' && typeof window
 
 type Opening = { source: ParentSource; label: string; handle?: FileSystemDirectoryHandle };
 
+/**
+ * The Hub token the user typed: in this page's memory only (never stored, never in the recipe),
+ * handed to the worker with each Hub parent and sent by it to the Hub's own origin only.
+ */
+let hubToken = '';
+
+export function setHubToken(token: string): void {
+  hubToken = token.trim();
+}
+
+/** "hf://ORG/NAME[@REV]", "ORG/NAME[@REV]" or a model page's URL, as hf://…; null when it is none of them. */
+export function hubRefFrom(text: string): string | null {
+  const t = text.trim();
+  if (t === '') return null;
+  if (t.startsWith('hf://')) return t;
+  const page = /^https?:\/\/(?:www\.)?huggingface\.co\/([^/?#\s]+(?:\/[^/?#\s]+)?)(?:\/tree\/([^?#\s]+))?\/?$/.exec(t);
+  if (page) return `hf://${page[1]}${page[2] ? `@${decodeURIComponent(page[2])}` : ''}`;
+  if (/^[^\s/:@]+(?:\/[^\s/:@]+)?(?:@\S+)?$/.test(t)) return `hf://${t}`;
+  return null;
+}
+
+/** Opens a model on the Hub as a parent (its headers by range requests; nothing is downloaded whole). */
+export async function openFromHub(text: string, name?: string): Promise<void> {
+  const ref = hubRefFrom(text);
+  if (!ref) {
+    notify('error', `"${text}" is not a Hub model: write ORG/NAME, hf://ORG/NAME@REVISION or the model page's address.`);
+    return;
+  }
+  await openSources([{ source: { kind: 'hub', ref, ...(hubToken ? { token: hubToken } : {}) }, label: ref, ...(name ? { name } : {}) }]);
+}
+
 export async function pickParentFolder(): Promise<void> {
   if (!window.showDirectoryPicker) return;
   let handle: FileSystemDirectoryHandle;

@@ -120,7 +120,9 @@ export function bindings(s: StudioState = get()): Record<string, ParentId> {
 
 /** A recipe parent name from a folder name: letters, digits, _ . - only, unique among the parents. */
 export function shortName(folder: string, taken: string[]): string {
-  let base = folder.replace(/[^A-Za-z0-9_.-]+/g, '-').replace(/^-+|-+$/g, '') || 'parent';
+  // A Hub parent is called by its repo's name: hf://ORG/NAME@REV → NAME.
+  const named = folder.startsWith('hf://') ? (folder.slice(5).split('@')[0]!.split('/').pop() ?? folder) : folder;
+  let base = named.replace(/[^A-Za-z0-9_.-]+/g, '-').replace(/^-+|-+$/g, '') || 'parent';
   if (base.length > 28) base = base.slice(0, 28).replace(/-+$/, '');
   let name = base;
   for (let i = 2; taken.includes(name); i++) name = `${base}-${i}`;
@@ -153,6 +155,11 @@ export async function openSources(sources: { source: ParentSource; label: string
     if (get().parents.length >= 8) {
       notify('error', `At most 8 parents: "${label}" was not opened.`);
       return;
+    }
+    const sameHub = source.kind === 'hub' ? get().parents.find((p) => p.summary.folderName === source.ref) : undefined;
+    if (sameHub) {
+      notify('info', `"${label}" is already open as ${sameHub.name}.`);
+      continue;
     }
     if (handle) {
       let dup: ParentEntry | undefined;

@@ -15,7 +15,9 @@ export type ParentId = string;
 /** Where a parent's files come from: a directory handle (re-openable after reload) or loose files. */
 export type ParentSource =
   | { kind: 'handle'; handle: FileSystemDirectoryHandleLike }
-  | { kind: 'files'; files: FileLike[]; name: string };
+  | { kind: 'files'; files: FileLike[]; name: string }
+  /** A Hub repository, hf://ORG/NAME[@REV]; the token (if any) lives only in the page's memory. */
+  | { kind: 'hub'; ref: string; token?: string };
 
 /**
  * Opaque stand-ins for FileSystemDirectoryHandle and File, so this project needs neither the DOM

@@ -38,6 +38,10 @@ import type {
 } from '../shared/studio-api.ts';
 import { FileListModelFolder, HandleModelFolder, HandleOutputFolder, errorText, opfsOutputFolder } from './browser-io.ts';
 import { getKernelPool, kernelStatus } from './kernel-pool.ts';
+import { DEFAULT_ENDPOINT, openHubFolder, parseHubRef } from '../../hub/index.ts';
+
+/** The Hub, as the build found HF_ENDPOINT (vite.config.ts exposes it and allows it in the page's CSP). */
+const HUB_ENDPOINT = import.meta.env.HF_ENDPOINT || DEFAULT_ENDPOINT;
 
 /** Values per stripe in the browser: each File slice read costs ~1 ms whatever its size, so fewer, larger ones. */
 const BROWSER_CHUNK_ELEMENTS = 4 * 1024 * 1024;
@@ -203,10 +207,19 @@ const api: StudioApi = {
   async openParent(source: ParentSource): Promise<Result<ParentInfo>> {
     try {
       const folder =
-        source.kind === 'handle'
-          ? new HandleModelFolder(source.handle as unknown as FileSystemDirectoryHandle)
-          : new FileListModelFolder(source.name, source.files as unknown as File[]);
-      const model = await openModel(folder);
+        source.kind === 'hub'
+          ? await openHubFolder(parseHubRef(source.ref), {
+              endpoint: HUB_ENDPOINT,
+              ...(source.token ? { token: source.token } : {}),
+              tokenHint: 'enter a token with read access under "From the Hub"',
+            })
+          : source.kind === 'handle'
+            ? new HandleModelFolder(source.handle as unknown as FileSystemDirectoryHandle)
+            : new FileListModelFolder(source.name, source.files as unknown as File[]);
+      const model = await openModel(folder).catch(async (e: unknown) => {
+        if ('close' in folder) await (folder as { close(): Promise<void> }).close();
+        throw e;
+      });
       const id = `p${nextId++}`;
       parents.set(id, { id, model });
       return { ok: true, value: { id, summary: summaryOf(model) } };
@@ -216,7 +229,11 @@ const api: StudioApi = {
   },
 
   async removeParent(id: ParentId): Promise<void> {
+    const p = parents.get(id);
     parents.delete(id);
+    // A Hub parent's requests in flight stop with it.
+    const folder = p?.model.folder as { close?: () => Promise<void> } | undefined;
+    await folder?.close?.();
   },
 
   async tensorIndex(id: ParentId): Promise<TensorIndex> {

@@ -3,7 +3,7 @@ import { useRef, useState } from 'react';
 import { useVirtualizer } from '@tanstack/react-virtual';
 import { formatBytes, formatCount, formatIndexList } from '../../shared/format.ts';
 import type { CompatProblem } from '../../shared/studio-api.ts';
-import { hasDirectoryPicker, openFromInput, pickParentFolder } from '../open-parents.ts';
+import { hasDirectoryPicker, openFromHub, openFromInput, pickParentFolder, setHubToken } from '../open-parents.ts';
 import { dropParent } from '../../shared/recipe-tools.ts';
 import { baseParent, forget, removeParent, renameParent, reopenRecent, setBase, updateRecipe, useStudio, type ParentEntry } from '../store.ts';
 
@@ -60,6 +60,7 @@ export function ParentsPanel() {
           </>
         )}
       </p>
+      <HubOpen />
       {!hasDirectoryPicker && (
         <div className="note warn" role="note" data-testid="no-fsa">
           This browser has no File System Access API. Parents can still be read (file dialog or drop), but writing a merged model and reopening
@@ -118,6 +119,66 @@ export function ParentsPanel() {
   );
 }
 
+/** "From the Hub": a model id (and a token for gated or private repos) opened by range requests. */
+function HubOpen() {
+  const [ref, setRef] = useState('');
+  const [token, setToken] = useState('');
+  const [showToken, setShowToken] = useState(false);
+  const submit = () => {
+    setHubToken(token);
+    if (ref.trim() !== '') void openFromHub(ref).then(() => setRef(''));
+  };
+  return (
+    <form
+      className="hub-open"
+      aria-label="From the Hub"
+      onSubmit={(e) => {
+        e.preventDefault();
+        submit();
+      }}
+    >
+      <label className="small muted" htmlFor="hub-ref">
+        From the Hub
+      </label>
+      <div className="hub-row">
+        <input
+          id="hub-ref"
+          data-testid="hub-ref"
+          className="mono"
+          placeholder="ORG/NAME or hf://ORG/NAME@REV"
+          value={ref}
+          spellCheck={false}
+          autoComplete="off"
+          onChange={(e) => setRef(e.currentTarget.value)}
+        />
+        <button className="btn small" type="submit" disabled={ref.trim() === ''} data-testid="hub-open">
+          Open
+        </button>
+      </div>
+      {showToken ? (
+        <input
+          data-testid="hub-token"
+          type="password"
+          className="mono"
+          aria-label="Hub access token"
+          placeholder="hf_… (gated or private repos)"
+          value={token}
+          autoComplete="off"
+          onChange={(e) => {
+            setToken(e.currentTarget.value);
+            setHubToken(e.currentTarget.value);
+          }}
+          title="Kept in this tab's memory only and sent to the Hub only; gone when the tab closes"
+        />
+      ) : (
+        <button type="button" className="link small" onClick={() => setShowToken(true)} data-testid="hub-token-show">
+          token for gated or private repos…
+        </button>
+      )}
+    </form>
+  );
+}
+
 /** Parents the recipe names (restored or imported) that are not open. */
 function MissingParents() {
   const recipeParents = useStudio((s) => s.recipe.parents);
@@ -131,6 +192,14 @@ function MissingParents() {
         <span key={name}>
           {i > 0 ? ', ' : ''}
           <b>{name}</b> <span className="muted mono">({path})</span>
+          {path.startsWith('hf://') && (
+            <>
+              {' '}
+              <button className="link" onClick={() => void openFromHub(path, name)}>
+                open from the Hub
+              </button>
+            </>
+          )}
         </span>
       ))}
       : open {missing.length === 1 ? 'it' : 'them'} (a recent folder reopens under its name), or{' '}
