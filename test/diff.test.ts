@@ -77,6 +77,39 @@ describe('diff', () => {
     }
   });
 
+  it('sampled rows inside an FP8 block are read alone and give the reference figures of exactly those rows', async () => {
+    const [a, b, da, db] = models['deepseek-v3-fp8-pair']!;
+    const opts = { sampleBytes: 1024, sampleBlocks: 4 };
+    const { tensors } = await diffModels(a, b, pool, { mode: 'sampled', ...opts });
+    // FP8 weights of more than one 128-row block: their sample rows start inside a block.
+    const fp8 = tensors.filter((t) => a.byName.get(t.name)?.codec.kind === 'fp8' && a.byName.get(t.name)!.view.rows > 128 && a.byName.get(t.name)!.view.slabs === 1);
+    expect(fp8.length).toBeGreaterThan(10);
+    for (const t of fp8) {
+      const wa = a.byName.get(t.name)!;
+      const [sa, sb] = [whole(da, wa), whole(db, b.byName.get(t.name)!)];
+      const { rows, cols } = wa.view;
+      const scaleCols = sa.scales!.length / 4 / Math.ceil(rows / 128);
+      // Rows [at, at + count) as their own stripe, with the one scale row of their 128-row block.
+      const part = (s: Stripe, at: number, count: number): Stripe => ({
+        codec: s.codec, rows: count, cols,
+        data: s.data.slice(at * cols, (at + count) * cols),
+        scales: s.scales!.slice(Math.floor(at / 128) * scaleCols * 4, (Math.floor(at / 128) + 1) * scaleCols * 4),
+      });
+      const ref = { count: 0, nonFinite: 0, sumSqDiff: 0, sumSqA: 0, sumSqB: 0, dot: 0, maxAbsDiff: 0 };
+      for (const blk of sampleBlocks(rows, cols, 2, opts.sampleBlocks, opts.sampleBytes)) {
+        const r = diffRef(part(sa, blk.at, blk.count), part(sb, blk.at, blk.count));
+        ref.count += r.count;
+        ref.sumSqDiff += r.sumSqDiff;
+        ref.sumSqA += r.sumSqA;
+        ref.sumSqB += r.sumSqB;
+        ref.dot += r.dot;
+      }
+      expect(t.stats.count, t.name).toBe(ref.count);
+      expect(t.rmsDiff, t.name).toBeCloseTo(figuresOf(ref).rmsDiff, 12);
+      expect(t.cosine, t.name).toBeCloseTo(figuresOf(ref).cosine, 12);
+    }
+  });
+
   it('sample blocks are spread over the rows and never cross a 128-row stripe', () => {
     const blocks = sampleBlocks(1000, 7168, 1, 4, 16 * 1024);
     expect(blocks).toHaveLength(4);

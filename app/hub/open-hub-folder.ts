@@ -7,12 +7,31 @@ import { HubClient, type HubFileRef, type HubOptions, type HubStats } from './hu
 import { hubRefText, type HubRef } from './hub-ref.ts';
 
 /**
- * The first read of a shard fetches this much from its start: the 8-byte length and, for all but
- * the largest headers, the whole JSON header, in one request (DeepSeek-V3's are ~80 KiB).
+ * The first read of a shard fetches its start: the 8-byte length and, usually, the whole JSON
+ * header in one request. The first shards get 64 KiB; later ones the largest header seen so far
+ * and a tenth more (DeepSeek-V3's are ~80 KiB, a small model's a few KiB). A larger header costs
+ * one more request.
  */
-const HEAD_BYTES = 192 * 1024;
-/** Reading this much more between two wanted ranges costs less than another request. */
-const READ_THROUGH = 4 * 1024 * 1024;
+const FIRST_HEAD_BYTES = 64 * 1024;
+const MAX_HEAD_BYTES = 4 * 1024 * 1024;
+
+/** What the shards of one folder have shown about their header sizes. */
+class HeadGuess {
+  private largest = 0;
+  get bytes(): number {
+    if (this.largest === 0) return FIRST_HEAD_BYTES;
+    return Math.min(MAX_HEAD_BYTES, Math.ceil((this.largest * 1.1 + 8) / 4096) * 4096);
+  }
+  saw(headerBytes: number): void {
+    this.largest = Math.max(this.largest, headerBytes);
+  }
+}
+/**
+ * Reading this much more between two wanted ranges costs less than another request. Kept small:
+ * a sampled diff's blocks lie megabytes apart inside a large tensor, and reading through them
+ * would fetch the whole tensor; with 16 requests in flight the round trips overlap instead.
+ */
+const READ_THROUGH = 256 * 1024;
 
 export interface HubFolder extends ModelFolder {
   readonly hub: HubOrigin;
@@ -31,6 +50,7 @@ class HubSource implements ByteSource {
     private readonly client: HubClient,
     private readonly file: HubFileRef,
     readonly identity: string,
+    private readonly guess: HeadGuess,
   ) {}
 
   get name(): string {
@@ -48,10 +68,18 @@ class HubSource implements ByteSource {
     if (length > 1 << 30) throw new MoeError(`read of ${length} bytes is over the 1 GiB limit`, this.name);
     if (offset + length > this.size) throw new MoeError(`read [${offset}, ${offset + length}) past end of file (size ${this.size})`, this.name);
     if (length === 0) return new Uint8Array(0);
-    const headLength = Math.min(HEAD_BYTES, this.size);
-    if (!this.headDone && offset + length <= headLength) {
-      this.head ??= this.client.readRange(this.file, 0, headLength);
-      return (await this.head).slice(offset, offset + length);
+    // Only a safetensors file has a header to guess at; other files are read as asked.
+    if (!this.headDone && offset === 0 && this.head === undefined && this.file.label.endsWith('.safetensors') && length < this.guess.bytes) {
+      const headLength = Math.min(this.guess.bytes, this.size);
+      this.head = this.client.readRange(this.file, 0, headLength).then((bytes) => {
+        // A safetensors file starts with its header's length (u64, little-endian).
+        if (bytes.length >= 8) this.guess.saw(Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true)));
+        return bytes;
+      });
+    }
+    if (!this.headDone && this.head !== undefined) {
+      const head = await this.head;
+      if (offset + length <= head.length) return head.slice(offset, offset + length);
     }
     // Tensor data is being read: the header is parsed by now, the kept start is not needed.
     this.headDone = true;
@@ -107,6 +135,7 @@ export async function openHubFolder(ref: HubRef, opts: HubOptions = {}): Promise
   }
   const hub: HubOrigin = { repo: ref.repo, revision: ref.revision ?? 'main', commit };
   const name = asked;
+  const guess = new HeadGuess();
   return {
     name,
     hub,
@@ -124,7 +153,7 @@ export async function openHubFolder(ref: HubRef, opts: HubOptions = {}): Promise
         url: `${client.endpoint}/${ref.repo.split('/').map(encodeURIComponent).join('/')}/resolve/${commit}/${path}`,
         size: f.size,
       };
-      return new HubSource(client, fileRef, `hf:${ref.repo}@${commit}/${file}#${f.oid}`);
+      return new HubSource(client, fileRef, `hf:${ref.repo}@${commit}/${file}#${f.oid}`, guess);
     },
     async close() {
       client.close();

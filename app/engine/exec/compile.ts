@@ -63,8 +63,12 @@ function bandOf(files: SourceIds, src: SourceCell, a: number, b: number): { band
   const { rows, cols } = w.view;
   const c = w.codec;
   const unit = rowUnit(c, rows);
-  const a0 = Math.floor(a / unit) * unit;
-  const b0 = Math.min(rows, Math.ceil(b / unit) * unit);
+  const block0 = Math.floor(a / unit) * unit;
+  // Rows inside one scale block are read alone (a sampled diff's few rows of a 128-row FP8 block):
+  // that block's one scale row decodes them. Otherwise whole blocks.
+  const inOne = b > a && Math.floor((b - 1) / unit) * unit === block0;
+  const a0 = inOne ? a : block0;
+  const b0 = inOne ? b : Math.min(rows, Math.ceil(b / unit) * unit);
   const band: Band = {
     codec: c,
     rows: b0 - a0,
@@ -80,7 +84,7 @@ function bandOf(files: SourceIds, src: SourceCell, a: number, b: number): { band
     if (!rec) throw new MoeError(`has no scale tensor for its ${c.kind} values`, w.data.file, w.name);
     band.scales = {
       file: files.source(src.parent, rec.file),
-      offset: rec.offset + src.slab * stripeScales(c, rows, cols).bytes + stripeScales(c, a0, cols).bytes,
+      offset: rec.offset + src.slab * stripeScales(c, rows, cols).bytes + stripeScales(c, block0, cols).bytes,
       length: stripeScales(c, b0 - a0, cols).bytes,
     };
   }

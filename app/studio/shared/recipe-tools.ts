@@ -104,10 +104,18 @@ export const MIX_GROUPS: { label: string; kinds: TensorKind[] }[] = [
   { label: 'Embeddings, head, norms, other', kinds: ['embedding', 'lm_head', 'norm', 'other'] },
 ];
 
-/** "Mix N parents": one rule per group of kinds, with that group's weights (normalized to sum 1). */
-export function mixPreset(recipe: Recipe, base: string, weights: Record<string, number>[]): Recipe {
+/** The groups of MIX_GROUPS with the kinds among `present` (a model without shared experts gets no row for them). */
+export function mixGroupsFor(present: readonly TensorKind[]): { label: string; kinds: TensorKind[] }[] {
+  return MIX_GROUPS.map((g) => ({ label: g.label, kinds: g.kinds.filter((k) => present.includes(k)) })).filter((g) => g.kinds.length > 0);
+}
+
+/**
+ * "Mix N parents": one rule per group of kinds, with that group's weights (normalized to sum 1).
+ * `groups` are the model's own (mixGroupsFor): a rule for a kind the model lacks would match nothing.
+ */
+export function mixPreset(recipe: Recipe, base: string, weights: Record<string, number>[], groups = MIX_GROUPS): Recipe {
   const rules: Rule[] = [];
-  MIX_GROUPS.forEach((g, i) => {
+  groups.forEach((g, i) => {
     const w = weights[i] ?? {};
     const nonzero = Object.entries(w).filter(([, v]) => v > 0);
     const sum = nonzero.reduce((s, [, v]) => s + v, 0);

@@ -5,6 +5,7 @@
 import type { Recipe } from '../../engine/recipe/schema.ts';
 import type { KindSummary, Made } from '../../engine/plan/types.ts';
 import type { RouterBias } from '../../engine/arch/types.ts';
+import type { TensorKind } from '../../engine/model/types.ts';
 import type { EditExactness } from '../../engine/model/inspect.ts';
 import type { InterruptedMerge, KeptWork, MergeProgress } from '../../engine/exec/merge.ts';
 import { METRICS, type Metric } from '../../engine/report/metrics.ts';
@@ -57,6 +58,8 @@ export interface ParentSummary {
   sizeOnDisk: number;
   /** Weights (FP8 scale tensors ride with their weight and are not counted). */
   tensorCount: number;
+  /** The tensor kinds the model has (presets write rules for these only). */
+  kinds: TensorKind[];
   shardCount: number;
   /** What the router's bias is: it decides which expert edits are exact. */
   routerBias: RouterBias;

@@ -88,6 +88,7 @@ function summaryOf(model: Model): ParentSummary {
       .sort((a, b) => b.bytes - a.bytes),
     sizeOnDisk: s.sizeOnDisk,
     tensorCount: s.weights,
+    kinds: TENSOR_KINDS.filter((k) => s.kinds[k] > 0),
     shardCount: s.shards,
     routerBias: s.routerBias,
     edits: s.edits,

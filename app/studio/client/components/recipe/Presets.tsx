@@ -1,6 +1,6 @@
 // Presets that fill the rules: swap experts (MEA) with α, Chimera (AoE), mix N parents per tensor kind.
 import { useState } from 'react';
-import { MIX_GROUPS, chimeraPreset, meaPreset, mixPreset } from '../../../shared/recipe-tools.ts';
+import { chimeraPreset, meaPreset, mixGroupsFor, mixPreset } from '../../../shared/recipe-tools.ts';
 import { baseParent, updateRecipe, useStudio } from '../../store.ts';
 import { Section } from './Section.tsx';
 
@@ -13,7 +13,8 @@ export function Presets() {
   const [donorId, setDonorId] = useState<string>('');
   const [alpha, setAlpha] = useState(1);
   const donor = others.find((p) => p.id === donorId) ?? others[0];
-  const [mix, setMix] = useState<Record<string, number>[]>([]);
+  // Weights by group label, then parent: the groups shown depend on the parents open.
+  const [mix, setMix] = useState<Record<string, Record<string, number>>>({});
   if (!base || others.length === 0) {
     return (
       <Section title="Presets">
@@ -21,8 +22,10 @@ export function Presets() {
       </Section>
     );
   }
-  const mixWeights = MIX_GROUPS.map((_, g) => {
-    return Object.fromEntries(parents.map((p) => [p.name, mix[g]?.[p.name] ?? (p.id === base.id ? 0.5 : 0.5 / others.length)]));
+  // Rows for the kinds the parents have (any of them): Mixtral has no shared experts or dense MLP.
+  const groups = mixGroupsFor([...new Set(parents.flatMap((p) => p.summary.kinds))]);
+  const mixWeights = groups.map((g) => {
+    return Object.fromEntries(parents.map((p) => [p.name, mix[g.label]?.[p.name] ?? (p.id === base.id ? 0.5 : 0.5 / others.length)]));
   });
   return (
     <Section title="Presets">
@@ -91,7 +94,7 @@ export function Presets() {
               </tr>
             </thead>
             <tbody>
-              {MIX_GROUPS.map((g, gi) => (
+              {groups.map((g, gi) => (
                 <tr key={g.label}>
                   <td>{g.label}</td>
                   {parents.map((p) => (
@@ -104,9 +107,7 @@ export function Presets() {
                         value={mixWeights[gi]![p.name]}
                         aria-label={`${g.label} weight of ${p.name}`}
                         onChange={(e) => {
-                          const next = mixWeights.map((r) => ({ ...r }));
-                          next[gi]![p.name] = Math.max(0, Number(e.target.value));
-                          setMix(next);
+                          setMix({ ...mix, [g.label]: { ...mixWeights[gi], [p.name]: Math.max(0, Number(e.target.value)) } });
                         }}
                       />
                     </td>
@@ -115,7 +116,7 @@ export function Presets() {
               ))}
             </tbody>
           </table>
-          <button className="btn" onClick={() => updateRecipe((r) => mixPreset(r, base.name, mixWeights))}>
+          <button className="btn" onClick={() => updateRecipe((r) => mixPreset(r, base.name, mixWeights, groups))}>
             Apply: replace the rules
           </button>
         </>
