@@ -6,7 +6,13 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { repoFromFolder, startHubServer, type HubServer } from '../app/fixtures/hub-server.ts';
 import { parseHubRef } from '../app/hub/index.ts';
-import { filesIn, presetDir, runCliAsync, tempDir, writeRecipe } from './support/cli.ts';
+import { ROOT, filesIn, presetDir, runCliAsync, tempDir, writeRecipe } from './support/cli.ts';
+import { createKernelPool } from '../app/engine/kernels/pool.ts';
+import { localEndpoint } from '../app/engine/kernels/bridge.ts';
+import { instantiateKernelsFromBytes } from '../app/engine/kernels/wasm-kernels.ts';
+import { openModel } from '../app/engine/model/open-model.ts';
+import { diffModels, REMOTE_SAMPLE_BLOCKS } from '../app/engine/exec/diff.ts';
+import { openNodeModelFolder } from '../app/cli/node-io.ts';
 
 let dsv3: string;
 let hub: HubServer;
@@ -84,14 +90,24 @@ describe('Hub parents through the CLI', () => {
     expect(cdn.stats.byKind).toEqual({ data: 2 + shards });
   });
 
-  it('sampled and exact diffs of two Hub models equal those of the local folders', async () => {
-    for (const mode of [['--sampled'], []]) {
-      const local = await runCliAsync(['diff', path.join(dsv3, 'v3'), path.join(dsv3, 'r1'), '--json', '--workers', '1', ...mode], env());
-      const remote = await runCliAsync(['diff', `hf://${V3}`, `hf://${R1}`, '--json', '--workers', '1', ...mode], env({ HF_TOKEN: GOOD }));
-      expect(remote.status, remote.stderr).toBe(0);
-      const body = (t: string) => ({ ...JSON.parse(t), a: undefined, b: undefined });
-      expect(body(remote.stdout)).toEqual(body(local.stdout));
-    }
+  it('an exact diff of two Hub models equals that of the local folders; a sampled one reads fewer blocks, the same figures for them', async () => {
+    const local = await runCliAsync(['diff', path.join(dsv3, 'v3'), path.join(dsv3, 'r1'), '--json', '--workers', '1'], env());
+    const remote = await runCliAsync(['diff', `hf://${V3}`, `hf://${R1}`, '--json', '--workers', '1'], env({ HF_TOKEN: GOOD }));
+    expect(remote.status, remote.stderr).toBe(0);
+    const body = (t: string) => ({ ...JSON.parse(t), a: undefined, b: undefined });
+    expect(body(remote.stdout)).toEqual(body(local.stdout));
+    // Sampled: two row blocks per tensor over the network (each is a request), as the engine
+    // computes them from the local folders with that many blocks.
+    const sampled = await runCliAsync(['diff', `hf://${V3}`, `hf://${R1}`, '--json', '--sampled', '--workers', '1'], env({ HF_TOKEN: GOOD }));
+    expect(sampled.status, sampled.stderr).toBe(0);
+    const wasm = new Uint8Array(readFileSync(path.join(ROOT, 'public/moe_kernels.wasm')));
+    const pool = createKernelPool([localEndpoint(await instantiateKernelsFromBytes(wasm))], { inProcess: true });
+    const [a, b] = await Promise.all(['v3', 'r1'].map(async (p) => openModel(await openNodeModelFolder(path.join(dsv3, p)))));
+    const want = (await diffModels(a!, b!, pool, { mode: 'sampled', sampleBlocks: REMOTE_SAMPLE_BLOCKS })).tensors;
+    const got = JSON.parse(sampled.stdout).tensors as { name: string; rms_diff: number; cosine: number; fraction: number }[];
+    expect(got.map((t) => t.name)).toEqual(want.map((t) => t.name));
+    got.forEach((t, i) => expect([t.rms_diff, t.cosine, t.fraction]).toEqual([want[i]!.rmsDiff, want[i]!.cosine, want[i]!.fraction]));
+    expect(got.some((t) => t.fraction < 1)).toBe(true);
   });
 
   it('a merge from Hub parents is byte-identical to the same merge from local folders; the card names repos and commits', async () => {

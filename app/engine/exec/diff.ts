@@ -65,6 +65,11 @@ export interface DiffResult {
 
 /** Row blocks per item in sampled mode, spread evenly over its rows. */
 export const SAMPLE_BLOCKS = 4;
+/**
+ * Row blocks per item when a parent is read over the network (a Hub repo): every block is a
+ * request of its own, so half as many; two still give the estimate its error.
+ */
+export const REMOTE_SAMPLE_BLOCKS = 2;
 /** Bytes of each sample block, per parent (rounded to whole rows, at most one 128-row block). */
 export const SAMPLE_BYTES = 16 * 1024;
 /** Sampled mode reads this many items' samples in one batch of coalesced reads. */
@@ -114,7 +119,9 @@ export function diffItems(a: Model, b: Model, select?: (w: Weight) => boolean): 
   return { items, skipped };
 }
 
-export async function diffModels(a: Model, b: Model, pool: KernelPool, opts: DiffOptions): Promise<DiffResult> {
+export async function diffModels(a: Model, b: Model, pool: KernelPool, options: DiffOptions): Promise<DiffResult> {
+  const remote = [a, b].some((m) => [...m.sources.values()].some((s) => s.readThrough !== undefined));
+  const opts = options.sampleBlocks === undefined && remote ? { ...options, sampleBlocks: REMOTE_SAMPLE_BLOCKS } : options;
   const { items, skipped } = diffItems(a, b, opts.select);
   const files = new FileTable();
   await pool.openFiles([...files.addModel(a.name, a), ...files.addModel(b.name, b)]);

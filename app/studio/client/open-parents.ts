@@ -1,7 +1,8 @@
 // Getting parent model folders from the user: the directory picker, drag and drop, and the
 // <input webkitdirectory> fallback. Each produces sources for openSources (store.ts).
 import type { ParentSource } from '../shared/studio-api.ts';
-import { baseParent, notify, openSources } from './store.ts';
+import { baseParent, notify, openSources, setRecipe } from './store.ts';
+import { studio } from './bridge.ts';
 import { loadStatsFiles } from './routing-store.ts';
 
 export const hasDirectoryPicker = typeof window !== 'undefined' && typeof window.showDirectoryPicker === 'function';
@@ -101,6 +102,11 @@ export function openFromDrop(dt: DataTransfer): void {
       if (stats.length === loose.length) return;
       loose.splice(0, loose.length, ...loose.filter((f) => !stats.includes(f)));
     }
+    // A recipe dropped on its own (YAML, or JSON with "parents"): imported, not opened as a model.
+    if (out.length === 0 && loose.length === 1 && (await isRecipeFile(loose[0]!))) {
+      await importRecipeFile(loose[0]!);
+      return;
+    }
     if (loose.length > 0) {
       const name = loose.some((f) => f.name === 'config.json') ? 'dropped-model' : 'dropped-files';
       out.push({ source: { kind: 'files', files: loose, name }, label: `${loose.length} dropped files` });
@@ -128,6 +134,20 @@ async function readDirectoryEntry(dir: FileSystemDirectoryEntry): Promise<File[]
 }
 
 /** The files among `files` that are routing statistics: JSON naming the moe-studio.routing format in its first 64 KB. */
+async function isRecipeFile(f: File): Promise<boolean> {
+  if (/\.ya?ml$/i.test(f.name)) return true;
+  return f.name !== 'config.json' && f.name.endsWith('.json') && /"parents"\s*:/.test(await f.slice(0, 65536).text());
+}
+
+/** Reads a recipe file into the studio (the YAML tab's Import does the same). */
+export async function importRecipeFile(f: File): Promise<void> {
+  const res = await studio.parseRecipe(await f.text(), f.name);
+  if (res.ok) {
+    setRecipe(res.value);
+    notify('info', `Recipe imported from ${f.name}.`);
+  } else notify('error', res.error);
+}
+
 async function routingFiles(files: File[]): Promise<File[]> {
   const out: File[] = [];
   for (const f of files) {

@@ -69,6 +69,8 @@ export interface StudioState {
   recipe: Recipe;
   plan: PlanSummary | null;
   planError: string | null;
+  /** The YAML tab's text does not parse: the recipe in use is the last valid one, and Merge waits. */
+  yamlError: string | null;
   planning: boolean;
   mergeOpen: boolean;
 }
@@ -93,6 +95,7 @@ export const useStudio = create<StudioState>(() => ({
   recipe: emptyRecipe([], undefined),
   plan: null,
   planError: null,
+  yamlError: null,
   planning: false,
   mergeOpen: false,
 }));

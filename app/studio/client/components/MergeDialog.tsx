@@ -4,7 +4,7 @@ import { formatBytes, formatCount, formatDuration } from '../../shared/format.ts
 import type { MergeProgress, MergeResult, OutputCheck, OutputTarget } from '../../shared/studio-api.ts';
 import { listener, newJobId, studio } from '../bridge.ts';
 import { hasDirectoryPicker } from '../open-parents.ts';
-import { bindings, useStudio } from '../store.ts';
+import { bindings, notify, useStudio } from '../store.ts';
 
 interface Sample {
   t: number;
@@ -24,6 +24,17 @@ export function MergeDialog() {
   const [error, setError] = useState<string | null>(null);
   const [overwrite, setOverwrite] = useState(false);
   const samples = useRef<Sample[]>([]);
+
+  // Leaving the page mid-merge loses the merge: the browser asks first.
+  useEffect(() => {
+    if (!job) return;
+    const onLeave = (e: BeforeUnloadEvent) => {
+      e.preventDefault();
+      e.returnValue = '';
+    };
+    window.addEventListener('beforeunload', onLeave);
+    return () => window.removeEventListener('beforeunload', onLeave);
+  }, [job]);
 
   useEffect(() => {
     if (!open) return;
@@ -85,6 +96,13 @@ export function MergeDialog() {
     setProgress({ bytesDone: 0, bytesTotal: plan.totalBytes, resumedBytes: 0, tensor: '', tensorsDone: 0, tensorsTotal: plan.tensors, file: '', elapsedMs: 0 });
     samples.current = [];
     const s = useStudio.getState();
+    // Browser storage may be evicted under pressure unless the site is granted persistence.
+    if (target.kind === 'opfs' && navigator.storage?.persist) {
+      const persisted = await navigator.storage.persisted().catch(() => false);
+      if (!persisted && !(await navigator.storage.persist().catch(() => false))) {
+        notify('info', 'The browser did not grant persistent storage: it may evict the child under disk pressure. Save it to a folder or download it when the merge is done.');
+      }
+    }
     try {
       const res = await studio.merge(
         id,
@@ -218,7 +236,7 @@ export function MergeDialog() {
                 {job && <div className="muted mono small ellipsis">{progress.tensor || 'starting…'}</div>}
               </div>
             )}
-            {result && <Summary r={result} />}
+            {result && <Summary r={result} opfs={target?.kind === 'opfs' ? target.folder : undefined} />}
           </div>
           <div className="sheet-col files">
             <h3>
@@ -251,7 +269,45 @@ export function MergeDialog() {
   );
 }
 
-function Summary({ r }: { r: MergeResult }) {
+/** A child in browser storage, to its user's disk: the files streamed from OPFS, never whole in memory. */
+async function opfsFiles(folder: string): Promise<File[]> {
+  const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle(folder);
+  const out: File[] = [];
+  for await (const [, h] of dir.entries()) if (h.kind === 'file' && !h.name.startsWith('.')) out.push(await (h as FileSystemFileHandle).getFile());
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+async function saveToFolder(folder: string): Promise<void> {
+  let dest: FileSystemDirectoryHandle;
+  try {
+    dest = await window.showDirectoryPicker!({ id: 'moe-child', mode: 'readwrite' });
+  } catch (e) {
+    if ((e as { name?: string }).name !== 'AbortError') notify('error', `The folder could not be opened: ${String(e)}`);
+    return;
+  }
+  const into = await dest.getDirectoryHandle(folder, { create: true });
+  let names = 0;
+  for await (const _ of into.keys()) names++;
+  if (names > 0 && !window.confirm(`“${dest.name}/${folder}” already holds ${names} files. Replace the child's files in it?`)) return;
+  const files = await opfsFiles(folder);
+  for (const f of files) {
+    const out = await (await into.getFileHandle(f.name, { create: true })).createWritable();
+    await f.stream().pipeTo(out);
+  }
+  notify('info', `Saved ${files.length} files (${formatBytes(files.reduce((a, f) => a + f.size, 0))}) to “${dest.name}/${folder}”.`);
+}
+
+async function download(folder: string): Promise<void> {
+  for (const f of await opfsFiles(folder)) {
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(f);
+    a.download = f.name;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
+  }
+}
+
+function Summary({ r, opfs }: { r: MergeResult; opfs?: string | undefined }) {
   if (r.cancelled) {
     return (
       <div className="summary bad" data-testid="merge-summary">
@@ -266,6 +322,19 @@ function Summary({ r }: { r: MergeResult }) {
     <div className="summary" data-testid="merge-summary">
       <b>Done.</b> {formatBytes(r.bytesWritten)} in {r.files.length} files written to “{r.folder}” in {formatDuration(r.elapsedMs)} (
       {formatBytes(r.bytesWritten / Math.max(0.001, r.elapsedMs / 1000))}/s){r.resumedShards > 0 ? `, ${r.resumedShards} shards kept from the interrupted merge` : ''}.
+      {opfs !== undefined && (
+        <div className="row take-home">
+          <span className="muted small">It is in this browser's storage. Take it home:</span>
+          {hasDirectoryPicker && (
+            <button className="btn small" onClick={() => void saveToFolder(opfs).catch((e: unknown) => notify('error', `Saving failed: ${String(e)}`))} data-testid="save-to-folder">
+              Save to folder…
+            </button>
+          )}
+          <button className="btn small" onClick={() => void download(opfs).catch((e: unknown) => notify('error', `Download failed: ${String(e)}`))} data-testid="download-child">
+            Download {r.files.length} files
+          </button>
+        </div>
+      )}
       {r.notices.length > 0 && (
         <ul className="note-list">
           {r.notices.map((n, i) => (

@@ -18,6 +18,15 @@ export function RecipePanel() {
   const parents = useStudio((s) => s.parents);
   const plan = useStudio((s) => s.plan);
   const planError = useStudio((s) => s.planError);
+  const yamlError = useStudio((s) => s.yamlError);
+  const recipe = useStudio((s) => s.recipe);
+  // One verdict: Merge waits for a recipe that parses and plans, and says why it waits.
+  const blocked = yamlError ? 'The YAML has an error (shown above the editor): fix it first.' : planError ? `The recipe cannot run: ${planError}` : !plan ? (parents.length < 2 ? 'Open at least two parents.' : 'Planning…') : null;
+  const openMerge = () => {
+    const empty = recipe.rules.length === 0 && recipe.edits.length === 0 && (!recipe.experts || recipe.experts.remove.length + recipe.experts.transplant.length + recipe.experts.add.length === 0);
+    if (empty && !window.confirm(`The recipe has no rules, edits or expert changes: the child would be a copy of ${recipe.base ?? 'the base'}. Merge anyway?`)) return;
+    useStudio.setState({ mergeOpen: true });
+  };
   return (
     <section className="panel right-panel" aria-label="Recipe">
       <div className="panel-head">
@@ -53,14 +62,13 @@ export function RecipePanel() {
         )}
       </div>
       <div className="recipe-foot">
-        <button
-          className="btn primary wide"
-          disabled={!plan || !!planError}
-          onClick={() => useStudio.setState({ mergeOpen: true })}
-          data-testid="open-merge"
-          title={planError ?? undefined}
-        >
-          Merge…{plan ? ` ${formatBytes(plan.totalBytes)} in ${plan.files.length} files` : ''}
+        {blocked && parents.length > 0 && (
+          <p className="small err-text merge-blocked" data-testid="merge-blocked">
+            {blocked}
+          </p>
+        )}
+        <button className="btn primary wide" disabled={blocked !== null} onClick={openMerge} data-testid="open-merge" title={blocked ?? undefined}>
+          Merge…{plan && !blocked ? ` ${formatBytes(plan.totalBytes)} in ${plan.files.length} files` : ''}
         </button>
       </div>
     </section>

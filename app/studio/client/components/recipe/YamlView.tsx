@@ -1,12 +1,17 @@
 // The recipe as YAML, as the CLI reads it: edit, validate, import and export.
 import { useEffect, useRef, useState } from 'react';
 import { studio } from '../../bridge.ts';
-import { notify, setRecipe, useStudio, type ParentEntry } from '../../store.ts';
+import { setRecipe, useStudio, type ParentEntry } from '../../store.ts';
+import { importRecipeFile } from '../../open-parents.ts';
 
 export function YamlView() {
   const recipe = useStudio((s) => s.recipe);
+  const planError = useStudio((s) => s.planError);
   const [text, setText] = useState('');
-  const [error, setError] = useState<string | null>(null);
+  const error = useStudio((s) => s.yamlError);
+  const setError = (e: string | null) => useStudio.setState({ yamlError: e });
+  // Leaving the tab drops the draft, and with it its error.
+  useEffect(() => () => useStudio.setState({ yamlError: null }), []);
   const [dirty, setDirty] = useState(false);
   const lastApplied = useRef<string>('');
   const fileRef = useRef<HTMLInputElement>(null);
@@ -55,7 +60,9 @@ export function YamlView() {
           Export recipe.yaml
         </button>
         <span className="grow" />
-        <span className={`small ${error ? 'err-text' : 'muted'}`}>{error ? 'invalid' : dirty ? 'checking…' : 'valid'}</span>
+        <span className={`small ${error || planError ? 'err-text' : 'muted'}`} data-testid="yaml-status">
+          {error ? 'invalid YAML: Merge waits until it is fixed' : dirty ? 'checking…' : planError ? 'valid YAML, but the recipe cannot run (see above)' : 'valid'}
+        </span>
         <input
           ref={fileRef}
           type="file"
@@ -67,16 +74,17 @@ export function YamlView() {
             const f = e.currentTarget.files?.[0];
             e.currentTarget.value = '';
             if (!f) return;
-            const res = await studio.parseRecipe(await f.text(), f.name);
-            if (res.ok) {
-              setRecipe(res.value);
-              setDirty(false);
-              setError(null);
-              notify('info', `Recipe imported from ${f.name}.`);
-            } else notify('error', res.error);
+            setDirty(false);
+            setError(null);
+            await importRecipeFile(f);
           }}
         />
       </div>
+      {error && (
+        <div className="err-box" role="alert" data-testid="yaml-error">
+          {error}
+        </div>
+      )}
       <textarea
         className="yaml mono"
         spellCheck={false}
@@ -88,11 +96,6 @@ export function YamlView() {
           setDirty(true);
         }}
       />
-      {error && (
-        <div className="err-box" role="alert" data-testid="yaml-error">
-          {error}
-        </div>
-      )}
       <p className="muted small">
         The CLI reads this file as it is: <span className="mono">moe-studio merge recipe.yaml OUT</span>. Parent paths are the folder names; change them to the
         paths on the machine that runs the CLI.

@@ -1,0 +1,81 @@
+// The studio's verdicts on a recipe and what a user takes home (issue 11): presets that fit the
+// model, one verdict on the recipe (YAML errors on top, Merge waits with the reason, a recipe with
+// nothing in it confirmed first), a dropped recipe file imported, a child in browser storage
+// downloaded.
+import { readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { expect, test } from '@playwright/test';
+import { FIXTURE_DIR, dropFolders, listOpfs, mergeToOpfs, openStudio, openWithInput, parentDirs, snap } from './fixtures.ts';
+
+test('Mix N parents on Mixtral writes rules for its own kinds only, and the recipe runs', async ({ page }, info) => {
+  await openStudio(page);
+  await openWithInput(page, parentDirs('mixtral-pair').map((d) => d.dir));
+  await page.getByRole('button', { name: 'Mix N parents' }).click();
+  // Mixtral has neither shared experts nor dense MLP layers: no row for them.
+  await expect(page.getByText('Shared experts', { exact: true })).toHaveCount(0);
+  await expect(page.getByText('Dense MLP', { exact: true })).toHaveCount(0);
+  await page.getByRole('button', { name: 'Apply: replace the rules' }).click();
+  await expect(page.getByTestId('rule')).toHaveCount(4);
+  await expect(page.getByTestId('plan-sentence')).toContainText('The child:');
+  await expect(page.getByTestId('open-merge')).toBeEnabled();
+  await snap(page, info, 'mix-mixtral');
+});
+
+test('one verdict: a YAML error shows above the editor and Merge waits with the reason; an empty recipe asks first', async ({ page }, info) => {
+  await openStudio(page);
+  await openWithInput(page, parentDirs('mixtral-pair').map((d) => d.dir));
+  await expect(page.getByTestId('open-merge')).toBeEnabled();
+
+  // No rules and no edits: the child would be a copy of the base; Merge asks.
+  const asked: string[] = [];
+  page.once('dialog', (d) => {
+    asked.push(d.message());
+    void d.dismiss();
+  });
+  await page.getByTestId('open-merge').click();
+  await expect.poll(() => asked.length).toBe(1);
+  expect(asked[0]).toContain('no rules, edits or expert changes');
+  await expect(page.getByTestId('merge-dialog')).toHaveCount(0);
+
+  await page.getByTestId('apply-mea').click();
+  await page.getByTestId('yaml-tab').click();
+  const yaml = page.getByTestId('yaml');
+  await expect(yaml).toHaveValue(/rules:/);
+  const good = await yaml.inputValue();
+  await yaml.fill(good.replace('rules:', 'rules: [\n'));
+  await expect(page.getByTestId('yaml-error')).toBeVisible();
+  await expect(page.getByTestId('yaml-status')).toContainText('invalid YAML');
+  // The error sits above the editor, in view.
+  expect((await page.getByTestId('yaml-error').boundingBox())!.y).toBeLessThan((await yaml.boundingBox())!.y);
+  await expect(page.getByTestId('open-merge')).toBeDisabled();
+  await expect(page.getByTestId('merge-blocked')).toContainText('The YAML has an error');
+  await snap(page, info, 'yaml-error');
+  await yaml.fill(good);
+  await expect(page.getByTestId('yaml-error')).toHaveCount(0);
+  await expect(page.getByTestId('yaml-status')).toHaveText('valid');
+  await expect(page.getByTestId('open-merge')).toBeEnabled();
+  await expect(page.getByTestId('merge-blocked')).toHaveCount(0);
+});
+
+test('a dropped recipe file is imported; a child in browser storage downloads file by file', async ({ page }, info) => {
+  await openStudio(page);
+  const dirs = parentDirs('mixtral-pair');
+  await openWithInput(page, dirs.map((d) => d.dir));
+  const recipe = path.join(FIXTURE_DIR, 'mixtral-pair', 'dropped-recipe.yaml');
+  writeFileSync(recipe, `parents: {base: base, instruct: instruct}\nrules:\n  - select: {kind: routed_expert, layers: 1}\n    from: instruct\n`);
+  await dropFolders(page, [recipe]);
+  await expect(page.getByRole('status').filter({ hasText: 'Recipe imported from dropped-recipe.yaml' })).toBeVisible();
+  await expect(page.getByTestId('rule')).toHaveCount(1);
+  await expect(page.getByTestId('parent-card')).toHaveCount(2);
+
+  await mergeToOpfs(page, 'take-home');
+  const files = await listOpfs(page, 'take-home');
+  const downloads: { name: string; bytes: number }[] = [];
+  page.on('download', (d) => {
+    void d.path().then((p) => downloads.push({ name: d.suggestedFilename(), bytes: readFileSync(p!).length }));
+  });
+  await page.getByTestId('download-child').click();
+  await expect.poll(() => downloads.length, { timeout: 20_000 }).toBe(files.length);
+  expect(downloads.map((d) => d.name).sort()).toEqual(files);
+  await snap(page, info, 'take-home');
+});
