@@ -97,10 +97,11 @@ export function digestDir(dir: string): Record<string, FileDigest> {
   return out;
 }
 
-/** Size and SHA-256 of every file of a folder in the page's origin-private file system. */
+/** Size and SHA-256 of every file of a folder ("a" or "a/b") in the page's origin-private file system. */
 export async function digestOpfs(page: Page, folder: string): Promise<Record<string, FileDigest>> {
   return page.evaluate(async (folder) => {
-    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle(folder);
+    let dir = await navigator.storage.getDirectory();
+    for (const part of folder.split('/')) dir = await dir.getDirectoryHandle(part);
     const out: Record<string, { bytes: number; sha256: string }> = {};
     const names: string[] = [];
     for await (const name of dir.keys()) names.push(name);
@@ -117,7 +118,8 @@ export async function digestOpfs(page: Page, folder: string): Promise<Record<str
 export async function readOpfsText(page: Page, folder: string, name: string): Promise<string> {
   return page.evaluate(
     async ([folder, name]) => {
-      const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle(folder!);
+      let dir = await navigator.storage.getDirectory();
+      for (const part of folder!.split('/')) dir = await dir.getDirectoryHandle(part);
       return (await (await dir.getFileHandle(name!)).getFile()).text();
     },
     [folder, name],

@@ -1,11 +1,11 @@
 // The studio's verdicts on a recipe and what a user takes home (issue 11): presets that fit the
 // model, one verdict on the recipe (YAML errors on top, Merge waits with the reason, a recipe with
-// nothing in it confirmed first), a dropped recipe file imported, a child in browser storage
-// downloaded.
+// nothing in it confirmed first), shapes and formats in the tensor table, a dropped recipe file
+// imported, a child in browser storage downloaded.
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { expect, test } from '@playwright/test';
-import { FIXTURE_DIR, dropFolders, listOpfs, mergeToOpfs, openStudio, openWithInput, parentDirs, snap } from './fixtures.ts';
+import { FIXTURE_DIR, clearOpfs, dropFolders, expectSameAsCli, exportRecipe, listOpfs, mergeToOpfs, openStudio, openWithInput, parentDirs, snap } from './fixtures.ts';
 
 test('Mix N parents on Mixtral writes rules for its own kinds only, and the recipe runs', async ({ page }, info) => {
   await openStudio(page);
@@ -18,6 +18,9 @@ test('Mix N parents on Mixtral writes rules for its own kinds only, and the reci
   await expect(page.getByTestId('rule')).toHaveCount(4);
   await expect(page.getByTestId('plan-sentence')).toContainText('The child:');
   await expect(page.getByTestId('open-merge')).toBeEnabled();
+  // Shapes and formats in the tensor table (Mixtral fixture experts: 96 × 64 BF16).
+  await expect(page.getByTestId('tensor-table')).toContainText('shape · format');
+  await expect(page.getByTestId('tensor-table')).toContainText('96×64 · BF16');
   await snap(page, info, 'mix-mixtral');
 });
 
@@ -78,4 +81,39 @@ test('a dropped recipe file is imported; a child in browser storage downloads fi
   await expect.poll(() => downloads.length, { timeout: 20_000 }).toBe(files.length);
   expect(downloads.map((d) => d.name).sort()).toEqual(files);
   await snap(page, info, 'take-home');
+});
+
+test('a λ sweep writes one child per value into browser storage, each equal to the CLI merging that recipe', async ({ page }, info) => {
+  await openStudio(page);
+  await openWithInput(page, parentDirs('mixtral-pair').map((d) => d.dir));
+  await page.getByLabel('alpha value').fill('0.5');
+  await page.getByTestId('apply-mea').click();
+  const exported = await exportRecipe(page, 'mixtral-pair', 'sweep-recipe.yaml');
+  expect(exported.text).toContain('weights: {base: 0.5, instruct: 0.5}');
+
+  await clearOpfs(page, 'sweep-e2e');
+  await page.getByTestId('open-merge').click();
+  await page.getByLabel('Browser storage folder').fill('sweep-e2e');
+  await page.getByTestId('use-opfs').click();
+  await page.getByTestId('sweep-on').check();
+  await page.getByTestId('sweep-lambdas').fill('0.25, 2');
+  await expect(page.getByTestId('sweep-note')).toContainText('"2" is not a λ between 0 and 1');
+  await expect(page.getByTestId('run-merge')).toBeDisabled();
+  await page.getByTestId('sweep-lambdas').fill('0.25, 1');
+  await expect(page.getByTestId('run-merge')).toHaveText('Start sweep: 2 children');
+  await page.getByTestId('run-merge').click();
+  await expect(page.getByTestId('merge-summary')).toContainText('Done. 2 children', { timeout: 60_000 });
+  await snap(page, info, 'sweep-done');
+  expect(await listOpfs(page, 'sweep-e2e')).toEqual(['lambda-0.25', 'lambda-1']);
+
+  // Each child equals the CLI's merge of the recipe with that λ (λ = 1: the donor's experts copied).
+  const recipes: [string, string][] = [
+    ['lambda-0.25', exported.text.replace('weights: {base: 0.5, instruct: 0.5}', 'weights: {base: 0.75, instruct: 0.25}')],
+    ['lambda-1', exported.text.replace('weights: {base: 0.5, instruct: 0.5}', 'from: instruct')],
+  ];
+  for (const [name, text] of recipes) {
+    const file = path.join(FIXTURE_DIR, 'mixtral-pair', `${name}.yaml`);
+    writeFileSync(file, text);
+    await expectSameAsCli(page, info, file, `sweep-e2e/${name}`);
+  }
 });

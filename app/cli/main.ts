@@ -13,7 +13,7 @@ import { executeMerges, MergeCancelled, type MergeJob, type PausePoint } from '.
 import { diffModels, type TensorDiff } from '../engine/exec/diff.ts';
 import { createNodeKernelPool, defaultWorkers } from './kernel-pool.ts';
 import { openNodeModelFolder, openNodeOutputFolder } from './node-io.ts';
-import { isHubRef, openHubFolder, parseHubRef } from '../hub/index.ts';
+import { isHubRef, openHubFolder, parseHubRef, type HubFolder, type HubStats } from '../hub/index.ts';
 import type { ModelFolder } from '../engine/io.ts';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { progressLine } from './progress.ts';
@@ -133,6 +133,14 @@ async function openParentFolder(where: string): Promise<ParentFolder> {
     // As huggingface_hub: seconds a download may go without data before it is dropped and retried.
     ...(Number(process.env['HF_HUB_DOWNLOAD_TIMEOUT']) > 0 ? { idleTimeoutMs: Number(process.env['HF_HUB_DOWNLOAD_TIMEOUT']) * 1000 } : {}),
   });
+}
+
+/** One line on stderr saying what Hub parents cost, when there were any. */
+function reportHub(folders: ModelFolder[]): void {
+  const stats = folders.map((f) => (f as Partial<HubFolder>).stats).filter((s): s is HubStats => s !== undefined);
+  if (stats.length === 0) return;
+  const sum = (k: keyof HubStats) => stats.reduce((a, s) => a + s[k], 0);
+  process.stderr.write(`from the Hub: ${sum('requests')} requests, ${formatBytes(sum('bytes'))}${sum('retries') > 0 ? `, ${sum('retries')} tried again` : ''}\n`);
 }
 
 /** Opens a parent; on failure its file handles are closed before the error goes on. */
@@ -291,6 +299,7 @@ async function merge(recipePaths: string[], outDir: string, workers: number, mod
         }
       });
       process.stdout.write(lines.join('\n') + '\n');
+      reportHub([...opened.values()].map((p) => p.folder));
       reportIo();
       return 0;
     } catch (e) {
@@ -325,6 +334,7 @@ async function diff(aDir: string, bDir: string, workers: number, json: boolean, 
       }),
     );
     bar.done();
+    reportHub([a.folder, b.folder]);
     const kinds = summarizeDiff(result.tensors);
     if (json) {
       const tensors = result.tensors.map((t: TensorDiff) => ({

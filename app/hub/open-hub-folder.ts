@@ -26,6 +26,7 @@ class HeadGuess {
     this.largest = Math.max(this.largest, headerBytes);
   }
 }
+
 /**
  * Reading this much more between two wanted ranges costs less than another request. Kept small:
  * a sampled diff's blocks lie megabytes apart inside a large tensor, and reading through them
@@ -35,6 +36,7 @@ const READ_THROUGH = 256 * 1024;
 
 export interface HubFolder extends ModelFolder {
   readonly hub: HubOrigin;
+  /** What was asked of the Hub so far (the CLI reports it after a command). */
   readonly stats: HubStats;
   /** Stops every request in flight; reads after it fail. */
   close(): Promise<void>;

@@ -225,3 +225,45 @@ export function clearExpertChanges(recipe: Recipe): Recipe {
 function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
+
+/** λ values as typed ("0.25, 0.5 0.75"): each in [0, 1], at most 16, no repeats; an error text otherwise. */
+export function parseLambdas(text: string): number[] | string {
+  const parts = text.split(/[\s,;]+/).filter((p) => p !== '');
+  if (parts.length === 0) return 'give λ values, e.g. 0.25, 0.5, 0.75';
+  const out: number[] = [];
+  for (const p of parts) {
+    const x = Number(p);
+    if (!Number.isFinite(x) || x < 0 || x > 1) return `"${p}" is not a λ between 0 and 1`;
+    if (out.includes(x)) return `${p} is given twice`;
+    out.push(x);
+  }
+  if (out.length > 16) return 'at most 16 children in one sweep';
+  return out;
+}
+
+/**
+ * A λ sweep of one rule: per λ, the recipe with that rule taking (1 − λ) of the base and λ of its
+ * donor (the rule's other parent: its `from`, or the non-base parent of its two weights). Each
+ * child is named "lambda-<λ>". The rule must involve the base and exactly one other parent.
+ */
+export function sweepRecipes(recipe: Recipe, rule: number, lambdas: readonly number[]): { name: string; recipe: Recipe }[] | string {
+  const r = recipe.rules[rule];
+  const base = recipe.base ?? Object.keys(recipe.parents)[0];
+  if (!r || base === undefined) return `the recipe has no rule ${rule + 1}`;
+  const involved = 'from' in r && r.from !== undefined ? [r.from] : Object.keys(r.weights ?? {});
+  const donors = involved.filter((p) => p !== base);
+  if (donors.length !== 1 || involved.some((p) => p !== base && p !== donors[0])) {
+    return `rule ${rule + 1} must take from ${base} (the base) and one other parent to sweep λ`;
+  }
+  const donor = donors[0]!;
+  return lambdas.map((l) => {
+    const rules = recipe.rules.map((x, i) => {
+      if (i !== rule) return x;
+      const { from: _f, weights: _w, ...rest } = x as Rule & { from?: string; weights?: Record<string, number> };
+      if (l === 0) return { ...rest, from: base } as Rule;
+      if (l === 1) return { ...rest, from: donor } as Rule;
+      return { ...rest, weights: { [base]: Math.round((1 - l) * 1e9) / 1e9, [donor]: l } } as Rule;
+    });
+    return { name: `lambda-${l}`, recipe: { ...recipe, rules } };
+  });
+}

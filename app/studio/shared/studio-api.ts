@@ -96,6 +96,11 @@ export interface TensorIndex {
   proj: Int8Array;
   /** Elements per weight. */
   elements: Float64Array;
+  /** Shape as written ("7168×2048"; an expert region's [out, in]). */
+  shapes: string[];
+  /** Storage format: an index into `formats` ("BF16", "FP8 E4M3, 128×128 blocks (F32)", …). */
+  format: Uint8Array;
+  formats: string[];
 }
 
 export type Severity = 'error' | 'warning' | 'info';
@@ -244,6 +249,18 @@ export interface StudioApi {
     options: { overwrite: boolean; resume: boolean },
     listen: (p: MergeProgress) => void,
   ): Promise<Result<MergeResult>>;
+  /**
+   * A sweep: one child per recipe, each in a subfolder of `target` named after it, reading the
+   * parents once for all of them; one result per child.
+   */
+  sweep(
+    job: string,
+    children: { name: string; recipe: Recipe }[],
+    bindings: Bindings,
+    target: OutputTarget,
+    options: { overwrite: boolean },
+    listen: (p: MergeProgress) => void,
+  ): Promise<Result<MergeResult[]>>;
   /** Removes an interrupted merge's temporary files and journal from a folder. */
   discardInterrupted(target: OutputTarget): Promise<Result<number>>;
   /**

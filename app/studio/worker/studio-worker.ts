@@ -6,13 +6,14 @@ import { TENSOR_KINDS, PROJECTIONS } from '../../engine/model/types.ts';
 import { itemName, itemsOf } from '../../engine/model/items.ts';
 import { describeExpertChanges, expertMapRows } from '../../engine/plan/experts.ts';
 import { openModel } from '../../engine/model/open-model.ts';
+import { codecName } from '../../engine/formats/codec.ts';
 import { formatSummary, summarizeModel } from '../../engine/model/inspect.ts';
 import { checkCompatibility } from '../../engine/model/compat.ts';
 import { parseRecipe, recipeToYaml } from '../../engine/recipe/parse.ts';
 import type { Recipe } from '../../engine/recipe/schema.ts';
 import { planMerge } from '../../engine/plan/plan.ts';
 import type { MergePlan } from '../../engine/plan/types.ts';
-import { MergeCancelled, discardInterrupted, executeMerge, interruptedMerge, type PausePoint } from '../../engine/exec/merge.ts';
+import { MergeCancelled, discardInterrupted, executeMerges, interruptedMerge, type MergeJob, type PausePoint } from '../../engine/exec/merge.ts';
 import type { LockOwner } from '../../engine/io.ts';
 import { diffModels } from '../../engine/exec/diff.ts';
 import type { KernelPool } from '../../engine/kernels/pool.ts';
@@ -193,6 +194,87 @@ function plain(value: unknown): unknown {
   }
 }
 
+/**
+ * Runs one merge or a sweep (several recipes, the parents read once) into the given folders,
+ * with throttled progress; a cancel answers with what was kept instead of an error.
+ */
+async function runMerges(
+  job: string,
+  children: { recipe: Recipe; out: () => Promise<HandleOutputFolder> }[],
+  bindings: Bindings,
+  target: OutputTarget,
+  options: { overwrite: boolean; resume: boolean },
+  listen: (p: MergeProgress) => void,
+): Promise<Result<MergeResult[]>> {
+  const ctrl = new AbortController();
+  jobs.set(job, ctrl);
+  const started = performance.now();
+  let last: MergeProgress | undefined;
+  let sent = 0;
+  const notices: string[] = [];
+  const cancelled = (kept?: MergeResult['kept']): Result<MergeResult[]> => {
+    const value: MergeResult = {
+      cancelled: true, resumedShards: 0, notices, elapsedMs: performance.now() - started, bytesWritten: last?.bytesDone ?? 0,
+      files: [], folder: target.kind === 'opfs' ? target.folder : '', report: undefined, warnings: [],
+    };
+    if (kept) value.kept = kept;
+    return { ok: true, value: children.map(() => value) };
+  };
+  try {
+    const jobsOut: MergeJob[] = [];
+    for (const c of children) {
+      const plan = await planMerge(c.recipe, bound(bindings, c.recipe));
+      const out = await c.out();
+      const problems = await overlapProblems(out, bindings);
+      if (problems.length > 0) return { ok: false, error: problems.join('; ') };
+      jobsOut.push({ plan, out });
+    }
+    const pool = await getKernelPool().catch(() => undefined);
+    const reports = await executeMerges(jobsOut, pool ?? unavailablePool(), {
+      chunkElements: BROWSER_CHUNK_ELEMENTS,
+      signal: ctrl.signal,
+      overwrite: options.overwrite,
+      resume: options.resume,
+      owner: studioOwner(),
+      onNotice: (t) => notices.push(t),
+      pause: (point) => testPauseAt(point, ctrl.signal),
+      onProgress: (p) => {
+        const cur: MergeProgress = { ...p };
+        last = cur;
+        const now = performance.now();
+        if (now - sent > 100) {
+          sent = now;
+          Promise.resolve(listen(cur)).catch(() => {});
+        }
+      },
+    });
+    const final = last;
+    if (final) Promise.resolve(listen(final)).catch(() => {});
+    return {
+      ok: true,
+      value: reports.map((report, k) => {
+        const { plan, out } = jobsOut[k]!;
+        return {
+          cancelled: false,
+          resumedShards: report.resumedShards,
+          notices,
+          elapsedMs: performance.now() - started,
+          bytesWritten: report.totalBytes,
+          files: report.files.map((f) => ({ name: f.name, bytes: f.bytes, what: plan.files.find((p) => p.name === f.name)?.what ?? 'copy' })),
+          folder: out.name,
+          report: plain(report),
+          warnings: [...plan.warnings],
+        };
+      }),
+    };
+  } catch (e) {
+    if (e instanceof MergeCancelled || ctrl.signal.aborted) return cancelled(e instanceof MergeCancelled ? e.kept : undefined);
+    return { ok: false, error: errorText(e) };
+  } finally {
+    jobs.delete(job);
+  }
+}
+
 const api: StudioApi = {
   async status(): Promise<StudioStatus> {
     await getKernelPool().catch(() => undefined);
@@ -249,8 +331,17 @@ const api: StudioApi = {
       expert: new Int32Array(n),
       proj: new Int8Array(n),
       elements: new Float64Array(n),
+      shapes: new Array<string>(n),
+      format: new Uint8Array(n),
+      formats: [],
     };
+    const formatIds = new Map<string, number>();
     items.forEach((it, i) => {
+      out.shapes[i] = it.shape.join('×');
+      const f = codecName(it.weight.codec);
+      let id = formatIds.get(f);
+      if (id === undefined) formatIds.set(f, (id = out.formats.push(f) - 1));
+      out.format[i] = id;
       out.names[i] = it.name;
       out.kind[i] = TENSOR_KINDS.indexOf(it.role.kind);
       out.layer[i] = it.role.layer ?? -1;
@@ -259,7 +350,7 @@ const api: StudioApi = {
       out.proj[i] = it.role.proj && !it.role.bias ? PROJECTIONS.indexOf(it.role.proj) : -1;
       out.elements[i] = it.shape.reduce((a, b) => a * b, 1);
     });
-    return Comlink.transfer(out, [out.kind.buffer, out.layer.buffer, out.expert.buffer, out.proj.buffer, out.elements.buffer]);
+    return Comlink.transfer(out, [out.kind.buffer, out.layer.buffer, out.expert.buffer, out.proj.buffer, out.elements.buffer, out.format.buffer]);
   },
 
   async compatibility(list, baseName): Promise<CompatReport> {
@@ -403,66 +494,24 @@ const api: StudioApi = {
   },
 
   async merge(job, recipe, bindings, target, options, listen: (p: MergeProgress) => void): Promise<Result<MergeResult>> {
-    const ctrl = new AbortController();
-    jobs.set(job, ctrl);
-    const started = performance.now();
-    let last: MergeProgress | undefined;
-    let sent = 0;
-    const notices: string[] = [];
-    const cancelled = (kept?: MergeResult['kept']): Result<MergeResult> => {
-      const value: MergeResult = {
-        cancelled: true, resumedShards: 0, notices, elapsedMs: performance.now() - started, bytesWritten: last?.bytesDone ?? 0,
-        files: [], folder: target.kind === 'opfs' ? target.folder : '', report: undefined, warnings: [],
-      };
-      if (kept) value.kept = kept;
-      return { ok: true, value };
-    };
-    try {
-      const plan = await planMerge(recipe, bound(bindings, recipe));
-      const out = await outputFolder(target);
-      const problems = await overlapProblems(out, bindings);
-      if (problems.length > 0) return { ok: false, error: problems.join('; ') };
-      const pool = await getKernelPool().catch(() => undefined);
-      const report = await executeMerge(plan, out, pool ?? unavailablePool(), {
-        chunkElements: BROWSER_CHUNK_ELEMENTS,
-        signal: ctrl.signal,
-        overwrite: options.overwrite,
-        resume: options.resume,
-        owner: studioOwner(),
-        onNotice: (t) => notices.push(t),
-        pause: (point) => testPauseAt(point, ctrl.signal),
-        onProgress: (p) => {
-          const cur: MergeProgress = { ...p };
-          last = cur;
-          const now = performance.now();
-          if (now - sent > 100) {
-            sent = now;
-            Promise.resolve(listen(cur)).catch(() => {});
-          }
-        },
-      });
-      const final = last;
-      if (final) Promise.resolve(listen(final)).catch(() => {});
-      return {
-        ok: true,
-        value: {
-          cancelled: false,
-          resumedShards: report.resumedShards,
-          notices,
-          elapsedMs: performance.now() - started,
-          bytesWritten: report.totalBytes,
-          files: report.files.map((f) => ({ name: f.name, bytes: f.bytes, what: plan.files.find((p) => p.name === f.name)?.what ?? 'copy' })),
-          folder: out.name,
-          report: plain(report),
-          warnings: [...plan.warnings],
-        },
-      };
-    } catch (e) {
-      if (e instanceof MergeCancelled || ctrl.signal.aborted) return cancelled(e instanceof MergeCancelled ? e.kept : undefined);
-      return { ok: false, error: errorText(e) };
-    } finally {
-      jobs.delete(job);
-    }
+    const res = await runMerges(job, [{ recipe, out: () => outputFolder(target) }], bindings, target, options, listen);
+    return res.ok ? { ok: true, value: res.value[0]! } : res;
+  },
+
+  async sweep(job, children, bindings, target, options, listen: (p: MergeProgress) => void): Promise<Result<MergeResult[]>> {
+    // Each child in a subfolder of the target, created when its merge prepares it.
+    const root = async () =>
+      target.kind === 'opfs'
+        ? (await navigator.storage.getDirectory()).getDirectoryHandle(target.folder, { create: true })
+        : (target.handle as unknown as FileSystemDirectoryHandle);
+    return runMerges(
+      job,
+      children.map((c) => ({ recipe: c.recipe, out: async () => new HandleOutputFolder(undefined, target.kind === 'opfs', { root: await root(), folder: c.name }) })),
+      bindings,
+      target,
+      { ...options, resume: false },
+      listen,
+    );
   },
 
   async discardInterrupted(target: OutputTarget): Promise<Result<number>> {

@@ -354,6 +354,9 @@ function Tooltip({ hover, index, diff, keep }: { hover: HoverInfo; index: Tensor
     <div className="tooltip" style={{ left, top }} role="tooltip" data-testid="heat-tooltip">
       <div className="mono tt-name">{index.names[i]}</div>
       <div className="muted">{parts.join(' · ')}</div>
+      <div className="muted mono" data-testid="tt-shape">
+        {index.shapes[i]} · {index.formats[index.format[i]!]}
+      </div>
       {has ? (
         <table>
           <tbody>
@@ -427,6 +430,7 @@ function TensorTable({ index, diff, metric, scale, keep, globals }: { index: Ten
       <div className="ttable" ref={scrollRef} data-testid="tensor-table">
         <div className="trow thead">
           <span>tensor</span>
+          <span>shape · format</span>
           <span>kind</span>
           <span>rms_diff</span>
           <span>rel_diff</span>
@@ -442,6 +446,9 @@ function TensorTable({ index, diff, metric, scale, keep, globals }: { index: Ten
                   <i className="dot" style={{ background: `rgb(${swatch[0]},${swatch[1]},${swatch[2]})` }} />
                   {displayName(index.names[i]!, index.layer[i]!)}
                 </span>
+                <span className="mono small muted" title={index.formats[index.format[i]!]}>
+                  {index.shapes[i]} · {shortFormat(index.formats[index.format[i]!]!)}
+                </span>
                 <span>{KIND_LABEL[TENSOR_KINDS[index.kind[i]!]!]}</span>
                 <span className="mono">{formatFigure(diff.rms[i]!)}{diff.sampled[i] ? '*' : ''}</span>
                 <span className="mono">{formatFigure(diff.rel[i]!)}</span>
@@ -454,6 +461,11 @@ function TensorTable({ index, diff, metric, scale, keep, globals }: { index: Ten
       <div className="muted small">* estimate from sampled rows</div>
     </div>
   );
+}
+
+/** "FP8 E4M3, 128×128 blocks (F32)" → "FP8 E4M3" for a table cell (the title has the whole). */
+function shortFormat(f: string): string {
+  return f.split(',')[0]!;
 }
 
 /** "L12 mlp.experts.7.down_proj.weight" for "model.layers.12.mlp.experts.7.down_proj.weight". */

@@ -1,7 +1,8 @@
 // Bottom sheet: pick the output folder, see what will be written, run with progress, cancel, summary.
 import { useEffect, useRef, useState } from 'react';
 import { formatBytes, formatCount, formatDuration } from '../../shared/format.ts';
-import type { MergeProgress, MergeResult, OutputCheck, OutputTarget } from '../../shared/studio-api.ts';
+import type { MergeProgress, MergeResult, OutputCheck, OutputTarget, Recipe } from '../../shared/studio-api.ts';
+import { parseLambdas, sweepRecipes } from '../../shared/recipe-tools.ts';
 import { listener, newJobId, studio } from '../bridge.ts';
 import { hasDirectoryPicker } from '../open-parents.ts';
 import { bindings, notify, useStudio } from '../store.ts';
@@ -24,6 +25,14 @@ export function MergeDialog() {
   const [error, setError] = useState<string | null>(null);
   const [overwrite, setOverwrite] = useState(false);
   const samples = useRef<Sample[]>([]);
+  // A λ sweep: one child per value of one rule's donor share, each in a subfolder of the target.
+  const recipe = useStudio((s) => s.recipe);
+  const [sweepOn, setSweepOn] = useState(false);
+  const [sweepRule, setSweepRule] = useState(0);
+  const [sweepText, setSweepText] = useState('0.25, 0.5, 0.75');
+  const [sweepDone, setSweepDone] = useState<MergeResult[] | null>(null);
+  const lambdas = parseLambdas(sweepText);
+  const sweep = !sweepOn ? null : typeof lambdas === 'string' ? lambdas : sweepRecipes(recipe, sweepRule, lambdas);
 
   // Leaving the page mid-merge loses the merge: the browser asks first.
   useEffect(() => {
@@ -48,6 +57,7 @@ export function MergeDialog() {
   function close() {
     useStudio.setState({ mergeOpen: false });
     setResult(null);
+    setSweepDone(null);
     setError(null);
     setProgress(null);
   }
@@ -84,6 +94,31 @@ export function MergeDialog() {
       await useTarget({ kind: 'handle', handle });
     } catch (e) {
       if ((e as { name?: string }).name !== 'AbortError') setError(String(e));
+    }
+  }
+
+  async function runSweep(children: { name: string; recipe: Recipe }[]) {
+    if (!target) return;
+    const id = newJobId('merge');
+    setJob(id);
+    setResult(null);
+    setSweepDone(null);
+    setError(null);
+    samples.current = [];
+    const s = useStudio.getState();
+    try {
+      const res = await studio.sweep(id, children, bindings(s), target, { overwrite }, listener((p: MergeProgress) => {
+        samples.current.push({ t: p.elapsedMs, bytes: p.bytesDone });
+        if (samples.current.length > 60) samples.current.shift();
+        setProgress(p);
+      }));
+      if (!res.ok) setError(res.error);
+      else if (res.value[0]?.cancelled) setResult(res.value[0]);
+      else setSweepDone(res.value);
+    } catch (e) {
+      setError(e instanceof Error ? e.message : String(e));
+    } finally {
+      setJob(null);
     }
   }
 
@@ -213,12 +248,35 @@ export function MergeDialog() {
                 )}
               </div>
             )}
+            <div className="sweep-box" data-testid="sweep">
+              <label className="check">
+                <input type="checkbox" checked={sweepOn} disabled={!!job} onChange={(e) => setSweepOn(e.target.checked)} data-testid="sweep-on" />
+                Sweep λ: one child per value, the parents read once
+              </label>
+              {sweepOn && (
+                <div className="row wrap">
+                  <select className="input" value={sweepRule} onChange={(e) => setSweepRule(Number(e.target.value))} aria-label="Rule to sweep" disabled={!!job}>
+                    {recipe.rules.map((_, i) => (
+                      <option key={i} value={i}>
+                        rule {i + 1}
+                      </option>
+                    ))}
+                  </select>
+                  <input className="input mono" value={sweepText} onChange={(e) => setSweepText(e.target.value)} aria-label="λ values" data-testid="sweep-lambdas" disabled={!!job} />
+                  <span className={`small ${typeof sweep === 'string' ? 'err-text' : 'muted'}`} data-testid="sweep-note">
+                    {typeof sweep === 'string'
+                      ? sweep
+                      : sweep && `λ is the donor's share; children in ${target?.kind === 'opfs' ? target.folder : (check?.name ?? 'the folder')}/${sweep.map((c) => c.name).join(', ')}`}
+                  </span>
+                </div>
+              )}
+            </div>
             {error && (
               <div className="err-box" role="alert">
                 {error}
               </div>
             )}
-            {progress && (job || result) && (
+            {progress && (job || result || sweepDone) && (
               <div className="merge-progress" data-testid="merge-progress">
                 <div className="progress">
                   <div style={{ width: `${result && !result.cancelled ? 100 : pct}%` }} />
@@ -237,6 +295,18 @@ export function MergeDialog() {
               </div>
             )}
             {result && <Summary r={result} opfs={target?.kind === 'opfs' ? target.folder : undefined} />}
+            {sweepDone && (
+              <div className="summary" data-testid="merge-summary">
+                <b>Done.</b> {sweepDone.length} children, {formatBytes(sweepDone.reduce((a, r) => a + r.bytesWritten, 0))} in {formatDuration(sweepDone[0]?.elapsedMs ?? 0)}:
+                <ul className="note-list">
+                  {sweepDone.map((r) => (
+                    <li key={r.folder}>
+                      <span className="mono">{r.folder}</span>: {r.files.length} files, {formatBytes(r.bytesWritten)}
+                    </li>
+                  ))}
+                </ul>
+              </div>
+            )}
           </div>
           <div className="sheet-col files">
             <h3>
@@ -259,9 +329,15 @@ export function MergeDialog() {
               Cancel
             </button>
           ) : (
+            sweep !== null ? (
+              <button className="btn primary" disabled={!check?.ok || typeof sweep === 'string'} onClick={() => typeof sweep !== 'string' && void runSweep(sweep)} data-testid="run-merge">
+                {typeof sweep === 'string' ? 'Start sweep' : `Start sweep: ${sweep.length} children`}
+              </button>
+            ) : (
             <button className="btn primary" disabled={!check?.ok || !plan || tooBig || !!interrupted || (clash.length > 0 && !overwrite && !(result && !result.cancelled))} onClick={() => void run()} data-testid="run-merge">
               {result && !result.cancelled ? 'Merge again (replaces it)' : 'Start merge'}
             </button>
+            )
           )}
         </div>
       </div>
