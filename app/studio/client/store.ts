@@ -375,7 +375,19 @@ export async function runDiff(other: ParentId, mode: DiffMode): Promise<void> {
       d.cos[i] = b.cos[k]!;
       d.sampled[i] = b.sampled[k]!;
     }
-    set((st) => ({ diffVersion: st.diffVersion + 1, diffs: { ...st.diffs, [other]: { ...d } } }));
+    publish();
+  };
+  // Figures and progress land in the arrays at once but reach React at most once per frame: on
+  // the full-size pair a batch arrives every few milliseconds, and each render re-draws the grids.
+  let frame = false;
+  const publish = () => {
+    if (frame) return;
+    frame = true;
+    requestAnimationFrame(() => {
+      frame = false;
+      const d = get().diffs[other];
+      if (d && d.job === job) set((st) => ({ diffVersion: st.diffVersion + 1, diffs: { ...st.diffs, [other]: { ...d } } }));
+    });
   };
   try {
     const result = await studio.diff(
@@ -387,7 +399,10 @@ export async function runDiff(other: ParentId, mode: DiffMode): Promise<void> {
         if (e.type === 'batch') apply(e.batch);
         else {
           const d = get().diffs[other];
-          if (d && d.job === job) set((st) => ({ diffs: { ...st.diffs, [other]: { ...d, done: e.done, total: e.total, elapsedMs: e.elapsedMs } } }));
+          if (d && d.job === job) {
+            Object.assign(d, { done: e.done, total: e.total, elapsedMs: e.elapsedMs });
+            publish();
+          }
         }
       }),
     );

@@ -397,7 +397,8 @@ function Structure({ index, experts, metric }: { index: TensorIndex; experts: nu
 function TensorTable({ index, diff, metric, scale, keep, globals }: { index: TensorIndex; diff: DiffData; metric: DiffMetric; scale: Scale; keep: Uint8Array | null; globals: number[] }) {
   const [filter, setFilter] = useState('');
   const [sortBy, setSortBy] = useState<'metric' | 'name'>('metric');
-  const version = useStudio((s) => s.diffVersion);
+  // Sorting ~92,000 rows costs tens of milliseconds: while figures stream in, at most once a second.
+  const version = useThrottled(useStudio((s) => s.diffVersion), diff.running ? 1000 : 0);
   const rows = useMemo(() => {
     let list: number[] = [];
     const f = filter.trim().toLowerCase();
@@ -461,6 +462,22 @@ function TensorTable({ index, diff, metric, scale, keep, globals }: { index: Ten
       <div className="muted small">* estimate from sampled rows</div>
     </div>
   );
+}
+
+/** `value`, changing at most once per `ms` (the last change always lands). */
+function useThrottled<T>(value: T, ms: number): T {
+  const [shown, setShown] = useState(value);
+  const last = useRef(0);
+  useEffect(() => {
+    if (ms <= 0) return;
+    const wait = Math.max(0, last.current + ms - performance.now());
+    const t = setTimeout(() => {
+      last.current = performance.now();
+      setShown(value);
+    }, wait);
+    return () => clearTimeout(t);
+  }, [value, ms]);
+  return ms <= 0 ? value : shown;
 }
 
 /** "FP8 E4M3, 128×128 blocks (F32)" → "FP8 E4M3" for a table cell (the title has the whole). */
