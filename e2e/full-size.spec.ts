@@ -40,6 +40,9 @@ test('opens and draws a DeepSeek-V3-sized pair (58 × 256 experts, ~92,000 tenso
   const box = (await down.boundingBox())!;
   await down.hover({ position: { x: box.width / 2, y: box.height / 2 } });
   await expect(page.getByTestId('heat-tooltip')).toContainText('mlp.experts.');
+  // The last row is the multi-token-prediction layer, and says so.
+  await down.hover({ position: { x: box.width / 2, y: box.height - 2 } });
+  await expect(page.getByTestId('heat-tooltip')).toContainText('layer 61 (multi-token prediction)');
   // The sampled estimate reaches every tensor: no batch of figures is lost between the worker and the page.
   type Hook = { __moeStudio: { figures(): { diffs: Record<string, { complete: boolean; rms: number[] }> } } };
   await expect

@@ -72,6 +72,9 @@ test('a dropped recipe file is imported; a child in browser storage downloads fi
   await expect(page.getByTestId('parent-card')).toHaveCount(2);
 
   await mergeToOpfs(page, 'take-home');
+  // A readable report: how tensors were made, per kind and parent.
+  await expect(page.getByTestId('merge-report')).toContainText('from instruct');
+  await expect(page.getByTestId('merge-report')).toContainText('routed expert');
   const files = await listOpfs(page, 'take-home');
   const downloads: { name: string; bytes: number }[] = [];
   page.on('download', (d) => {
@@ -80,7 +83,16 @@ test('a dropped recipe file is imported; a child in browser storage downloads fi
   await page.getByTestId('download-child').click();
   await expect.poll(() => downloads.length, { timeout: 20_000 }).toBe(files.length);
   expect(downloads.map((d) => d.name).sort()).toEqual(files);
+  // The children kept in browser storage: listed with their files and size, and deletable.
+  const stored = page.getByTestId('stored-children');
+  await stored.locator('summary').click();
+  const row = page.getByTestId('stored-child').filter({ hasText: 'take-home' });
+  await expect(row).toContainText(`${files.length} files`);
   await snap(page, info, 'take-home');
+  page.once('dialog', (d) => void d.accept());
+  await row.getByRole('button', { name: 'Delete take-home' }).click();
+  await expect(row).toHaveCount(0);
+  expect(await listOpfs(page, 'take-home')).toEqual([]);
 });
 
 test('a λ sweep writes one child per value into browser storage, each equal to the CLI merging that recipe', async ({ page }, info) => {

@@ -9,6 +9,8 @@ export interface Grid {
   /** Tensor index per cell (row-major), -1 where none. */
   cells: Int32Array;
   rowLabels: number[];
+  /** What each row's label reads, where it is not the layer number ("MTP"). */
+  rowNames?: string[];
   /** Column labels (slot names) for the strip; experts are numbered. */
   colLabels?: string[];
   colKinds?: TensorKind[];
@@ -59,7 +61,9 @@ export function heatLayout(index: TensorIndex, expertsPerLayer: number): HeatLay
       if (e >= 0) cells[r * cols + e] = i;
       else for (let c = 0; c < cols; c++) if (cells[r * cols + c] === -1) cells[r * cols + c] = i;
     }
-    experts[PROJECTIONS[p]!] = { rows: rowLabels.length, cols, cells, rowLabels, fused };
+    const grid: Grid = { rows: rowLabels.length, cols, cells, rowLabels, fused };
+    if (rowLabels.some((l) => index.mtpLayers.includes(l))) grid.rowNames = rowLabels.map((l) => (index.mtpLayers.includes(l) ? 'MTP' : String(l)));
+    experts[PROJECTIONS[p]!] = grid;
   }
 
   // Per-layer tensors other than routed experts: one column per slot (name without the layer).

@@ -101,6 +101,8 @@ export interface TensorIndex {
   /** Storage format: an index into `formats` ("BF16", "FP8 E4M3, 128×128 blocks (F32)", …). */
   format: Uint8Array;
   formats: string[];
+  /** Multi-token-prediction layers (DeepSeek's layer 61): labelled as such in the heatmaps. */
+  mtpLayers: number[];
 }
 
 export type Severity = 'error' | 'warning' | 'info';

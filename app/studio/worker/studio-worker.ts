@@ -334,6 +334,7 @@ const api: StudioApi = {
       shapes: new Array<string>(n),
       format: new Uint8Array(n),
       formats: [],
+      mtpLayers: [...(model.layout.mtpLayers ?? [])],
     };
     const formatIds = new Map<string, number>();
     items.forEach((it, i) => {

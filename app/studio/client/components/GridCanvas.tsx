@@ -155,7 +155,7 @@ export function GridCanvas(props: GridCanvasProps) {
     ctx.textAlign = 'right';
     ctx.textBaseline = 'middle';
     const rowStep = Math.max(1, Math.ceil(11 / ch));
-    for (let r = 0; r < grid.rows; r += rowStep) ctx.fillText(String(grid.rowLabels[r]), GUTTER_L - 5, GUTTER_T + r * ch + ch / 2);
+    for (let r = 0; r < grid.rows; r += rowStep) ctx.fillText(grid.rowNames?.[r] ?? String(grid.rowLabels[r]), GUTTER_L - 5, GUTTER_T + r * ch + ch / 2);
     ctx.textAlign = 'center';
     ctx.textBaseline = 'bottom';
     if (props.colGroups) {

@@ -344,7 +344,7 @@ function Tooltip({ hover, index, diff, keep }: { hover: HoverInfo; index: Tensor
   const i = hover.i;
   const kind = TENSOR_KINDS[index.kind[i]!]!;
   const parts: string[] = [KIND_LABEL[kind]];
-  if (index.layer[i]! >= 0) parts.push(`layer ${index.layer[i]}`);
+  if (index.layer[i]! >= 0) parts.push(`layer ${index.layer[i]}${index.mtpLayers.includes(index.layer[i]!) ? ' (multi-token prediction)' : ''}`);
   if (index.expert[i]! >= 0) parts.push(`expert ${index.expert[i]}`);
   if (index.proj[i]! >= 0) parts.push(PROJECTIONS[index.proj[i]!]!);
   const has = Number.isFinite(diff.rms[i]!);

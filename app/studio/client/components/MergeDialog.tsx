@@ -203,6 +203,7 @@ export function MergeDialog() {
                 Use browser storage
               </button>
             </div>
+            <StoredChildren refresh={`${result?.elapsedMs ?? ""}:${sweepDone?.[0]?.elapsedMs ?? ""}`} busy={!!job} />
             {check && (
               <div className={`check ${check.ok ? '' : 'bad'}`} data-testid="output-check">
                 <div>
@@ -383,6 +384,148 @@ async function download(folder: string): Promise<void> {
   }
 }
 
+interface StoredChild {
+  name: string;
+  files: number;
+  bytes: number;
+  modified: number;
+}
+
+/** The children kept in this browser's storage: folders of the origin-private file system. */
+async function storedChildren(): Promise<StoredChild[]> {
+  const root = await navigator.storage.getDirectory();
+  const out: StoredChild[] = [];
+  for await (const [name, h] of root.entries()) {
+    if (h.kind !== 'directory') continue;
+    const c: StoredChild = { name, files: 0, bytes: 0, modified: 0 };
+    for await (const [, f] of (h as FileSystemDirectoryHandle).entries()) {
+      if (f.kind !== 'file') continue;
+      const file = await (f as FileSystemFileHandle).getFile();
+      c.files++;
+      c.bytes += file.size;
+      c.modified = Math.max(c.modified, file.lastModified);
+    }
+    out.push(c);
+  }
+  return out.sort((a, b) => b.modified - a.modified);
+}
+
+/** "In browser storage": each kept child with its size and date, to save, download or delete. */
+function StoredChildren({ refresh, busy }: { refresh: string; busy: boolean }) {
+  const [list, setList] = useState<StoredChild[] | null>(null);
+  const [again, setAgain] = useState(0);
+  useEffect(() => {
+    let live = true;
+    void storedChildren()
+      .then((l) => live && setList(l))
+      .catch(() => live && setList([]));
+    return () => {
+      live = false;
+    };
+  }, [refresh, again]);
+  if (!list || list.length === 0) return null;
+  const remove = async (c: StoredChild) => {
+    if (!window.confirm(`Delete “${c.name}” (${c.files} files, ${formatBytes(c.bytes)}) from this browser's storage?`)) return;
+    await (await navigator.storage.getDirectory()).removeEntry(c.name, { recursive: true });
+    setAgain((n) => n + 1);
+  };
+  return (
+    <details className="stored" data-testid="stored-children">
+      <summary>
+        In this browser's storage: {list.length} folder{list.length === 1 ? '' : 's'}, {formatBytes(list.reduce((a, c) => a + c.bytes, 0))}
+      </summary>
+      {list.map((c) => (
+        <div className="stored-row" key={c.name} data-testid="stored-child">
+          <span className="mono ellipsis" title={c.name}>
+            {c.name}
+          </span>
+          <span className="muted small">
+            {c.files} files · {formatBytes(c.bytes)} · {c.modified ? new Date(c.modified).toLocaleString() : '—'}
+          </span>
+          {hasDirectoryPicker && (
+            <button className="btn small" disabled={busy} onClick={() => void saveToFolder(c.name).catch((e: unknown) => notify('error', `Saving failed: ${String(e)}`))}>
+              Save…
+            </button>
+          )}
+          <button className="btn small" disabled={busy} onClick={() => void download(c.name).catch((e: unknown) => notify('error', `Download failed: ${String(e)}`))}>
+            Download
+          </button>
+          <button className="btn small ghost" disabled={busy} onClick={() => void remove(c)} aria-label={`Delete ${c.name}`}>
+            Delete
+          </button>
+        </div>
+      ))}
+    </details>
+  );
+}
+
+/** What the child is made of: how each tensor was made, per kind and parent, and its files. */
+function Report({ r }: { r: MergeResult }) {
+  const plan = useStudio((s) => s.plan);
+  const rep = r.report as { tensors?: number; copied?: number; converted?: number; mixed?: number; assembled?: number; muted?: number; patched?: number; thresholdKept?: number; threshold?: unknown[] } | undefined;
+  const made = rep
+    ? [
+        [rep.copied, 'copied'],
+        [rep.converted, 'converted'],
+        [rep.mixed, 'mixed'],
+        [rep.assembled, 'assembled'],
+        [rep.muted, 'with muted experts'],
+        [rep.patched, 'router biases edited'],
+      ].filter(([n]) => (n as number) > 0)
+    : [];
+  const parents = plan?.parents ?? [];
+  return (
+    <div className="report" data-testid="merge-report">
+      {rep && (
+        <p>
+          {formatCount(rep.tensors ?? 0)} tensors: {made.map(([n, what]) => `${formatCount(n as number)} ${what}`).join(', ')}
+          {rep.threshold && rep.threshold.length > 0 ? `; the threshold kept ${rep.thresholdKept} of ${rep.threshold.length} from the base` : ''}.
+        </p>
+      )}
+      {plan && (
+        <table className="report-table">
+          <thead>
+            <tr>
+              <th>kind</th>
+              <th>tensors</th>
+              {parents.map((p) => (
+                <th key={p}>from {p}</th>
+              ))}
+              <th>mixed</th>
+              <th>muted</th>
+            </tr>
+          </thead>
+          <tbody>
+            {plan.byKind.map((k) => (
+              <tr key={k.kind}>
+                <td>{k.kind.replace(/_/g, ' ')}</td>
+                <td className="mono">{formatCount(k.tensors)}</td>
+                {parents.map((p) => (
+                  <td className="mono" key={p}>
+                    {formatCount(k.from[p] ?? 0)}
+                  </td>
+                ))}
+                <td className="mono">{formatCount(k.mixed)}</td>
+                <td className="mono">{formatCount(k.muted)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      <details>
+        <summary>{r.files.length} files</summary>
+        {r.files.map((f) => (
+          <div className="file-row" key={f.name}>
+            <span className="mono">{f.name}</span>
+            <span className="muted">{f.what}</span>
+            <span className="mono">{formatBytes(f.bytes)}</span>
+          </div>
+        ))}
+      </details>
+    </div>
+  );
+}
+
 function Summary({ r, opfs }: { r: MergeResult; opfs?: string | undefined }) {
   if (r.cancelled) {
     return (
@@ -425,9 +568,10 @@ function Summary({ r, opfs }: { r: MergeResult; opfs?: string | undefined }) {
           ))}
         </ul>
       )}
+      <Report r={r} />
       {r.report !== undefined && (
         <details>
-          <summary>Engine report</summary>
+          <summary>Engine report (JSON)</summary>
           <pre className="summary-text">{JSON.stringify(r.report, null, 2).slice(0, 20000)}</pre>
         </details>
       )}
