@@ -129,3 +129,21 @@ test('a λ sweep writes one child per value into browser storage, each equal to 
     await expectSameAsCli(page, info, file, `sweep-e2e/${name}`);
   }
 });
+
+test('Mix N with three parents keeps thirds exact: 1/3 typed, the recipe says a third, not 0.334', async ({ page }) => {
+  await openStudio(page);
+  const dirs = parentDirs('deepseek-v3-triple');
+  await openWithInput(page, dirs.map((d) => d.dir));
+  await page.getByRole('button', { name: 'Mix N parents' }).click();
+  for (const d of dirs) await page.getByLabel(`Routed experts weight of ${d.name}`, { exact: true }).fill('1/3');
+  await page.getByRole('button', { name: 'Apply: replace the rules' }).click();
+  await expect(page.getByTestId('plan-sentence')).toContainText('The child:');
+  await page.getByTestId('yaml-tab').click();
+  const third = String(1 / 3);
+  await expect(page.getByTestId('yaml')).toHaveValue(new RegExp(`weights: \\{${dirs.map((d) => `${d.name}: ${third.replace('.', '\\.')}`).join(', ')}\\}`));
+  await expect(page.getByTestId('yaml')).not.toHaveValue(/0\.334/);
+  // A weight that is neither a number nor a fraction stops Apply.
+  await page.getByRole('button', { name: 'Build', exact: true }).click();
+  await page.getByLabel(`Routed experts weight of ${dirs[0]!.name}`, { exact: true }).fill('a third');
+  await expect(page.getByRole('button', { name: 'Apply: replace the rules' })).toBeDisabled();
+});

@@ -21,6 +21,22 @@ beforeAll(async () => {
 
 const plan = (preset: string, yaml: string) => planMerge(parseRecipe(yaml), parents[preset]!);
 
+describe('weights as fractions', () => {
+  it('"1/3" is the double nearest a third, and sums with its siblings within the tolerance', () => {
+    const r = parseRecipe(`parents: {a: ./a, b: ./b, c: ./c}\nrules:\n  - select: {kind: routed_expert}\n    weights: {a: "1/3", b: 1/3, c: " 2 / 6 "}\n`);
+    expect(r.rules[0]!.weights).toEqual({ a: 1 / 3, b: 1 / 3, c: 2 / 6 });
+    expect(() => parseRecipe(`parents: {a: ./a}\nrules:\n  - select: {kind: norm}\n    weights: {a: "1/0"}\n`)).toThrow(/"1\/0" is not a weight \(a number ≥ 0, or a fraction such as 1\/3\)/);
+    expect(() => parseRecipe(`parents: {a: ./a}\nrules:\n  - select: {kind: norm}\n    weights: {a: "one"}\n`)).toThrow(/"one" is not a weight/);
+  });
+
+  it('plans a mix with fractional weights as the same mix with their doubles', async () => {
+    const frac = await plan('mixtral-pair', `parents: {base: ./base, instruct: ./instruct}\nrules:\n  - select: {kind: routed_expert}\n    weights: {base: "2/3", instruct: "1/3"}\n`);
+    const dbl = await plan('mixtral-pair', `parents: {base: ./base, instruct: ./instruct}\nrules:\n  - select: {kind: routed_expert}\n    weights: {base: ${2 / 3}, instruct: ${1 / 3}}\n`);
+    expect(frac.recipe.rules).toEqual(dbl.recipe.rules);
+    expect(frac.description).toBe(dbl.description);
+  });
+});
+
 describe('planMerge', () => {
   it('lays out shards within shard_size, a weight with its scale, the index last', async () => {
     const p = await plan('deepseek-v3-fp8-pair', `parents: {v3: ./v3, r1: ./r1}\nrules:\n  - select: {kind: routed_expert}\n    weights: {v3: 0.5, r1: 0.5}\noutput: {shard_size: 100KB}\n`);

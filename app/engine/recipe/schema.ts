@@ -61,10 +61,26 @@ export const selectorSchema = z.strictObject({
   name: z.string().optional(),
 });
 
+/** "1/3", "2 / 7": a weight written as a fraction. */
+export const FRACTION = /^\s*(\d+(?:\.\d+)?)\s*\/\s*(\d+(?:\.\d+)?)\s*$/;
+
+/**
+ * A weight: a number, or a fraction as text ("1/3") so that thirds stay thirds (the nearest
+ * double, not 0.333), as long as a rule's weights still sum to 1 within the plan's tolerance.
+ */
+const weight = z.unknown().transform((input, ctx): number => {
+  if (typeof input === 'number' && Number.isFinite(input) && input >= 0) return input;
+  const m = typeof input === 'string' ? FRACTION.exec(input) : null;
+  const value = m ? Number(m[1]) / Number(m[2]) : NaN;
+  if (Number.isFinite(value)) return value;
+  ctx.addIssue({ code: 'custom', message: `${JSON.stringify(input)} is not a weight (a number ≥ 0, or a fraction such as 1/3)`, input });
+  return z.NEVER;
+});
+
 export const ruleSchema = z
   .strictObject({
     select: selectorSchema,
-    weights: nameRecord(z.number().nonnegative()).optional(),
+    weights: nameRecord(weight).optional(),
     from: z.string().optional(),
   })
   .refine((r) => (r.weights === undefined) !== (r.from === undefined), {

@@ -1,6 +1,6 @@
 // Pure recipe helpers for the studio: presets, rules from a heatmap selection, renames.
 // The recipe shape itself is the engine's (app/engine/recipe/schema.ts), shared with the CLI.
-import type { Edit, ExpertChanges, Recipe, Rule } from '../../engine/recipe/schema.ts';
+import { FRACTION, type Edit, type ExpertChanges, type Recipe, type Rule } from '../../engine/recipe/schema.ts';
 import { toIndexSet } from '../../engine/recipe/select.ts';
 import { TENSOR_KINDS, type Projection, type TensorKind } from '../../engine/model/types.ts';
 
@@ -123,11 +123,10 @@ export function mixPreset(recipe: Recipe, base: string, weights: Record<string, 
     if (nonzero.length === 0) rules.push({ select: { kind }, from: base });
     else if (nonzero.length === 1) rules.push({ select: { kind }, from: nonzero[0]![0] });
     else {
-      // Rounded to 3 decimals; the last weight takes the remainder so they sum to exactly 1.
-      const w3 = nonzero.map(([k, v]) => [k, round3(v / sum)] as [string, number]);
-      const rest = w3.slice(0, -1).reduce((a, [, v]) => a + v, 0);
-      w3[w3.length - 1]![1] = Math.round((1 - rest) * 1e9) / 1e9;
-      rules.push({ select: { kind }, weights: Object.fromEntries(w3) });
+      // Each weight its share exactly (thirds stay thirds, not 0.333/0.333/0.334); shares that are
+      // short decimals stay short.
+      const shares = nonzero.map(([k, v]) => [k, tidy(v / sum)] as [string, number]);
+      rules.push({ select: { kind }, weights: Object.fromEntries(shares) });
     }
   });
   return { ...keepRest(recipe, rules), base };
@@ -222,6 +221,12 @@ export function clearExpertChanges(recipe: Recipe): Recipe {
   return out;
 }
 
+/** A share as a short decimal when it is one within 1e-12 (0.5, 0.25), otherwise the exact double. */
+function tidy(x: number): number {
+  const r = Math.round(x * 1e9) / 1e9;
+  return Math.abs(r - x) < 1e-12 ? r : x;
+}
+
 function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
@@ -266,4 +271,31 @@ export function sweepRecipes(recipe: Recipe, rule: number, lambdas: readonly num
     });
     return { name: `lambda-${l}`, recipe: { ...recipe, rules } };
   });
+}
+
+/** A weight as typed in the studio: a number ≥ 0 or a fraction ("1/3", as recipes accept); NaN when neither. */
+export function weightOf(text: string): number {
+  const m = FRACTION.exec(text);
+  const v = m ? Number(m[1]) / Number(m[2]) : text.trim() === '' ? NaN : Number(text);
+  return Number.isFinite(v) && v >= 0 ? v : NaN;
+}
+
+/**
+ * Which preset a recipe is, so the presets show it (after a reload, an import, or a return to the
+ * Build tab): one routed-expert rule taking a donor verbatim is Chimera (as MEA at α = 1 is), with
+ * weights it is MEA at the donor's share; rules by tensor kind only are Mix N. Null for anything else.
+ */
+export function presetOf(recipe: Recipe): { kind: 'mea'; donor: string; alpha: number } | { kind: 'chimera'; donor: string } | { kind: 'mix' } | null {
+  const rules = recipe.rules;
+  const byKindOnly = (r: Rule) => Object.keys(r.select).length === 1 && r.select.kind !== undefined;
+  const base = recipe.base ?? Object.keys(recipe.parents)[0];
+  if (rules.length === 1 && byKindOnly(rules[0]!) && rules[0]!.select.kind === 'routed_expert') {
+    const r = rules[0]!;
+    if (r.from !== undefined && r.from !== base) return { kind: 'chimera', donor: r.from };
+    const donors = Object.keys(r.weights ?? {}).filter((p) => p !== base);
+    if (donors.length === 1) return { kind: 'mea', donor: donors[0]!, alpha: r.weights![donors[0]!]! };
+    return null;
+  }
+  if (rules.length > 1 && rules.every(byKindOnly)) return { kind: 'mix' };
+  return null;
 }

@@ -1,7 +1,7 @@
 // Presets that fill the rules: swap experts (MEA) with α, Chimera (AoE), mix N parents per tensor kind.
 import { useState } from 'react';
-import { chimeraPreset, meaPreset, mixGroupsFor, mixPreset } from '../../../shared/recipe-tools.ts';
-import { baseParent, updateRecipe, useStudio } from '../../store.ts';
+import { chimeraPreset, meaPreset, mixGroupsFor, mixPreset, presetOf, weightOf } from '../../../shared/recipe-tools.ts';
+import { baseParent, updateRecipe, useStudio, type ParentEntry } from '../../store.ts';
 import { Section } from './Section.tsx';
 
 export function Presets() {
@@ -9,12 +9,15 @@ export function Presets() {
   useStudio((s) => s.recipe.base);
   const base = baseParent(useStudio.getState());
   const others = parents.filter((p) => p.id !== base?.id);
-  const [preset, setPreset] = useState<'mea' | 'chimera' | 'mix'>('mea');
-  const [donorId, setDonorId] = useState<string>('');
-  const [alpha, setAlpha] = useState(1);
+  // The tab, donor and α start from the recipe when it is one of the presets.
+  const [found] = useState(() => presetOf(useStudio.getState().recipe));
+  const [preset, setPreset] = useState<'mea' | 'chimera' | 'mix'>(found?.kind ?? 'mea');
+  const [donorId, setDonorId] = useState<string>(() => (found && 'donor' in found ? (parents.find((p) => p.name === found.donor)?.id ?? '') : ''));
+  const [alpha, setAlpha] = useState(found?.kind === 'mea' ? found.alpha : 1);
   const donor = others.find((p) => p.id === donorId) ?? others[0];
   // Weights by group label, then parent: the groups shown depend on the parents open.
-  const [mix, setMix] = useState<Record<string, Record<string, number>>>({});
+  // As typed: a number or a fraction ("1/3"); weights are relative and normalized on Apply.
+  const [mix, setMix] = useState<Record<string, Record<string, string>>>({});
   if (!base || others.length === 0) {
     return (
       <Section title="Presets">
@@ -24,9 +27,9 @@ export function Presets() {
   }
   // Rows for the kinds the parents have (any of them): Mixtral has no shared experts or dense MLP.
   const groups = mixGroupsFor([...new Set(parents.flatMap((p) => p.summary.kinds))]);
-  const mixWeights = groups.map((g) => {
-    return Object.fromEntries(parents.map((p) => [p.name, mix[g.label]?.[p.name] ?? (p.id === base.id ? 0.5 : 0.5 / others.length)]));
-  });
+  const typed = (g: string, p: ParentEntry) => mix[g]?.[p.name] ?? (p.id === base.id ? '1/2' : others.length === 1 ? '1/2' : `1/${2 * others.length}`);
+  const mixWeights = groups.map((g) => Object.fromEntries(parents.map((p) => [p.name, weightOf(typed(g.label, p))])));
+  const badWeight = groups.some((g) => parents.some((p) => Number.isNaN(weightOf(typed(g.label, p)))));
   return (
     <Section title="Presets">
       <div className="seg full">
@@ -56,7 +59,7 @@ export function Presets() {
         <>
           <p className="muted small">
             Routed experts become (1 − α)·{base.name} + α·{donor.name}; attention, embeddings, norms, router and shared experts stay {base.name}'s. α = 1
-            swaps the experts (copied byte for byte).
+            swaps the experts (copied byte for byte): the same recipe as Chimera, which the presets then show.
           </p>
           <div className="slider-row">
             <span>α</span>
@@ -100,15 +103,12 @@ export function Presets() {
                   {parents.map((p) => (
                     <td key={p.id}>
                       <input
-                        className="input num"
-                        type="number"
-                        min={0}
-                        step={0.05}
-                        value={mixWeights[gi]![p.name]}
+                        className={`input num ${Number.isNaN(mixWeights[gi]![p.name]!) ? 'bad' : ''}`}
+                        inputMode="decimal"
+                        value={typed(g.label, p)}
                         aria-label={`${g.label} weight of ${p.name}`}
-                        onChange={(e) => {
-                          setMix({ ...mix, [g.label]: { ...mixWeights[gi], [p.name]: Math.max(0, Number(e.target.value)) } });
-                        }}
+                        title="A number or a fraction (1/3); each row is normalized to sum to 1"
+                        onChange={(e) => setMix({ ...mix, [g.label]: { ...mix[g.label], [p.name]: e.target.value } })}
                       />
                     </td>
                   ))}
@@ -116,7 +116,7 @@ export function Presets() {
               ))}
             </tbody>
           </table>
-          <button className="btn" onClick={() => updateRecipe((r) => mixPreset(r, base.name, mixWeights, groups))}>
+          <button className="btn" onClick={() => updateRecipe((r) => mixPreset(r, base.name, mixWeights, groups))} disabled={badWeight}>
             Apply: replace the rules
           </button>
         </>
@@ -124,3 +124,4 @@ export function Presets() {
     </Section>
   );
 }
+
