@@ -4,7 +4,8 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { repoFromFolder, startHubServer, type HubServer } from '../app/fixtures/hub-server.ts';
+import { repoFromFolder, startHubServer, virtualRepo, type HubServer } from '../app/fixtures/hub-server.ts';
+import { describeVirtualModel } from '../app/fixtures/generate.ts';
 import { parseHubRef } from '../app/hub/index.ts';
 import { ROOT, filesIn, presetDir, runCliAsync, tempDir, writeRecipe } from './support/cli.ts';
 import { createKernelPool } from '../app/engine/kernels/pool.ts';
@@ -88,6 +89,28 @@ describe('Hub parents through the CLI', () => {
     const shards = filesIn(path.join(dsv3, 'v3')).filter((f) => f.endsWith('.safetensors')).length;
     expect(hub.stats.byKind).toEqual({ revision: 1, tree: 1, resolve: 2 + shards });
     expect(cdn.stats.byKind).toEqual({ data: 2 + shards });
+  });
+
+  it('a header longer than the first read costs one more request for the rest only', async () => {
+    // DeepSeek-V3's layout, 6 layers, in 2 shards: headers of ~200 KB, past the 64 KiB first read.
+    const model = describeVirtualModel({
+      family: 'deepseek_v3', dtype: 'FP8', hidden: 7168, moeIntermediate: 2048, intermediate: 18432, layers: 6, denseLayers: 3,
+      experts: 256, expertsPerToken: 8, sharedExperts: 1, vocab: 129280, heads: 128, qLoraRank: 1536, mtp: true, seed: 1, shards: 2,
+    });
+    const big = await startHubServer([virtualRepo('deepseek-ai/six-layers', model, 1)]);
+    try {
+      const r = await runCliAsync(['inspect', 'hf://deepseek-ai/six-layers', '--json'], { ...env(), HF_ENDPOINT: big.url });
+      expect(r.status, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout).experts).toBe(256);
+      const headers = model.shards.reduce((a, s) => a + s.header.length, 0);
+      expect(headers).toBeGreaterThan(2 * 64 * 1024);
+      const json = Buffer.byteLength(JSON.stringify(model.config, null, 2)) + Buffer.byteLength(JSON.stringify(model.index, null, 2)) + 2;
+      // Each header byte once, and per shard at most the first read's overshoot.
+      expect(big.stats.bytes).toBeLessThanOrEqual(json + headers + 2 * 64 * 1024);
+      expect(big.stats.byKind['data']).toBe(2 + 2 * 2);
+    } finally {
+      await big.close();
+    }
   });
 
   it('an exact diff of two Hub models equals that of the local folders; a sampled one reads fewer blocks, the same figures for them', async () => {

@@ -119,11 +119,6 @@ export async function readAll(source: ByteSource): Promise<Uint8Array> {
   return source.read(0, source.size);
 }
 
-export async function readText(folder: ModelFolder, file: string): Promise<string> {
-  const src = await folder.open(file);
-  return new TextDecoder('utf-8', { fatal: true }).decode(await readAll(src));
-}
-
 export async function writeWhole(folder: OutputFolder, file: string, bytes: Uint8Array): Promise<void> {
   const out = await folder.create(file);
   try {

@@ -82,6 +82,14 @@ class HubSource implements ByteSource {
     if (!this.headDone && this.head !== undefined) {
       const head = await this.head;
       if (offset + length <= head.length) return head.slice(offset, offset + length);
+      if (offset < head.length) {
+        // A header longer than the guess: the kept start, and only the rest from the Hub.
+        const rest = await this.client.readRange(this.file, head.length, offset + length - head.length);
+        const out = new Uint8Array(length);
+        out.set(head.subarray(offset), 0);
+        out.set(rest, head.length - offset);
+        return out;
+      }
     }
     // Tensor data is being read: the header is parsed by now, the kept start is not needed.
     this.headDone = true;

@@ -120,6 +120,7 @@ export function diffItems(a: Model, b: Model, select?: (w: Weight) => boolean): 
 }
 
 export async function diffModels(a: Model, b: Model, pool: KernelPool, options: DiffOptions): Promise<DiffResult> {
+  // Only network sources (a Hub repo) say what reading through a gap is worth (io.ts).
   const remote = [a, b].some((m) => [...m.sources.values()].some((s) => s.readThrough !== undefined));
   const opts = options.sampleBlocks === undefined && remote ? { ...options, sampleBlocks: REMOTE_SAMPLE_BLOCKS } : options;
   const { items, skipped } = diffItems(a, b, opts.select);

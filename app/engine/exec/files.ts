@@ -81,7 +81,7 @@ export class FileTable implements SourceIds {
     return Array.from({ length: this.next }, (_, i) => i);
   }
 
-  /** Reads, for the pool, the spans of files its runners cannot read themselves, nearby ones together. */
+  /** Reads, for the pool, the spans of files its runners cannot read themselves, touching ones in one read. */
   async inline(units: Unit[], pool: KernelPool): Promise<void> {
     const byFile = new Map<number, Span[]>();
     const want = (s: Span) => {

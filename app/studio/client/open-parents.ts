@@ -133,7 +133,7 @@ async function readDirectoryEntry(dir: FileSystemDirectoryEntry): Promise<File[]
   return files;
 }
 
-/** The files among `files` that are routing statistics: JSON naming the moe-studio.routing format in its first 64 KB. */
+/** A recipe file: YAML, or JSON that has "parents" in its first 64 KB. */
 async function isRecipeFile(f: File): Promise<boolean> {
   if (/\.ya?ml$/i.test(f.name)) return true;
   return f.name !== 'config.json' && f.name.endsWith('.json') && /"parents"\s*:/.test(await f.slice(0, 65536).text());
@@ -148,6 +148,7 @@ export async function importRecipeFile(f: File): Promise<void> {
   } else notify('error', res.error);
 }
 
+/** The files among `files` that are routing statistics: JSON naming the moe-studio.routing format in its first 64 KB. */
 async function routingFiles(files: File[]): Promise<File[]> {
   const out: File[] = [];
   for (const f of files) {

@@ -447,6 +447,8 @@ let planSeq = 0;
 
 function schedulePlan(): void {
   clearTimeout(planTimer);
+  // The plan on screen is the previous recipe's from now until the new one arrives.
+  if (get().parents.length > 0 && !get().planning) set({ planning: true });
   planTimer = setTimeout(() => void replan(), 200);
 }
 

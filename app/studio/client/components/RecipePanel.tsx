@@ -21,7 +21,16 @@ export function RecipePanel() {
   const yamlError = useStudio((s) => s.yamlError);
   const recipe = useStudio((s) => s.recipe);
   // One verdict: Merge waits for a recipe that parses and plans, and says why it waits.
-  const blocked = yamlError ? 'The YAML has an error (shown above the editor): fix it first.' : planError ? `The recipe cannot run: ${planError}` : !plan ? (parents.length < 2 ? 'Open at least two parents.' : 'Planning…') : null;
+  const planning = useStudio((s) => s.planning);
+  const problem = yamlError
+    ? 'The YAML has an error (shown above the editor): fix it first.'
+    : planError
+      ? `The recipe cannot run: ${planError}`
+      : !plan && parents.length < 2
+        ? 'Open at least two parents.'
+        : null;
+  // While a plan is being made the sheet would list the previous plan's files: Merge waits for it.
+  const blocked = problem ?? (!plan || planning ? 'Planning…' : null);
   const openMerge = () => {
     const empty = recipe.rules.length === 0 && recipe.edits.length === 0 && (!recipe.experts || recipe.experts.remove.length + recipe.experts.transplant.length + recipe.experts.add.length === 0);
     if (empty && !window.confirm(`The recipe has no rules, edits or expert changes: the child would be a copy of ${recipe.base ?? 'the base'}. Merge anyway?`)) return;
@@ -62,9 +71,9 @@ export function RecipePanel() {
         )}
       </div>
       <div className="recipe-foot">
-        {blocked && parents.length > 0 && (
+        {problem && parents.length > 0 && (
           <p className="small err-text merge-blocked" data-testid="merge-blocked">
-            {blocked}
+            {problem}
           </p>
         )}
         <button className="btn primary wide" disabled={blocked !== null} onClick={openMerge} data-testid="open-merge" title={blocked ?? undefined}>
