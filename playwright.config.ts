@@ -5,7 +5,6 @@ import { HUB_PORT } from './e2e/hub-port.ts';
 
 const PORT = Number(process.env.STUDIO_PORT ?? 4319);
 
-
 export default defineConfig({
   testDir: 'e2e',
   outputDir: 'test-results',
@@ -29,6 +28,7 @@ export default defineConfig({
   },
   webServer: {
     // A production build, as users get it; preview serves dist/studio with the isolation headers.
+    // HF_ENDPOINT points the studio (and its Content-Security-Policy) at e2e/hub.spec.ts's stand-in Hub.
     command: `HF_ENDPOINT=http://127.0.0.1:${HUB_PORT} npx vite build && HF_ENDPOINT=http://127.0.0.1:${HUB_PORT} npx vite preview --port ${PORT} --strictPort`,
     url: `http://localhost:${PORT}`,
     reuseExistingServer: !process.env.CI,

@@ -97,6 +97,13 @@ export function MergeDialog() {
     }
   }
 
+  /** Progress of a merge or sweep: the figures, and samples for the throughput over the last seconds. */
+  function track(p: MergeProgress) {
+    samples.current.push({ t: p.elapsedMs, bytes: p.bytesDone });
+    if (samples.current.length > 60) samples.current.shift();
+    setProgress(p);
+  }
+
   async function runSweep(children: { name: string; recipe: Recipe }[]) {
     if (!target) return;
     const id = newJobId('merge');
@@ -107,11 +114,8 @@ export function MergeDialog() {
     samples.current = [];
     const s = useStudio.getState();
     try {
-      const res = await studio.sweep(id, children, bindings(s), target, { overwrite }, listener((p: MergeProgress) => {
-        samples.current.push({ t: p.elapsedMs, bytes: p.bytesDone });
-        if (samples.current.length > 60) samples.current.shift();
-        setProgress(p);
-      }));
+      await askPersistence(target);
+      const res = await studio.sweep(id, children, bindings(s), target, { overwrite }, listener(track));
       if (!res.ok) setError(res.error);
       else if (res.value[0]?.cancelled) setResult(res.value[0]);
       else setSweepDone(res.value);
@@ -131,13 +135,7 @@ export function MergeDialog() {
     setProgress({ bytesDone: 0, bytesTotal: plan.totalBytes, resumedBytes: 0, tensor: '', tensorsDone: 0, tensorsTotal: plan.tensors, file: '', elapsedMs: 0 });
     samples.current = [];
     const s = useStudio.getState();
-    // Browser storage may be evicted under pressure unless the site is granted persistence.
-    if (target.kind === 'opfs' && navigator.storage?.persist) {
-      const persisted = await navigator.storage.persisted().catch(() => false);
-      if (!persisted && !(await navigator.storage.persist().catch(() => false))) {
-        notify('info', 'The browser did not grant persistent storage: it may evict the child under disk pressure. Save it to a folder or download it when the merge is done.');
-      }
-    }
+    await askPersistence(target);
     try {
       const res = await studio.merge(
         id,
@@ -145,11 +143,7 @@ export function MergeDialog() {
         bindings(s),
         target,
         { overwrite: mode.overwrite ?? (overwrite || !!(result && !result.cancelled)), resume: mode.resume ?? false },
-        listener((p: MergeProgress) => {
-          samples.current.push({ t: p.elapsedMs, bytes: p.bytesDone });
-          if (samples.current.length > 60) samples.current.shift();
-          setProgress(p);
-        }),
+        listener(track),
       );
       if (res.ok) setResult(res.value);
       else setError(res.error);
@@ -344,6 +338,15 @@ export function MergeDialog() {
       </div>
     </div>
   );
+}
+
+/** Browser storage may be evicted under pressure unless the site is granted persistence: ask first. */
+async function askPersistence(target: OutputTarget): Promise<void> {
+  if (target.kind !== 'opfs' || !navigator.storage?.persist) return;
+  const persisted = await navigator.storage.persisted().catch(() => false);
+  if (!persisted && !(await navigator.storage.persist().catch(() => false))) {
+    notify('info', 'The browser did not grant persistent storage: it may evict the child under disk pressure. Save it to a folder or download it when the merge is done.');
+  }
 }
 
 /** A child in browser storage, to its user's disk: the files streamed from OPFS, never whole in memory. */
