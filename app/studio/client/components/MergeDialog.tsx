@@ -6,6 +6,7 @@ import { parseLambdas, sweepRecipes } from '../../shared/recipe-tools.ts';
 import { listener, newJobId, studio } from '../bridge.ts';
 import { hasDirectoryPicker } from '../open-parents.ts';
 import { bindings, notify, useStudio } from '../store.ts';
+import { KindTable } from './recipe/PlanDetails.tsx';
 
 interface Sample {
   t: number;
@@ -476,7 +477,6 @@ function Report({ r }: { r: MergeResult }) {
         [rep.patched, 'router biases edited'],
       ].filter(([n]) => (n as number) > 0)
     : [];
-  const parents = plan?.parents ?? [];
   return (
     <div className="report" data-testid="merge-report">
       {rep && (
@@ -485,36 +485,7 @@ function Report({ r }: { r: MergeResult }) {
           {rep.threshold && rep.threshold.length > 0 ? `; the threshold kept ${rep.thresholdKept} of ${rep.threshold.length} from the base` : ''}.
         </p>
       )}
-      {plan && (
-        <table className="report-table">
-          <thead>
-            <tr>
-              <th>kind</th>
-              <th>tensors</th>
-              {parents.map((p) => (
-                <th key={p}>from {p}</th>
-              ))}
-              <th>mixed</th>
-              <th>muted</th>
-            </tr>
-          </thead>
-          <tbody>
-            {plan.byKind.map((k) => (
-              <tr key={k.kind}>
-                <td>{k.kind.replace(/_/g, ' ')}</td>
-                <td className="mono">{formatCount(k.tensors)}</td>
-                {parents.map((p) => (
-                  <td className="mono" key={p}>
-                    {formatCount(k.from[p] ?? 0)}
-                  </td>
-                ))}
-                <td className="mono">{formatCount(k.mixed)}</td>
-                <td className="mono">{formatCount(k.muted)}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+      {plan && <KindTable plan={plan} />}
       <details>
         <summary>{r.files.length} files</summary>
         {r.files.map((f) => (

@@ -2,6 +2,7 @@
 import { formatBytes, formatCount } from '../../../shared/format.ts';
 import { KIND_LABEL } from '../../heat-data.ts';
 import { useStudio } from '../../store.ts';
+import type { PlanSummary } from '../../../shared/studio-api.ts';
 import { Section } from './Section.tsx';
 
 export function PlanDetails() {
@@ -9,34 +10,7 @@ export function PlanDetails() {
   if (!plan) return null;
   return (
     <Section title="What gets written" defaultOpen={false}>
-      <table className="kind-table" data-testid="kind-table">
-        <thead>
-          <tr>
-            <th>kind</th>
-            <th>tensors</th>
-            {plan.parents.map((p) => (
-              <th key={p} title={`copied from ${p}`}>
-                {p}
-              </th>
-            ))}
-            <th>mixed</th>
-            <th>muted</th>
-          </tr>
-        </thead>
-        <tbody>
-          {plan.byKind.map((k) => (
-            <tr key={k.kind}>
-              <td>{KIND_LABEL[k.kind]}</td>
-              <td>{formatCount(k.tensors)}</td>
-              {plan.parents.map((p) => (
-                <td key={p}>{k.from[p] ? formatCount(k.from[p]!) : ''}</td>
-              ))}
-              <td>{k.mixed ? formatCount(k.mixed) : ''}</td>
-              <td>{k.muted ? formatCount(k.muted) : ''}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+      <KindTable plan={plan} />
       <div className="muted small">
         {formatCount(plan.made.copied)} copied byte for byte · {formatCount(plan.made.converted)} converted · {formatCount(plan.made.mixed)} mixed
         {plan.made.assembled ? ` · ${formatCount(plan.made.assembled)} assembled from several sources` : ''}
@@ -53,5 +27,39 @@ export function PlanDetails() {
         </ul>
       )}
     </Section>
+  );
+}
+
+/** Per tensor kind: how many tensors, how many copied from each parent, mixed and muted. */
+export function KindTable({ plan }: { plan: PlanSummary }) {
+  return (
+    <table className="kind-table" data-testid="kind-table">
+      <thead>
+        <tr>
+          <th>kind</th>
+          <th>tensors</th>
+          {plan.parents.map((p) => (
+            <th key={p} title={`copied from ${p}`}>
+              from {p}
+            </th>
+          ))}
+          <th>mixed</th>
+          <th>muted</th>
+        </tr>
+      </thead>
+      <tbody>
+        {plan.byKind.map((k) => (
+          <tr key={k.kind}>
+            <td>{KIND_LABEL[k.kind]}</td>
+            <td>{formatCount(k.tensors)}</td>
+            {plan.parents.map((p) => (
+              <td key={p}>{k.from[p] ? formatCount(k.from[p]!) : ''}</td>
+            ))}
+            <td>{k.mixed ? formatCount(k.mixed) : ''}</td>
+            <td>{k.muted ? formatCount(k.muted) : ''}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
   );
 }
