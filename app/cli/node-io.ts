@@ -3,10 +3,8 @@ import { constants as fsConstants, promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import * as path from 'node:path';
-import { LOCK_FILE, MoeError, type ByteSource, type LockOwner, type ModelFolder, type OutputFile, type OutputFolder, type OutputLock } from '../engine/io.ts';
+import { LOCK_FILE, MoeError, checkRead, type ByteSource, type LockOwner, type ModelFolder, type OutputFile, type OutputFolder, type OutputLock } from '../engine/io.ts';
 
-/** Largest single read the engine may ask for (io.ts: at most 1 GiB). */
-const MAX_READ = 1 << 30;
 
 function checkPlainName(file: string, where: string): void {
   if (file === '' || file === '.' || file === '..' || file.includes('/') || file.includes('\\') || file.includes('\0')) {
@@ -72,13 +70,7 @@ class NodeByteSource implements ByteSource {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
-      throw new MoeError(`bad read (offset ${offset}, length ${length})`, this.name);
-    }
-    if (length > MAX_READ) throw new MoeError(`read of ${length} bytes is over the 1 GiB limit`, this.name);
-    if (offset + length > this.size) {
-      throw new MoeError(`read [${offset}, ${offset + length}) past end of file (size ${this.size})`, this.name);
-    }
+    checkRead(this, offset, length);
     const buf = new Uint8Array(length);
     let done = 0;
     while (done < length) {

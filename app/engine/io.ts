@@ -115,6 +115,20 @@ export interface OutputFolder {
   freeBytes?(): Promise<number | undefined>;
 }
 
+/** The largest single read a ByteSource serves. */
+export const MAX_READ = 1 << 30;
+
+/** Refuses a read a ByteSource must not serve: not whole numbers, over MAX_READ, or past the end. */
+export function checkRead(source: { name: string; size: number }, offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+    throw new MoeError(`bad read (offset ${offset}, length ${length})`, source.name);
+  }
+  if (length > MAX_READ) throw new MoeError(`read of ${length} bytes is over the 1 GiB limit`, source.name);
+  if (offset + length > source.size) {
+    throw new MoeError(`read [${offset}, ${offset + length}) past end of file (size ${source.size})`, source.name);
+  }
+}
+
 export async function readAll(source: ByteSource): Promise<Uint8Array> {
   return source.read(0, source.size);
 }

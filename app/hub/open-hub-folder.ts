@@ -2,7 +2,7 @@
 // requests. The revision is resolved to its commit once, and every file is read at that commit, so
 // a branch that moves during a long merge cannot mix two versions of a model.
 import { HubApiError, listFiles, modelInfo } from '@huggingface/hub';
-import { MoeError, type ByteSource, type HubOrigin, type ModelFolder } from '../engine/io.ts';
+import { MoeError, checkRead, type ByteSource, type HubOrigin, type ModelFolder } from '../engine/io.ts';
 import { HubClient, type HubFileRef, type HubOptions, type HubStats } from './hub-client.ts';
 import { hubRefText, type HubRef } from './hub-ref.ts';
 
@@ -64,11 +64,7 @@ class HubSource implements ByteSource {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
-      throw new MoeError(`bad read (offset ${offset}, length ${length})`, this.name);
-    }
-    if (length > 1 << 30) throw new MoeError(`read of ${length} bytes is over the 1 GiB limit`, this.name);
-    if (offset + length > this.size) throw new MoeError(`read [${offset}, ${offset + length}) past end of file (size ${this.size})`, this.name);
+    checkRead(this, offset, length);
     if (length === 0) return new Uint8Array(0);
     // Only a safetensors file has a header to guess at; other files are read as asked.
     if (!this.headDone && offset === 0 && this.head === undefined && this.file.label.endsWith('.safetensors') && length < this.guess.bytes) {

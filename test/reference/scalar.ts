@@ -348,8 +348,11 @@ export function mixRef(req: MixRequest): Encoded {
 /** Diff statistics of b against a, sequential f64 sums over the pairs where both are finite. */
 export function diffRef(a: Stripe, b: Stripe): DiffStats {
   if (a.rows !== b.rows || a.cols !== b.cols) throw new Error('reference: shape mismatch');
-  const x = decodeValues(a);
-  const y = decodeValues(b);
+  return diffValuesRef(decodeValues(a), decodeValues(b));
+}
+
+/** Diff statistics of decoded values y against x, sequential f64 sums over the pairs where both are finite. */
+export function diffValuesRef(x: ArrayLike<number>, y: ArrayLike<number>): DiffStats {
   const s: DiffStats = { count: x.length, nonFinite: 0, sumSqDiff: 0, sumSqA: 0, sumSqB: 0, dot: 0, maxAbsDiff: 0 };
   for (let i = 0; i < x.length; i++) {
     const u = x[i]!;

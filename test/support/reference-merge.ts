@@ -27,7 +27,7 @@ import type { Codec } from '../../app/engine/formats/codec.ts';
 import { openModel } from '../../app/engine/model/open-model.ts';
 import type { Model, Region, TensorRecord, TensorRole, Weight } from '../../app/engine/model/types.ts';
 import { openNodeModelFolder, type NodeModelFolder } from '../../app/cli/node-io.ts';
-import { decodeValues, diffRef, encodeRef } from '../reference/scalar.ts';
+import { decodeValues, diffValuesRef, encodeRef } from '../reference/scalar.ts';
 
 export interface TensorBytes {
   dtype: string;
@@ -340,7 +340,7 @@ function computeChild(recipe: AnyRecipe, order: string[], parents: Map<string, P
         for (const c of mixes) for (const x of (c.op as { inputs: { src: Src }[] }).inputs) if (x.src.p.name !== baseName) others.add(x.src.p);
         let worst = 0;
         for (const p of others) {
-          const s = diffValues(wholeValues(base, w), wholeValues(p, p.model.byName.get(w.name)!));
+          const s = diffValuesRef(wholeValues(base, w), wholeValues(p, p.model.byName.get(w.name)!));
           worst = Math.max(worst, s.nonFinite > 0 ? Infinity : Math.sqrt(s.sumSqDiff / (s.count - s.nonFinite)));
         }
         if (worst < recipe.threshold.below) for (const c of mixes) c.op = { type: 'copy', src: (c.op as { base: Src }).base };
@@ -354,7 +354,7 @@ function computeChild(recipe: AnyRecipe, order: string[], parents: Map<string, P
         for (const x of c.op.inputs) {
           if (x.src.p.name === baseName) continue;
           const ov = cellValues(x.src);
-          const s = diffValues(bv, ov);
+          const s = diffValuesRef(bv, ov);
           worst = Math.max(worst, s.nonFinite > 0 ? Infinity : Math.sqrt(s.sumSqDiff / (s.count - s.nonFinite)));
         }
         if (worst < recipe.threshold.below) c.op = { type: 'copy', src: c.op.base };
@@ -502,25 +502,6 @@ function records(w: Weight): [string, TensorRecord][] {
 
 function transposed(r: Region): Region {
   return { row0: r.col0, rowCount: r.colCount, rowStep: r.colStep, col0: r.row0, colCount: r.rowCount, colStep: r.rowStep, transposed: !r.transposed };
-}
-
-function diffValues(a: Float64Array, b: Float64Array): ReturnType<typeof diffRef> {
-  const s = { count: a.length, nonFinite: 0, sumSqDiff: 0, sumSqA: 0, sumSqB: 0, dot: 0, maxAbsDiff: 0 };
-  for (let i = 0; i < a.length; i++) {
-    const u = a[i]!;
-    const w = b[i]!;
-    if (!Number.isFinite(u) || !Number.isFinite(w)) {
-      s.nonFinite++;
-      continue;
-    }
-    const d = w - u;
-    s.sumSqDiff += d * d;
-    s.sumSqA += u * u;
-    s.sumSqB += w * w;
-    s.dot += u * w;
-    s.maxAbsDiff = Math.max(s.maxAbsDiff, Math.abs(d));
-  }
-  return s;
 }
 
 /**

@@ -61,8 +61,14 @@ export const selectorSchema = z.strictObject({
   name: z.string().optional(),
 });
 
-/** "1/3", "2 / 7": a weight written as a fraction. */
-export const FRACTION = /^\s*(\d+(?:\.\d+)?)\s*\/\s*(\d+(?:\.\d+)?)\s*$/;
+const FRACTION = /^\s*(\d+(?:\.\d+)?)\s*\/\s*(\d+(?:\.\d+)?)\s*$/;
+
+/** The value of a weight written as a fraction ("1/3", "2 / 7"); NaN for any other text or a zero denominator. */
+export function fractionValue(text: string): number {
+  const m = FRACTION.exec(text);
+  const v = m ? Number(m[1]) / Number(m[2]) : NaN;
+  return Number.isFinite(v) ? v : NaN;
+}
 
 /**
  * A weight: a number, or a fraction as text ("1/3") so that thirds stay thirds (the nearest
@@ -70,9 +76,8 @@ export const FRACTION = /^\s*(\d+(?:\.\d+)?)\s*\/\s*(\d+(?:\.\d+)?)\s*$/;
  */
 const weight = z.unknown().transform((input, ctx): number => {
   if (typeof input === 'number' && Number.isFinite(input) && input >= 0) return input;
-  const m = typeof input === 'string' ? FRACTION.exec(input) : null;
-  const value = m ? Number(m[1]) / Number(m[2]) : NaN;
-  if (Number.isFinite(value)) return value;
+  const value = typeof input === 'string' ? fractionValue(input) : NaN;
+  if (!Number.isNaN(value)) return value;
   ctx.addIssue({ code: 'custom', message: `${JSON.stringify(input)} is not a weight (a number ≥ 0, or a fraction such as 1/3)`, input });
   return z.NEVER;
 });

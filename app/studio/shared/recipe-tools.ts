@@ -1,6 +1,6 @@
 // Pure recipe helpers for the studio: presets, rules from a heatmap selection, renames.
 // The recipe shape itself is the engine's (app/engine/recipe/schema.ts), shared with the CLI.
-import { FRACTION, type Edit, type ExpertChanges, type Recipe, type Rule } from '../../engine/recipe/schema.ts';
+import { fractionValue, type Edit, type ExpertChanges, type Recipe, type Rule } from '../../engine/recipe/schema.ts';
 import { toIndexSet } from '../../engine/recipe/select.ts';
 import { TENSOR_KINDS, type Projection, type TensorKind } from '../../engine/model/types.ts';
 
@@ -275,9 +275,9 @@ export function sweepRecipes(recipe: Recipe, rule: number, lambdas: readonly num
 
 /** A weight as typed in the studio: a number ≥ 0 or a fraction ("1/3", as recipes accept); NaN when neither. */
 export function weightOf(text: string): number {
-  const m = FRACTION.exec(text);
-  const v = m ? Number(m[1]) / Number(m[2]) : text.trim() === '' ? NaN : Number(text);
-  return Number.isFinite(v) && v >= 0 ? v : NaN;
+  const v = text.trim() === '' ? NaN : Number(text);
+  const w = Number.isNaN(v) ? fractionValue(text) : v;
+  return Number.isFinite(w) && w >= 0 ? w : NaN;
 }
 
 /**

@@ -1,8 +1,6 @@
 // The engine's I/O interfaces (app/engine/io.ts) over browser files: File System Access handles,
 // File lists from drag-and-drop or <input webkitdirectory>, and the origin-private file system.
-import { LOCK_FILE, MoeError, type ByteSource, type LockOwner, type ModelFolder, type OutputFile, type OutputFolder, type OutputLock } from '../../engine/io.ts';
-
-const MAX_READ = 1024 * 1024 * 1024;
+import { LOCK_FILE, MoeError, checkRead, type ByteSource, type LockOwner, type ModelFolder, type OutputFile, type OutputFolder, type OutputLock } from '../../engine/io.ts';
 
 /** Chrome has FileSystemHandle.move(); older browsers and the spec's first version do not. */
 interface Movable {
@@ -18,9 +16,7 @@ function fileSource(file: File, name: string): ByteSource {
     // A File travels to a kernel worker, which reads its slices itself.
     workerRef: file,
     async read(offset: number, length: number): Promise<Uint8Array> {
-      if (length > MAX_READ) throw new MoeError(`read of ${length} bytes exceeds the 1 GiB limit`, name);
-      if (offset < 0 || offset + length > file.size)
-        throw new MoeError(`read past the end (${offset}+${length} of ${file.size} bytes)`, name);
+      checkRead({ name, size: file.size }, offset, length);
       const buf = await file.slice(offset, offset + length).arrayBuffer();
       return new Uint8Array(buf);
     },
