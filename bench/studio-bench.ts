@@ -37,6 +37,8 @@ const { values: opts } = parseArgs({
 const runs = Math.max(1, Number(opts.runs));
 const CHILD_FOLDER = 'bench-child';
 const FLOOR_FOLDER = 'bench-floor';
+/** Where the page loads the floor's worker script from (served by the benchmark, see mergeBench). */
+const FLOOR_WORKER_PATH = '/__bench/floor-worker.js';
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 // ---------------------------------------------------------------------------------------------
@@ -237,10 +239,9 @@ async function floorOnce(page: Page, pid: number, childBytes: number, parts: num
   const mem = sampleRss(pid, 50);
   const t0 = Date.now();
   const res = await page.evaluate(
-    async ({ src, childBytes, block, folder, parts }) => {
+    async ({ childBytes, block, folder, parts, workerPath }) => {
       const files = (globalThis as unknown as { __benchFiles: File[][] }).__benchFiles;
-      const url = URL.createObjectURL(new Blob([src], { type: 'text/javascript' }));
-      const workers = Array.from({ length: parts }, () => new Worker(url));
+      const workers = Array.from({ length: parts }, () => new Worker(workerPath));
       // The file exists before the workers open their handles on it.
       const root = await navigator.storage.getDirectory();
       await (await root.getDirectoryHandle(folder, { create: true })).getFileHandle('floor.bin', { create: true });
@@ -258,12 +259,11 @@ async function floorOnce(page: Page, pid: number, childBytes: number, parts: num
       );
       const ms = performance.now() - started;
       for (const w of workers) w.terminate();
-      URL.revokeObjectURL(url);
       const bad = outs.find((o) => !o.ok);
       if (bad) return { ok: false, error: bad.error, ms, read: 0, written: 0 };
       return { ok: true, ms, read: outs.reduce((s, o) => s + o.result!.read, 0), written: outs.reduce((s, o) => s + o.result!.written, 0) };
     },
-    { src: floorWorkerSource(), childBytes, block: COPY_BLOCK, folder: FLOOR_FOLDER, parts },
+    { childBytes, block: COPY_BLOCK, folder: FLOOR_FOLDER, parts, workerPath: FLOOR_WORKER_PATH },
   );
   const memory = mem.stop();
   if (!res.ok) throw new Error(`copy floor failed after ${Date.now() - t0} ms: ${res.error}`);
@@ -275,6 +275,11 @@ async function mergeBench(context: BrowserContext, url: string) {
   const pair = bigPair();
   const page = await context.newPage();
   page.on('pageerror', (e) => log(`page error: ${e.message}`));
+  // The floor's workers are served from the page's own origin: its Content-Security-Policy allows
+  // workers from there only (not blob: URLs).
+  await page.route(`**${FLOOR_WORKER_PATH}`, (route) =>
+    route.fulfill({ contentType: 'text/javascript', body: floorWorkerSource(), headers: { 'Cross-Origin-Embedder-Policy': 'require-corp', 'Cross-Origin-Resource-Policy': 'same-origin' } }),
+  );
   await openStudio(page, url);
   // Keep the File objects the studio's folder input hands over, for the floor.
   await page.evaluate(() => {

@@ -39,10 +39,20 @@ import type {
 } from '../shared/studio-api.ts';
 import { FileListModelFolder, HandleModelFolder, HandleOutputFolder, errorText, opfsOutputFolder } from './browser-io.ts';
 import { getKernelPool, kernelStatus } from './kernel-pool.ts';
-import { DEFAULT_ENDPOINT, openHubFolder, parseHubRef } from '../../hub/index.ts';
 
-/** The Hub, as the build found HF_ENDPOINT (vite.config.ts exposes it and allows it in the page's CSP). */
-const HUB_ENDPOINT = import.meta.env.HF_ENDPOINT || DEFAULT_ENDPOINT;
+/**
+ * Opens a Hub parent. The Hub client (@huggingface/hub and ours) is loaded only when a Hub parent
+ * is asked for: a studio used with local folders never fetches it. The endpoint is HF_ENDPOINT as
+ * the build found it (vite.config.ts exposes it and allows it in the page's CSP).
+ */
+async function openHubParent(ref: string, token: string | undefined) {
+  const hub = await import('../../hub/index.ts');
+  return hub.openHubFolder(hub.parseHubRef(ref), {
+    endpoint: import.meta.env.HF_ENDPOINT || hub.DEFAULT_ENDPOINT,
+    ...(token ? { token } : {}),
+    tokenHint: 'enter a token with read access under "From the Hub"',
+  });
+}
 
 /** Values per stripe in the browser: each File slice read costs ~1 ms whatever its size, so fewer, larger ones. */
 const BROWSER_CHUNK_ELEMENTS = 4 * 1024 * 1024;
@@ -291,11 +301,7 @@ const api: StudioApi = {
     try {
       const folder =
         source.kind === 'hub'
-          ? await openHubFolder(parseHubRef(source.ref), {
-              endpoint: HUB_ENDPOINT,
-              ...(source.token ? { token: source.token } : {}),
-              tokenHint: 'enter a token with read access under "From the Hub"',
-            })
+          ? await openHubParent(source.ref, source.token)
           : source.kind === 'handle'
             ? new HandleModelFolder(source.handle as unknown as FileSystemDirectoryHandle)
             : new FileListModelFolder(source.name, source.files as unknown as File[]);
