@@ -19,6 +19,7 @@ export const PRESETS = [
   'mismatched-pair',
   'qwen3-moe-layouts',
   'gpt-oss-trio',
+  'qwen3-moe-wide',
 ] as const;
 export type Preset = (typeof PRESETS)[number];
 

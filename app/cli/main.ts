@@ -7,7 +7,7 @@ import type { KernelPool } from '../engine/kernels/pool.ts';
 import { openModel } from '../engine/model/open-model.ts';
 import { formatSummary, summarizeModel } from '../engine/model/inspect.ts';
 import type { Model } from '../engine/model/types.ts';
-import { parseRecipe } from '../engine/recipe/parse.ts';
+import { parseRecipeFile } from '../engine/recipe/parse.ts';
 import { planMerge } from '../engine/plan/plan.ts';
 import { executeMerges, MergeCancelled, type MergeJob, type PausePoint } from '../engine/exec/merge.ts';
 import { diffModels, type TensorDiff } from '../engine/exec/diff.ts';
@@ -234,7 +234,10 @@ async function merge(recipePaths: string[], outDir: string, workers: number, mod
       const text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
         throw new MoeError(e.code === 'ENOENT' ? 'recipe file not found' : e.message, file);
       });
-      return { file, recipe: parseRecipe(text, file) };
+      const { recipe, notes } = parseRecipeFile(text, file);
+      // A mergekit config is read as a recipe: say what of it was read differently or left out.
+      for (const n of notes) process.stderr.write(`${path.basename(file)} (mergekit config): ${n}\n`);
+      return { file, recipe };
     }),
   );
   if (sweep) {

@@ -2,10 +2,27 @@
 import { Document, isMap, isSeq, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { MoeError, printable } from '../io.ts';
+import { fromMergekit, isMergekitConfig } from './mergekit.ts';
 import { recipeSchema, type Recipe } from './schema.ts';
 
 /** Parses YAML (JSON is YAML) and checks the shape. Errors name the file and the path, e.g. `rules[2].select.kind`. */
 export function parseRecipe(text: string, fileName = 'recipe'): Recipe {
+  return checkRecipe(parseYamlValue(text, fileName), fileName);
+}
+
+/**
+ * A recipe file, or a mergekit config (one with `merge_method`) mapped onto a recipe where it can
+ * be; `notes` say what of the config was read differently or left out.
+ */
+export function parseRecipeFile(text: string, fileName = 'recipe'): { recipe: Recipe; notes: string[] } {
+  const value = parseYamlValue(text, fileName);
+  if (!isMergekitConfig(value)) return { recipe: checkRecipe(value, fileName), notes: [] };
+  const { recipe, notes } = fromMergekit(value, fileName);
+  return { recipe: checkRecipe(recipe, fileName), notes };
+}
+
+/** YAML (or JSON) text as a plain value, with one-line errors naming the file and the position. */
+function parseYamlValue(text: string, fileName: string): unknown {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
@@ -21,7 +38,7 @@ export function parseRecipe(text: string, fileName = 'recipe'): Recipe {
   } catch (e) {
     throw new MoeError(`cannot be read: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`, fileName);
   }
-  return checkRecipe(value, fileName);
+  return value;
 }
 
 /** Checks a recipe object (as the studio builds it) against the schema. */

@@ -61,6 +61,12 @@ export const selectorSchema = z.strictObject({
   name: z.string().optional(),
 });
 
+/** A share as a short decimal when it is one within 1e-12 (0.5, 0.25), otherwise the exact double (thirds stay thirds). */
+export function tidyShare(x: number): number {
+  const r = Math.round(x * 1e9) / 1e9;
+  return Math.abs(r - x) < 1e-12 ? r : x;
+}
+
 const FRACTION = /^\s*(\d+(?:\.\d+)?)\s*\/\s*(\d+(?:\.\d+)?)\s*$/;
 
 /** The value of a weight written as a fraction ("1/3", "2 / 7"); NaN for any other text or a zero denominator. */

@@ -8,6 +8,7 @@ import { ParentsPanel } from './components/ParentsPanel.tsx';
 import { RecipePanel } from './components/RecipePanel.tsx';
 import { hasDirectoryPicker, openFromDrop } from './open-parents.ts';
 import { dismiss, notify, startStudio, useStudio } from './store.ts';
+import { NO_SELECTION } from '../shared/recipe-tools.ts';
 
 export function App() {
   const [dragging, setDragging] = useState(false);
@@ -45,7 +46,7 @@ export function App() {
     };
     const key = (e: KeyboardEvent) => {
       const t = e.target as HTMLElement | null;
-      if (e.key === 'Escape' && !(t && /INPUT|TEXTAREA|SELECT/.test(t.tagName))) useStudio.setState({ selection: { layers: [], experts: [], proj: [] } });
+      if (e.key === 'Escape' && !(t && /INPUT|TEXTAREA|SELECT/.test(t.tagName))) useStudio.setState({ selection: NO_SELECTION });
     };
     window.addEventListener('keydown', key);
     window.addEventListener('dragenter', enter);

@@ -1,12 +1,44 @@
 // Colour scales for the heatmaps (d3-scale-chromatic). Differences: every metric is shown as a
 // "difference" so that darker is always closer to the base (cosine is drawn as 1 - cosine).
 // Routing statistics: a diverging scale around 0 for contrasts, a sequential one for rates.
-import { interpolateRdBu, interpolateViridis } from 'd3-scale-chromatic';
+import { interpolateRdBu, interpolateViridis, schemeTableau10 } from 'd3-scale-chromatic';
 import type { DiffMetric } from '../shared/studio-api.ts';
 
-export const MISSING_RGB: [number, number, number] = [27, 31, 39];
-export const IDENTICAL_RGB: [number, number, number] = [52, 57, 68];
-export const KEPT_RGB: [number, number, number] = [94, 234, 212];
+export type Rgb = [number, number, number];
+
+export const MISSING_RGB: Rgb = [27, 31, 39];
+/**
+ * Exactly zero difference: a neutral mid grey, off the scale (viridis has no grey, and its dark
+ * end is purple, which the old dark grey was hard to tell from).
+ */
+export const IDENTICAL_RGB: Rgb = [128, 132, 140];
+/** "Kept by the threshold" is a hatch drawn over the cell (GridCanvas), never a colour of the scale; this CSS draws its swatch. */
+export const HATCH_CSS = 'repeating-linear-gradient(135deg, rgba(255,255,255,0.9) 0 1.5px, transparent 1.5px 4px), #444a57';
+
+// The child map: one categorical colour per parent, the base a quiet slate, so that what comes
+// from elsewhere stands out; a mix is the parents' colours blended by their weights.
+export const BASE_RGB: Rgb = [70, 80, 100];
+const PARENT_RGB: Rgb[] = schemeTableau10.filter((_, k) => k !== 9).map((c) => [1, 3, 5].map((o) => parseInt(c.slice(o, o + 2), 16)) as Rgb);
+export const ZERO_RGB: Rgb = [0, 0, 0];
+export const ASSEMBLED_RGB: Rgb = [255, 255, 255];
+
+/** Each recipe parent's colour, in `parents` order: the base slate, the others Tableau10 in turn. */
+export function parentColors(parents: readonly string[], base: string): Rgb[] {
+  let k = 0;
+  return parents.map((p) => (p === base ? BASE_RGB : PARENT_RGB[k++ % PARENT_RGB.length]!));
+}
+
+/** The colour of a mix: the parents' colours weighted by their (non-negative) weights. */
+export function blend(colors: readonly Rgb[], weights: readonly number[]): Rgb {
+  let sum = 0;
+  const out: Rgb = [0, 0, 0];
+  weights.forEach((w, k) => {
+    if (!(w > 0)) return;
+    sum += w;
+    for (let c = 0; c < 3; c++) out[c] += w * colors[k]![c]!;
+  });
+  return sum > 0 ? (out.map((v) => Math.round(v / sum)) as Rgb) : [...MISSING_RGB];
+}
 
 const LUT_SIZE = 256;
 

@@ -133,19 +133,23 @@ async function readDirectoryEntry(dir: FileSystemDirectoryEntry): Promise<File[]
   return files;
 }
 
-/** A recipe file: YAML, or JSON that has "parents" in its first 64 KB. */
+/** A recipe file: YAML, or JSON that has "parents" (a recipe) or "merge_method" (a mergekit config) in its first 64 KB. */
 async function isRecipeFile(f: File): Promise<boolean> {
   if (/\.ya?ml$/i.test(f.name)) return true;
-  return f.name !== 'config.json' && f.name.endsWith('.json') && /"parents"\s*:/.test(await f.slice(0, 65536).text());
+  return f.name !== 'config.json' && f.name.endsWith('.json') && /"(parents|merge_method)"\s*:/.test(await f.slice(0, 65536).text());
 }
 
-/** Reads a recipe file into the studio (the YAML tab's Import does the same). */
+/** Reads a recipe file (or a mergekit config) into the studio (the YAML tab's Import does the same). */
 export async function importRecipeFile(f: File): Promise<void> {
-  const res = await studio.parseRecipe(await f.text(), f.name);
-  if (res.ok) {
-    setRecipe(res.value);
-    notify('info', `Recipe imported from ${f.name}.`);
-  } else notify('error', res.error);
+  const res = await studio.importRecipe(await f.text(), f.name);
+  if (!res.ok) {
+    notify('error', res.error);
+    return;
+  }
+  setRecipe(res.value.recipe);
+  if (res.value.notes.length === 0) notify('info', `Recipe imported from ${f.name}.`);
+  // A mergekit config: what it maps onto, and what it does not, stays on screen until dismissed.
+  else notify('note', `${f.name} (a mergekit config) was imported as a recipe. ${res.value.notes.join(' ')}`);
 }
 
 /** The files among `files` that are routing statistics: JSON naming the moe-studio.routing format in its first 64 KB. */

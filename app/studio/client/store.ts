@@ -13,7 +13,7 @@ import type {
   StudioStatus,
   TensorIndex,
 } from '../shared/studio-api.ts';
-import { dropParent, emptyRecipe, renameParent as renameInRecipe, type ExpertSelection } from '../shared/recipe-tools.ts';
+import { dropParent, emptyRecipe, NO_SELECTION, renameParent as renameInRecipe, type ExpertSelection } from '../shared/recipe-tools.ts';
 import { listener, newJobId, studio } from './bridge.ts';
 import { forgetRecent, loadRecents, loadRecipe, loadView, rememberParent, renameRecent, saveRecipe, saveView, type RecentParent } from './persist.ts';
 
@@ -46,7 +46,8 @@ export interface DiffData {
 
 export interface Notice {
   id: number;
-  kind: 'error' | 'info';
+  /** info goes by itself after a few seconds; a note (something to read: what an import left out) and an error stay. */
+  kind: 'error' | 'info' | 'note';
   text: string;
 }
 
@@ -90,7 +91,7 @@ export const useStudio = create<StudioState>(() => ({
   viewOther: null,
   metric: (['rms_diff', 'rel_diff', 'cosine'] as const).find((m) => m === initialView.metric) ?? 'rms_diff',
   overlay: initialView.overlay ?? true,
-  selection: { layers: [], experts: [], proj: [] },
+  selection: NO_SELECTION,
   hover: null,
   recipe: emptyRecipe([], undefined),
   plan: null,
@@ -284,7 +285,7 @@ function afterParentsChanged(): void {
   if (base?.id !== lastBaseId) {
     lastBaseId = base?.id;
     for (const d of Object.values(get().diffs)) if (d.job) void studio.cancel(d.job);
-    set({ diffs: {}, index: null, viewOther: null, selection: { layers: [], experts: [], proj: [] } });
+    set({ diffs: {}, index: null, viewOther: null, selection: NO_SELECTION });
     if (base) void loadIndex(base.id);
   } else {
     startSampledDiffs();

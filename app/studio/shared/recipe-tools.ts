@@ -1,8 +1,9 @@
 // Pure recipe helpers for the studio: presets, rules from a heatmap selection, renames.
 // The recipe shape itself is the engine's (app/engine/recipe/schema.ts), shared with the CLI.
-import { fractionValue, type Edit, type ExpertChanges, type Recipe, type Rule } from '../../engine/recipe/schema.ts';
+import { fractionValue, tidyShare, type Edit, type ExpertChanges, type Recipe, type Rule } from '../../engine/recipe/schema.ts';
 import { toIndexSet } from '../../engine/recipe/select.ts';
 import { TENSOR_KINDS, type Projection, type TensorKind } from '../../engine/model/types.ts';
+import { formatIndexList } from './format.ts';
 
 export const NON_EXPERT_KINDS: TensorKind[] = TENSOR_KINDS.filter((k) => k !== 'routed_expert');
 
@@ -125,39 +126,98 @@ export function mixPreset(recipe: Recipe, base: string, weights: Record<string, 
     else {
       // Each weight its share exactly (thirds stay thirds, not 0.333/0.333/0.334); shares that are
       // short decimals stay short.
-      const shares = nonzero.map(([k, v]) => [k, tidy(v / sum)] as [string, number]);
+      const shares = nonzero.map(([k, v]) => [k, tidyShare(v / sum)] as [string, number]);
       rules.push({ select: { kind }, weights: Object.fromEntries(shares) });
     }
   });
   return { ...keepRest(recipe, rules), base };
 }
 
-export interface ExpertSelection {
+/**
+ * A rectangle of the expert heatmaps: these layers × these experts. `experts` empty: every expert
+ * of those layers (a fused grid's row, where experts are not told apart).
+ */
+export interface SelectionRect {
   layers: number[];
   experts: number[];
+}
+
+/** The heatmap selection: a union of rectangles (shift adds one), for these projections. */
+export interface ExpertSelection {
+  rects: SelectionRect[];
   proj: Projection[];
 }
 
-/** A rule for the routed experts under a heatmap selection. */
-export function selectionRule(sel: ExpertSelection, take: { from: string } | { weights: Record<string, number> }, allProj = 3): Rule {
-  const select: Rule['select'] = { kind: 'routed_expert' };
-  if (sel.layers.length) select.layers = toIndexSet(sel.layers);
-  if (sel.experts.length) select.experts = toIndexSet(sel.experts);
-  if (sel.proj.length && sel.proj.length < allProj) select.proj = sel.proj.length === 1 ? sel.proj[0]! : [...sel.proj];
-  return 'from' in take ? { select, from: take.from } : { select, weights: take.weights };
+export const NO_SELECTION: ExpertSelection = { rects: [], proj: [] };
+
+/** Every (layer, expert) the selection covers, once each, by layer then expert. */
+export function selectionPairs(sel: ExpertSelection): { layer: number; expert: number }[] {
+  const seen = new Set<string>();
+  const out: { layer: number; expert: number }[] = [];
+  for (const r of sel.rects)
+    for (const layer of r.layers)
+      for (const expert of r.experts) {
+        const k = `${layer}:${expert}`;
+        if (seen.has(k)) continue;
+        seen.add(k);
+        out.push({ layer, expert });
+      }
+  return out.sort((a, b) => a.layer - b.layer || a.expert - b.expert);
 }
 
-/** Adds or replaces expert edits for every (layer, expert) of a selection. */
+/** The layers any rectangle covers, ascending. */
+export function selectionLayers(sel: ExpertSelection): number[] {
+  return [...new Set(sel.rects.flatMap((r) => r.layers))].sort((a, b) => a - b);
+}
+
+/**
+ * (layer, expert) pairs as few `{layers, experts}` blocks: layers with the same set of experts
+ * share a block. Exact: the blocks cover these pairs and nothing else, each pair once.
+ */
+export function pairBlocks(pairs: readonly { layer: number; expert: number }[]): { layers: number[]; experts: number[] }[] {
+  const byLayer = new Map<number, number[]>();
+  for (const p of pairs) byLayer.set(p.layer, [...(byLayer.get(p.layer) ?? []), p.expert]);
+  const blocks = new Map<string, { layers: number[]; experts: number[] }>();
+  for (const [layer, experts] of [...byLayer].sort((a, b) => a[0] - b[0])) {
+    const set = [...new Set(experts)].sort((a, b) => a - b);
+    const key = set.join(',');
+    const b = blocks.get(key);
+    if (b) b.layers.push(layer);
+    else blocks.set(key, { layers: [layer], experts: set });
+  }
+  return [...blocks.values()];
+}
+
+/** The selection in words: "layers 1-2 × experts 2-5; layer 4 × expert 0". */
+export function describeSelection(sel: ExpertSelection): string {
+  return sel.rects
+    .map((r) => {
+      const l = `${r.layers.length === 1 ? 'layer' : 'layers'} ${formatIndexList(r.layers)}`;
+      const e = r.experts.length === 0 ? 'all experts' : `${r.experts.length === 1 ? 'expert' : 'experts'} ${formatIndexList(r.experts)}`;
+      return `${l} × ${e}`;
+    })
+    .join('; ');
+}
+
+/** Rules for the routed experts under a heatmap selection: one per rectangle, in selection order. */
+export function selectionRules(sel: ExpertSelection, take: { from: string } | { weights: Record<string, number> }, allProj = 3): Rule[] {
+  return sel.rects.map((r) => {
+    const select: Rule['select'] = { kind: 'routed_expert' };
+    if (r.layers.length) select.layers = toIndexSet(r.layers);
+    if (r.experts.length) select.experts = toIndexSet(r.experts);
+    if (sel.proj.length && sel.proj.length < allProj) select.proj = sel.proj.length === 1 ? sel.proj[0]! : [...sel.proj];
+    return 'from' in take ? { select, from: take.from } : { select, weights: take.weights };
+  });
+}
+
+/** Adds or replaces expert edits for every (layer, expert) the selection covers. */
 export function applyEdits(recipe: Recipe, sel: ExpertSelection, action: Edit['action'] | 'clear'): Recipe {
-  const key = (l: number, e: number) => `${l}:${e}`;
-  const chosen = new Set<string>();
-  for (const l of sel.layers) for (const e of sel.experts) chosen.add(key(l, e));
-  const kept = recipe.edits.filter((ed) => !chosen.has(key(ed.layer, ed.expert)));
-  if (action === 'clear') return { ...recipe, edits: kept };
-  const added: Edit[] = [];
-  for (const l of [...sel.layers].sort((a, b) => a - b))
-    for (const e of [...sel.experts].sort((a, b) => a - b)) added.push({ layer: l, expert: e, action });
-  return { ...recipe, edits: [...kept, ...added] };
+  const pairs = selectionPairs(sel);
+  if (action === 'clear') {
+    const chosen = new Set(pairs.map((p) => `${p.layer}:${p.expert}`));
+    return { ...recipe, edits: recipe.edits.filter((ed) => !chosen.has(`${ed.layer}:${ed.expert}`)) };
+  }
+  return applyEditList(recipe, pairs.map((p) => ({ layer: p.layer, expert: p.expert, action })));
 }
 
 /** Adds or replaces edits for exactly these (layer, expert) pairs (not a product of layers and experts). */
@@ -167,13 +227,12 @@ export function applyEditList(recipe: Recipe, edits: readonly Edit[]): Recipe {
   return { ...recipe, edits: [...recipe.edits.filter((ed) => !chosen.has(key(ed.layer, ed.expert))), ...edits] };
 }
 
-/** Removes (prunes) exactly these (layer, expert) pairs: one `experts.remove` entry per layer. */
+/** Removes (prunes) exactly these (layer, expert) pairs: `experts.remove`, layers with the same experts in one entry. */
 export function removeExpertList(recipe: Recipe, cells: readonly { layer: number; expert: number }[]): Recipe {
-  if (cells.length === 0) return recipe;
-  const byLayer = new Map<number, number[]>();
-  for (const c of cells) byLayer.set(c.layer, [...(byLayer.get(c.layer) ?? []), c.expert]);
+  const blocks = pairBlocks(cells);
+  if (blocks.length === 0) return recipe;
   const c = changesOf(recipe);
-  for (const [layer, experts] of [...byLayer].sort((a, b) => a[0] - b[0])) c.remove.push({ layers: layer, experts: toIndexSet([...new Set(experts)].sort((x, y) => x - y)) });
+  for (const b of blocks) c.remove.push({ layers: toIndexSet(b.layers), experts: toIndexSet(b.experts) });
   return { ...recipe, experts: c };
 }
 
@@ -182,12 +241,9 @@ function changesOf(recipe: Recipe): ExpertChanges {
   return { remove: [...(recipe.experts?.remove ?? [])], transplant: [...(recipe.experts?.transplant ?? [])], add: [...(recipe.experts?.add ?? [])] };
 }
 
-/** Removes (prunes) the selected experts of the selected layers: `experts.remove`. */
+/** Removes (prunes) the selected experts: `experts.remove`. */
 export function removeExperts(recipe: Recipe, sel: ExpertSelection): Recipe {
-  if (sel.layers.length === 0 || sel.experts.length === 0) return recipe;
-  const c = changesOf(recipe);
-  c.remove.push({ layers: toIndexSet(sel.layers), experts: toIndexSet(sel.experts) });
-  return { ...recipe, experts: c };
+  return removeExpertList(recipe, selectionPairs(sel));
 }
 
 /**
@@ -195,22 +251,24 @@ export function removeExperts(recipe: Recipe, sel: ExpertSelection): Recipe {
  * undefined: the same index as the slot (a swap of whole experts between related models).
  */
 export function transplantExperts(recipe: Recipe, sel: ExpertSelection, from: { parent: string; layer?: number; expert?: number }, router: 'keep' | 'source'): Recipe {
-  if (sel.layers.length === 0 || sel.experts.length === 0) return recipe;
+  const blocks = pairBlocks(selectionPairs(sel));
+  if (blocks.length === 0) return recipe;
   const c = changesOf(recipe);
   const ref: { parent: string; layer?: number; expert?: number } = { parent: from.parent };
   if (from.layer !== undefined) ref.layer = from.layer;
   if (from.expert !== undefined) ref.expert = from.expert;
-  c.transplant.push({ layers: toIndexSet(sel.layers), experts: toIndexSet(sel.experts), from: ref, router });
+  for (const b of blocks) c.transplant.push({ layers: toIndexSet(b.layers), experts: toIndexSet(b.experts), from: { ...ref }, router });
   return { ...recipe, experts: c };
 }
 
 /** Appends a parent's expert to every selected layer: `experts.add` (its router row comes with it). */
 export function addExpert(recipe: Recipe, sel: ExpertSelection, from: { parent: string; layer?: number; expert: number }): Recipe {
-  if (sel.layers.length === 0) return recipe;
+  const layers = selectionLayers(sel);
+  if (layers.length === 0) return recipe;
   const c = changesOf(recipe);
   const ref: { parent: string; layer?: number; expert: number } = { parent: from.parent, expert: from.expert };
   if (from.layer !== undefined) ref.layer = from.layer;
-  c.add.push({ layers: toIndexSet(sel.layers), from: ref });
+  c.add.push({ layers: toIndexSet(layers), from: ref });
   return { ...recipe, experts: c };
 }
 
@@ -219,12 +277,6 @@ export function clearExpertChanges(recipe: Recipe): Recipe {
   const out = { ...recipe };
   delete out.experts;
   return out;
-}
-
-/** A share as a short decimal when it is one within 1e-12 (0.5, 0.25), otherwise the exact double. */
-function tidy(x: number): number {
-  const r = Math.round(x * 1e9) / 1e9;
-  return Math.abs(r - x) < 1e-12 ? r : x;
 }
 
 function round3(x: number): number {

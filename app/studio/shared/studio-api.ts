@@ -173,6 +173,28 @@ export interface PlanSummary {
    * and the parents (bitmask over `parents`, base excluded) whose weight for it is non-zero.
    */
   candidates: { index: Int32Array; mask: Uint32Array };
+  childMap: ChildMap;
+}
+
+/** Child-map codes beyond the parents' (0..7: copied, or converted, from `parents[k]`). */
+export const CHILD = { mixed: 250, zero: 251, value: 252, assembled: 253, removed: 254, none: 255 } as const;
+
+/**
+ * How the plan makes each item of the base (a heatmap cell), indexed like the base's TensorIndex:
+ * the heatmaps' "child" colouring and the cell inspector read it.
+ */
+export interface ChildMap {
+  /** A parent's position in `parents` (copied from it), or a CHILD code. */
+  how: Uint8Array;
+  /** Mixed items: index into `mixes`, each the weights in `parents` order. */
+  mix: Uint16Array;
+  mixes: number[][];
+  /** The rule that decides the item (the first that matches), −1 when none does (from the base). */
+  rule: Int16Array;
+  /** Routed experts of the base that are not kept in their slot: removed, or replaced by another expert. */
+  slots: { layer: number; expert: number; how: 'removed' | 'transplanted'; text: string }[];
+  /** Experts appended to a layer, in words (they have no cell in the base's grid). */
+  added: { layer: number; text: string }[];
 }
 
 export type Result<T> = { ok: true; value: T } | { ok: false; error: string };
@@ -239,6 +261,8 @@ export interface StudioApi {
   /** Cancels a running diff or merge job. */
   cancel(job: string): Promise<void>;
   parseRecipe(text: string, fileName?: string): Promise<Result<Recipe>>;
+  /** A recipe file, or a mergekit config mapped onto a recipe; `notes` say what was read differently or left out. */
+  importRecipe(text: string, fileName: string): Promise<Result<{ recipe: Recipe; notes: string[] }>>;
   recipeToYaml(recipe: Recipe): Promise<string>;
   plan(recipe: Recipe, bindings: Bindings): Promise<Result<PlanSummary>>;
   /** Can the recipe's child be written there? `recipe` lets it tell whether an interrupted merge there can be resumed. */

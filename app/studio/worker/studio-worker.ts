@@ -3,16 +3,14 @@
 import * as Comlink from 'comlink';
 import type { Model } from '../../engine/model/types.ts';
 import { TENSOR_KINDS, PROJECTIONS } from '../../engine/model/types.ts';
-import { itemName, itemsOf } from '../../engine/model/items.ts';
-import { describeExpertChanges, expertMapRows } from '../../engine/plan/experts.ts';
+import { itemsOf, type ModelItem } from '../../engine/model/items.ts';
 import { openModel } from '../../engine/model/open-model.ts';
 import { codecName } from '../../engine/formats/codec.ts';
 import { formatSummary, summarizeModel } from '../../engine/model/inspect.ts';
 import { checkCompatibility } from '../../engine/model/compat.ts';
-import { parseRecipe, recipeToYaml } from '../../engine/recipe/parse.ts';
+import { parseRecipe, parseRecipeFile, recipeToYaml } from '../../engine/recipe/parse.ts';
 import type { Recipe } from '../../engine/recipe/schema.ts';
 import { planMerge } from '../../engine/plan/plan.ts';
-import type { MergePlan } from '../../engine/plan/types.ts';
 import { MergeCancelled, discardInterrupted, executeMerges, interruptedMerge, type MergeJob, type PausePoint } from '../../engine/exec/merge.ts';
 import type { LockOwner } from '../../engine/io.ts';
 import { diffModels } from '../../engine/exec/diff.ts';
@@ -39,6 +37,7 @@ import type {
 } from '../shared/studio-api.ts';
 import { FileListModelFolder, HandleModelFolder, HandleOutputFolder, errorText, opfsOutputFolder } from './browser-io.ts';
 import { getKernelPool, kernelStatus } from './kernel-pool.ts';
+import { planSummary, summaryBuffers } from './plan-summary.ts';
 
 /**
  * Opens a Hub parent. The Hub client (@huggingface/hub and ours) is loaded only when a Hub parent
@@ -60,6 +59,7 @@ const BROWSER_CHUNK_ELEMENTS = 4 * 1024 * 1024;
 interface OpenParent {
   id: ParentId;
   model: Model;
+  items?: ModelItem[];
   index?: Map<string, number>;
 }
 
@@ -77,9 +77,14 @@ function parentOf(id: ParentId): OpenParent {
 function indexOf(p: OpenParent): Map<string, number> {
   if (!p.index) {
     p.index = new Map();
-    itemsOf(p.model).forEach((it, i) => p.index!.set(it.name, i));
+    itemsOfParent(p).forEach((it, i) => p.index!.set(it.name, i));
   }
   return p.index;
+}
+
+/** The parent's items, in the order of its TensorIndex (computed once). */
+function itemsOfParent(p: OpenParent): ModelItem[] {
+  return (p.items ??= itemsOf(p.model));
 }
 
 /** The engine's own summary of a model (as `moe-studio inspect` prints it), shaped for the parent card. */
@@ -126,54 +131,6 @@ function bound(bindings: Bindings, recipe: Recipe): Map<string, Model> {
     map.set(name, parentOf(id).model);
   }
   return map;
-}
-
-function planSummary(plan: MergePlan, bindings: Bindings): PlanSummary {
-  const baseId = bindings[plan.base];
-  const baseIndex = baseId !== undefined ? indexOf(parentOf(baseId)) : new Map<string, number>();
-  const made: PlanSummary['made'] = { copied: 0, converted: 0, mixed: 0, muted: 0, patched: 0, assembled: 0 };
-  const candIndex: number[] = [];
-  const candMask: number[] = [];
-  const ruleCounts = plan.recipe.rules.map(() => 0);
-  for (const t of plan.tensors) {
-    made[t.made]++;
-    // A threshold candidate is an item of the base (its heatmap cell): an expert's region of a
-    // fused tensor, else the whole tensor (a router's mixed rows are one candidate).
-    const regions = t.role.kind === 'routed_expert' && (t.view.slabs > 1 || t.slabs[0]!.length > 1);
-    const masks = new Map<string, number>();
-    t.slabs.forEach((cells, slab) => {
-      for (const c of cells) {
-        if (c.rule >= 0) ruleCounts[c.rule]!++;
-        if (c.op.type !== 'mix' || !c.thresholdBase) continue;
-        const name = regions ? itemName(t.baseName, t.slots?.[slab]?.baseExpert ?? slab, c.proj, !!c.bias) : t.baseName;
-        let mask = masks.get(name) ?? 0;
-        for (const x of c.op.inputs) if (x.weight !== 0 && x.from.parent !== plan.base) mask |= 1 << plan.parentOrder.indexOf(x.from.parent);
-        masks.set(name, mask);
-      }
-    });
-    for (const [name, mask] of masks) {
-      const i = baseIndex.get(name);
-      if (i === undefined) continue;
-      candIndex.push(i);
-      candMask.push(mask >>> 0);
-    }
-  }
-  return {
-    files: plan.files.map((f) => ({ name: f.name, bytes: f.bytes, what: f.what })),
-    totalBytes: plan.totalBytes,
-    description: plan.description,
-    byKind: plan.byKind.map((k) => ({ ...k, from: { ...k.from } })),
-    tensors: plan.tensors.length,
-    made,
-    ruleCounts,
-    experts: plan.experts,
-    expertChanges: describeExpertChanges(plan),
-    expertRows: expertMapRows(plan),
-    warnings: [...plan.warnings],
-    parents: [...plan.parentOrder],
-    base: plan.base,
-    candidates: { index: Int32Array.from(candIndex), mask: Uint32Array.from(candMask) },
-  };
 }
 
 async function outputFolder(target: OutputTarget): Promise<HandleOutputFolder> {
@@ -326,8 +283,9 @@ const api: StudioApi = {
   },
 
   async tensorIndex(id: ParentId): Promise<TensorIndex> {
-    const { model } = parentOf(id);
-    const items = itemsOf(model);
+    const p = parentOf(id);
+    const model = p.model;
+    const items = itemsOfParent(p);
     const n = items.length;
     const out: TensorIndex = {
       parent: id,
@@ -461,6 +419,14 @@ const api: StudioApi = {
     }
   },
 
+  async importRecipe(text: string, fileName: string): Promise<Result<{ recipe: Recipe; notes: string[] }>> {
+    try {
+      return { ok: true, value: parseRecipeFile(text, fileName) };
+    } catch (e) {
+      return { ok: false, error: errorText(e) };
+    }
+  },
+
   async recipeToYaml(recipe: Recipe): Promise<string> {
     return recipeToYaml(recipe);
   },
@@ -468,8 +434,10 @@ const api: StudioApi = {
   async plan(recipe: Recipe, bindings: Bindings): Promise<Result<PlanSummary>> {
     try {
       const plan = await planMerge(recipe, bound(bindings, recipe));
-      const s = planSummary(plan, bindings);
-      return Comlink.transfer({ ok: true, value: s }, [s.candidates.index.buffer, s.candidates.mask.buffer]);
+      const baseId = bindings[plan.base];
+      const base = baseId !== undefined ? parentOf(baseId) : undefined;
+      const s = planSummary(plan, base ? itemsOfParent(base) : [], base ? indexOf(base) : new Map());
+      return Comlink.transfer({ ok: true, value: s }, summaryBuffers(s));
     } catch (e) {
       return { ok: false, error: errorText(e) };
     }

@@ -2,11 +2,13 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { useVirtualizer } from '@tanstack/react-virtual';
 import { PROJECTIONS, TENSOR_KINDS, type Projection } from '../../../engine/model/types.ts';
-import { DIFF_METRICS, type DiffMetric, type TensorIndex } from '../../shared/studio-api.ts';
+import { DIFF_METRICS, type DiffMetric, type PlanSummary, type TensorIndex } from '../../shared/studio-api.ts';
 import { formatCount, formatDuration, formatFigure } from '../../shared/format.ts';
-import { fitScale, gradientCss, IDENTICAL_RGB, KEPT_RGB, METRIC_HELP, METRIC_LABEL, MISSING_RGB, type Scale } from '../colors.ts';
+import { ASSEMBLED_RGB, fitScale, gradientCss, HATCH_CSS, IDENTICAL_RGB, METRIC_HELP, METRIC_LABEL, MISSING_RGB, ZERO_RGB, blend, type Rgb, type Scale } from '../colors.ts';
+import { BADGE, BADGE_HELP, cellDecision, childPainter, type CellDecision } from '../child-map.ts';
+import type { ExpertSelection } from '../../shared/recipe-tools.ts';
 import { heatLayout, KIND_LABEL, KIND_SHORT, type Grid } from '../heat-data.ts';
-import { GridCanvas as GridCanvasMemo } from './GridCanvas.tsx';
+import { FIT, GridCanvas as GridCanvasMemo, type CellRect, type GridView } from './GridCanvas.tsx';
 import { ViewSwitch } from './RoutingPanel.tsx';
 import { hasDirectoryPicker, pickParentFolder } from '../open-parents.ts';
 import { baseParent, cancelDiff, metricValue, runDiff, thresholdView, useStudio, type DiffData } from '../store.ts';
@@ -172,12 +174,16 @@ interface HoverInfo {
   y: number;
 }
 
+type ProjView = 'all' | Projection;
+type Colouring = 'difference' | 'child';
+
 function Heatmaps({ index, diff, metric, experts }: { index: TensorIndex; diff: DiffData; metric: DiffMetric; experts: number }) {
   const layout = heatLayout(index, experts);
   const version = useStudio((s) => s.diffVersion);
   const overlay = useStudio((s) => s.overlay);
   const selection = useStudio((s) => s.selection);
-  const threshold = useStudio((s) => s.recipe.threshold);
+  const recipe = useStudio((s) => s.recipe);
+  const threshold = recipe.threshold;
   const plan = useStudio((s) => s.plan);
   const parentsList = useStudio((s) => s.parents);
   const allDiffs = useStudio((s) => s.diffs);
@@ -186,9 +192,18 @@ function Heatmaps({ index, diff, metric, experts }: { index: TensorIndex; diff: 
     [threshold, plan, parentsList, allDiffs, version, index],
   );
   const keep = overlay && tv ? tv.keep : null;
+  const [colouring, setColouring] = useState<Colouring>('difference');
+  const [projView, setProjView] = useState<ProjView>('all');
+  const [view, setView] = useState<GridView>(FIT);
+  const [picked, setPicked] = useState<number | null>(null);
   const values = metric === 'rms_diff' ? diff.rms : metric === 'rel_diff' ? diff.rel : diff.cos;
   const scale = useMemo(() => fitScale(metric, values), [metric, values, version, diff.have]);
-  const paint = useCallback((i: number, out: Uint8ClampedArray, at: number) => scale.rgb(values[i]!, out, at), [scale, values]);
+  const diffPaint = useCallback((i: number, out: Uint8ClampedArray, at: number) => scale.rgb(values[i]!, out, at), [scale, values]);
+  // The child map follows the plan: with no plan (an invalid recipe), the differences stay.
+  const child = useMemo(() => (plan && plan.childMap.how.length === index.names.length ? childPainter(plan, recipe, index) : null), [plan, recipe, index]);
+  const showChild = colouring === 'child' && child !== null;
+  const paint = showChild ? child.paint : diffPaint;
+  const paintVersion = showChild ? `child:${plan ? plan.tensors : 0}:${recipe.edits.length}` : `${version}:${metric}:${scale.lo}:${scale.hi}`;
   const [hover, setHover] = useState<HoverInfo | null>(null);
   const onHover = useCallback((i: number | null, _c: unknown, x: number, y: number) => setHover(i === null ? null : { i, x, y }), []);
   const scrollRef = useRef<HTMLDivElement>(null);
@@ -200,81 +215,176 @@ function Heatmaps({ index, diff, metric, experts }: { index: TensorIndex; diff: 
     ro.observe(el);
     return () => ro.disconnect();
   }, []);
+  const shown = PROJECTIONS.filter((p) => layout.experts[p] && (projView === 'all' || projView === p));
   const maxCols = Math.max(...PROJECTIONS.map((p) => layout.experts[p]?.cols ?? 0));
   // Projections side by side when each still gets cells of 10 px or more; stacked otherwise.
-  const side = (width - 28 - 2 * 16) / 3 - 30 >= maxCols * 10;
+  const side = shown.length > 1 && (width - 28 - 2 * 16) / shown.length - 30 >= maxCols * 10;
+  const decision = picked !== null && plan && picked < plan.childMap.how.length ? cellDecision(picked, plan, recipe, index, !!tv?.keep[picked]) : null;
 
   return (
     <div className="heat-scroll" data-testid="heatmaps" ref={scrollRef}>
-      <Legend scale={scale} metric={metric} keptCount={keep ? (tv?.kept ?? 0) : null} />
+      <div className="heat-toolbar">
+        <div className="seg" role="radiogroup" aria-label="Colour cells by">
+          {(['difference', 'child'] as const).map((c) => (
+            <button
+              key={c}
+              role="radio"
+              aria-checked={colouring === c}
+              className={colouring === c ? 'on' : ''}
+              data-testid={`colour-${c}`}
+              disabled={c === 'child' && !child}
+              title={c === 'child' ? (child ? 'Where each cell of the child comes from, under the current recipe' : 'The recipe has no plan yet') : 'How far the compared parent is from the base'}
+              onClick={() => setColouring(c)}
+            >
+              {c === 'difference' ? 'Difference' : 'Child map'}
+            </button>
+          ))}
+        </div>
+        {showChild ? <ChildLegend plan={plan!} colors={child.colors} keptCount={keep ? (tv?.kept ?? 0) : null} /> : <Legend scale={scale} metric={metric} keptCount={keep ? (tv?.kept ?? 0) : null} />}
+      </div>
       <div className="heat-section-title">
         <h3>Routed experts</h3>
         <span className="muted">
-          rows: MoE layers · columns: experts · drag to select (shift adds) · {formatCount(layout.routedCount)} tensors
+          rows: MoE layers · columns: experts · drag to select, shift adds a rectangle · ctrl+wheel zooms · {formatCount(layout.routedCount)} tensors
         </span>
+        <span className="grow" />
+        <div className="seg" role="radiogroup" aria-label="Projections shown">
+          {(['all', ...PROJECTIONS.filter((p) => layout.experts[p])] as ProjView[]).map((p) => (
+            <button key={p} role="radio" aria-checked={projView === p} className={projView === p ? 'on' : ''} data-testid={`proj-${p}`} onClick={() => setProjView(p)}>
+              {p === 'all' ? 'All' : p}
+            </button>
+          ))}
+        </div>
+        <div className="zoom-tools" role="group" aria-label="Zoom">
+          <button className="btn small" aria-label="Zoom out" data-testid="zoom-out" disabled={view.zoom <= 1} onClick={() => setView((v) => ({ zoom: Math.max(1, v.zoom / 2), left: v.left }))}>
+            −
+          </button>
+          <span className="mono small" data-testid="zoom-level">
+            {view.zoom <= 1 ? 'fit' : `${Math.round(view.zoom * 10) / 10}×`}
+          </span>
+          <button className="btn small" aria-label="Zoom in" data-testid="zoom-in" onClick={() => setView((v) => ({ zoom: v.zoom * 2, left: v.left }))}>
+            +
+          </button>
+          <button className="btn small" data-testid="zoom-fit" disabled={view.zoom <= 1} onClick={() => setView(FIT)}>
+            Fit
+          </button>
+        </div>
       </div>
       <div className={`proj-row ${side ? 'side' : ''}`}>
-      {PROJECTIONS.map((p) => {
-        const g = layout.experts[p];
-        if (!g) return null;
-        const projOn = selection.proj.includes(p);
-        const selRows = new Set<number>();
-        const selCols = new Set<number>();
-        if (projOn) {
-          g.rowLabels.forEach((l, r) => selection.layers.includes(l) && selRows.add(r));
-          if (g.fused) for (let c = 0; c < g.cols; c++) selCols.add(c);
-          else for (const e of selection.experts) selCols.add(e);
-        }
-        return (
-          <div className="heat-block" key={p}>
-            <div className="heat-label">
-              {PROJ_LABEL[p]}
-              {g.fused ? <span className="muted"> · stored fused: one tensor per layer for all experts</span> : null}
+        {shown.map((p) => {
+          const g = layout.experts[p]!;
+          const rects = selection.proj.includes(p) ? selectionRects(g, selection) : NO_RECTS;
+          return (
+            <div className="heat-block" key={p}>
+              <div className="heat-label">
+                {PROJ_LABEL[p]}
+                {g.fused ? <span className="muted"> · stored fused: one tensor per layer for all experts</span> : null}
+              </div>
+              <GridCanvasMemo
+                grid={g}
+                paint={paint}
+                version={paintVersion}
+                hatch={keep}
+                badge={showChild ? child.badge : null}
+                selRects={rects}
+                maxCell={side || shown.length === 1 ? 30 : 22}
+                minCellH={4}
+                view={view}
+                onView={setView}
+                onHover={onHover}
+                onPick={(i) => setPicked(i)}
+                ariaLabel={`Routed experts, ${p} projection: ${g.rows} layers by ${g.cols} experts`}
+                testId={`heatmap-${p}`}
+                onSelect={(rect, add) => selectCells(g, p, rect, add)}
+              />
             </div>
-            <GridCanvasMemo
-              grid={g}
-              paint={paint}
-              version={`${version}:${metric}:${scale.lo}:${scale.hi}`}
-              keep={keep}
-              selRows={selRows}
-              selCols={selCols}
-              maxCell={side ? 30 : 22}
-              minCellH={4}
-              onHover={onHover}
-              ariaLabel={`Routed experts, ${p} projection: ${g.rows} layers by ${g.cols} experts`}
-              testId={`heatmap-${p}`}
-              onSelect={(rows, cols, add) => selectCells(g, p, rows, cols, add)}
-            />
-          </div>
-        );
-      })}
+          );
+        })}
       </div>
-      {layout.strip && <Strip grid={layout.strip} paint={paint} version={`${version}:${metric}:${scale.lo}`} keep={keep} onHover={onHover} />}
+      {showChild && plan!.childMap.added.length > 0 && (
+        <div className="muted small added-list" data-testid="added-experts">
+          Added experts (after the last column): {plan!.childMap.added.map((a) => `layer ${a.layer} ← ${a.text}`).join('; ')}
+        </div>
+      )}
+      {decision && <CellInspector d={decision} onClose={() => setPicked(null)} />}
+      {layout.strip && <Strip grid={layout.strip} paint={paint} version={paintVersion} keep={keep} onHover={onHover} onPick={setPicked} />}
       <TensorTable index={index} diff={diff} metric={metric} scale={scale} keep={keep} globals={layout.globals} />
       {hover && <Tooltip hover={hover} index={index} diff={diff} keep={keep} />}
     </div>
   );
 }
 
+const NO_RECTS: CellRect[] = [];
 
-function selectCells(g: Grid, p: Projection, rows: [number, number], cols: [number, number], add: boolean): void {
-  const layers = g.rowLabels.slice(rows[0], rows[1] + 1);
+/** The selection's rectangles on one projection's grid (layers that grid lacks are left out). */
+function selectionRects(g: Grid, sel: ExpertSelection): CellRect[] {
+  const rowOf = new Map(g.rowLabels.map((l, r) => [l, r]));
+  const out: CellRect[] = [];
+  for (const rect of sel.rects) {
+    const rows = rect.layers.map((l) => rowOf.get(l)).filter((r): r is number => r !== undefined);
+    if (rows.length === 0) continue;
+    const c0 = rect.experts.length ? Math.min(...rect.experts) : 0;
+    const c1 = rect.experts.length ? Math.max(...rect.experts) : g.cols - 1;
+    out.push({ r0: Math.min(...rows), r1: Math.max(...rows), c0, c1: Math.min(c1, g.cols - 1) });
+  }
+  return out;
+}
+
+/** What decides the clicked cell: the rule, edit, slot change and threshold, in words. */
+function CellInspector({ d, onClose }: { d: CellDecision; onClose: () => void }) {
+  return (
+    <div className="cell-inspector" data-testid="cell-decision" role="status">
+      <div className="row">
+        <b className="mono">{d.name}</b>
+        <span className="muted small">{d.where}</span>
+        <span className="grow" />
+        <button className="icon-btn" aria-label="Close cell details" onClick={onClose}>
+          ×
+        </button>
+      </div>
+      <div>
+        In the child: <b>{d.made}</b>
+      </div>
+      <div className="muted">Decided by {d.decidedBy}</div>
+      {d.notes.map((n) => (
+        <div key={n} className="small">
+          {n}
+        </div>
+      ))}
+    </div>
+  );
+}
+
+function selectCells(g: Grid, p: Projection, rect: CellRect, add: boolean): void {
+  const layers = g.rowLabels.slice(rect.r0, rect.r1 + 1);
   const experts: number[] = [];
-  if (!g.fused) for (let c = cols[0]; c <= cols[1]; c++) experts.push(c);
+  if (!g.fused) for (let c = rect.c0; c <= rect.c1; c++) experts.push(c);
   useStudio.setState((s) => {
-    if (!add) return { selection: { layers, experts, proj: [p] } };
-    const u = (a: number[], b: number[]) => [...new Set([...a, ...b])].sort((x, y) => x - y);
+    if (!add) return { selection: { rects: [{ layers, experts }], proj: [p] } };
     return {
       selection: {
-        layers: u(s.selection.layers, layers),
-        experts: u(s.selection.experts, experts),
+        rects: [...s.selection.rects, { layers, experts }],
         proj: PROJECTIONS.filter((x) => x === p || s.selection.proj.includes(x)),
       },
     };
   });
 }
 
-function Strip({ grid, paint, version, keep, onHover }: { grid: Grid; paint: (i: number, o: Uint8ClampedArray, a: number) => void; version: string; keep: Uint8Array | null; onHover: (i: number | null, c: unknown, x: number, y: number) => void }) {
+function Strip({
+  grid,
+  paint,
+  version,
+  keep,
+  onHover,
+  onPick,
+}: {
+  grid: Grid;
+  paint: (i: number, o: Uint8ClampedArray, a: number) => void;
+  version: string;
+  keep: Uint8Array | null;
+  onHover: (i: number | null, c: unknown, x: number, y: number) => void;
+  onPick: (i: number) => void;
+}) {
   const groups = useMemo(() => {
     const out: { label: string; short: string; from: number; to: number }[] = [];
     grid.colKinds!.forEach((k, c) => {
@@ -294,7 +404,9 @@ function Strip({ grid, paint, version, keep, onHover }: { grid: Grid; paint: (i:
         grid={grid}
         paint={paint}
         version={version}
-        keep={keep}
+        hatch={keep}
+        zoomable={false}
+        onPick={(i) => onPick(i)}
         maxCell={40}
         minCellH={5}
         maxCellH={grid.rows > 24 ? 8 : 18}
@@ -333,7 +445,42 @@ function Legend({ scale, metric, keptCount }: { scale: Scale; metric: DiffMetric
       </span>
       {keptCount !== null && (
         <span className="legend-item">
-          <span className="swatch" style={{ background: `rgb(${KEPT_RGB.join(',')})` }} /> kept by threshold ({formatCount(keptCount)})
+          <span className="swatch" style={{ background: HATCH_CSS }} /> kept by threshold ({formatCount(keptCount)})
+        </span>
+      )}
+    </div>
+  );
+}
+
+function ChildLegend({ plan, colors, keptCount }: { plan: PlanSummary; colors: Rgb[]; keptCount: number | null }) {
+  const css = (c: Rgb) => `rgb(${c.join(',')})`;
+  const others = plan.parents.filter((p) => p !== plan.base);
+  return (
+    <div className="legend" aria-label="Child map colours" data-testid="child-legend">
+      <span className="legend-title">Child map</span>
+      {plan.parents.map((p, k) => (
+        <span className="legend-item" key={p}>
+          <span className="swatch" style={{ background: css(colors[k]!) }} /> from {p}
+          {p === plan.base ? ' (base)' : ''}
+        </span>
+      ))}
+      {others.length > 0 && (
+        <span className="legend-item" title="A mix is drawn in the parents' colours blended by its weights">
+          <span className="swatch" style={{ background: css(blend(colors, plan.parents.map((p) => (p === plan.base || p === others[0] ? 1 : 0)))) }} /> mixed (blend)
+        </span>
+      )}
+      <span className="legend-item">
+        <span className="swatch" style={{ background: css(ZERO_RGB), outline: '1px solid #3a4050' }} /> zeros
+      </span>
+      <span className="legend-item">
+        <span className="swatch" style={{ background: css(ASSEMBLED_RGB) }} /> assembled
+      </span>
+      <span className="legend-item" title={Object.entries(BADGE).map(([k, b]) => `${b} ${BADGE_HELP[k as keyof typeof BADGE]}`).join(' · ')}>
+        {Object.entries(BADGE).map(([k, b]) => `${b} ${k}`).join(' · ')}
+      </span>
+      {keptCount !== null && (
+        <span className="legend-item">
+          <span className="swatch" style={{ background: HATCH_CSS }} /> kept by threshold ({formatCount(keptCount)})
         </span>
       )}
     </div>

@@ -1,12 +1,12 @@
 // Right: the recipe (the same YAML the CLI reads), built from presets, rules, heatmap selections,
 // expert edits, the threshold and the output settings.
 import { useState } from 'react';
-import { formatBytes } from '../../shared/format.ts';
+import { formatBytes, formatCount } from '../../shared/format.ts';
 import { useStudio } from '../store.ts';
 import { Edits } from './recipe/Edits.tsx';
 import { ExpertChanges } from './recipe/ExpertChanges.tsx';
 import { Output } from './recipe/Output.tsx';
-import { PlanDetails } from './recipe/PlanDetails.tsx';
+import { KindTable, PlanDetails } from './recipe/PlanDetails.tsx';
 import { Presets } from './recipe/Presets.tsx';
 import { Rules } from './recipe/Rules.tsx';
 import { SelectionBox } from './recipe/SelectionBox.tsx';
@@ -98,7 +98,13 @@ function Sentence() {
         </>
       ) : plan ? (
         <>
-          <b>The child:</b> {plan.description}
+          <b>The child:</b> {formatCount(plan.tensors)} tensors, {formatBytes(plan.totalBytes)} in {plan.files.length} files
+          {plan.experts ? `, ${plan.experts} experts per MoE layer` : ''}.
+          <KindTable plan={plan} />
+          <details>
+            <summary>in words</summary>
+            {plan.description}
+          </details>
         </>
       ) : (
         <span className="muted">{planning ? 'Planning…' : ''}</span>

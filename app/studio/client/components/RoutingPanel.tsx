@@ -223,9 +223,9 @@ function RoutingFigures({ view }: { view: Extract<RoutingView, { kind: 'contrast
         ariaLabel={`Routing ${label}: ${grid.rows} layers by ${grid.cols} experts`}
         testId="routing-heatmap"
         onHover={(k, _c, x, y) => setHover(k === null ? null : { k, x, y })}
-        onSelect={(rows, cols, add) => {
+        onSelect={(rect, add) => {
           const keys: string[] = [];
-          for (let r = rows[0]; r <= rows[1]; r++) for (let c = cols[0]; c <= cols[1]; c++) keys.push(`${view.layers[r]}:${c}`);
+          for (let r = rect.r0; r <= rect.r1; r++) for (let c = rect.c0; c <= rect.c1; c++) keys.push(`${view.layers[r]}:${c}`);
           useRouting.setState((s) => ({ selected: add ? [...new Set([...s.selected, ...keys])] : keys }));
         }}
       />

@@ -1,4 +1,5 @@
-// What gets written: the files and their sizes, per-kind sources and warnings.
+// What gets written: how the child's tensors are made, the files and their sizes, and warnings.
+// The per-kind table (KindTable) heads the recipe panel and the merge report.
 import { formatBytes, formatCount } from '../../../shared/format.ts';
 import { KIND_LABEL } from '../../heat-data.ts';
 import { useStudio } from '../../store.ts';
@@ -10,7 +11,6 @@ export function PlanDetails() {
   if (!plan) return null;
   return (
     <Section title="What gets written" defaultOpen={false}>
-      <KindTable plan={plan} />
       <div className="muted small">
         {formatCount(plan.made.copied)} copied byte for byte · {formatCount(plan.made.converted)} converted · {formatCount(plan.made.mixed)} mixed
         {plan.made.assembled ? ` · ${formatCount(plan.made.assembled)} assembled from several sources` : ''}
@@ -33,6 +33,7 @@ export function PlanDetails() {
 /** Per tensor kind: how many tensors, how many copied from each parent, mixed and muted. */
 export function KindTable({ plan }: { plan: PlanSummary }) {
   return (
+    <div className="kind-scroll">
     <table className="kind-table" data-testid="kind-table">
       <thead>
         <tr>
@@ -61,5 +62,6 @@ export function KindTable({ plan }: { plan: PlanSummary }) {
         ))}
       </tbody>
     </table>
+    </div>
   );
 }

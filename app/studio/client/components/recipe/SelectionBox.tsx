@@ -1,8 +1,8 @@
 // The heatmap selection, turned into a rule or into expert edits.
 import { useState } from 'react';
 import { PROJECTIONS, type Projection } from '../../../../engine/model/types.ts';
-import { formatCount, formatIndexList } from '../../../shared/format.ts';
-import { addExpert, applyEdits, removeExperts, selectionRule, transplantExperts } from '../../../shared/recipe-tools.ts';
+import { formatCount } from '../../../shared/format.ts';
+import { addExpert, applyEdits, describeSelection, NO_SELECTION, removeExperts, selectionPairs, selectionRules, transplantExperts } from '../../../shared/recipe-tools.ts';
 import { baseParent, updateRecipe, useStudio } from '../../store.ts';
 import { Section } from './Section.tsx';
 
@@ -16,10 +16,10 @@ export function SelectionBox() {
   const [donorLayer, setDonorLayer] = useState<string>('');
   const [donorExpert, setDonorExpert] = useState<string>('');
   const [router, setRouter] = useState<'keep' | 'source'>('keep');
-  if (!base || sel.layers.length === 0) {
+  if (!base || sel.rects.length === 0) {
     return (
       <Section title="Selection">
-        <p className="muted small">Drag over the expert heatmaps to select layers and experts, then make a rule or edit those experts.</p>
+        <p className="muted small">Drag over the expert heatmaps (or use the arrow keys and Enter) to select layers and experts; shift adds a rectangle. Then make a rule or edit those experts.</p>
       </Section>
     );
   }
@@ -30,8 +30,10 @@ export function SelectionBox() {
   const on = verdict('on');
   const donorParent = parents.find((p) => p.name === donor) ?? others[0] ?? base;
   const num = (v: string) => (v.trim() === '' || !/^\d+$/.test(v.trim()) ? undefined : Number(v.trim()));
-  const experts = sel.experts.length;
-  const pairs = sel.layers.length * experts;
+  const selected = selectionPairs(sel);
+  const pairs = selected.length;
+  const experts = pairs;
+  const words = describeSelection(sel);
   const setProj = (p: Projection) =>
     useStudio.setState((s) => {
       const has = s.selection.proj.includes(p);
@@ -42,13 +44,14 @@ export function SelectionBox() {
     <Section
       title="Selection"
       extra={
-        <button className="link small" onClick={() => useStudio.setState({ selection: { layers: [], experts: [], proj: [] } })}>
+        <button className="link small" onClick={() => useStudio.setState({ selection: NO_SELECTION })}>
           clear
         </button>
       }
     >
       <div className="sel-summary" data-testid="selection">
-        {sel.layers.length === 1 ? 'Layer' : 'Layers'} <b>{formatIndexList(sel.layers)}</b> · {experts && sel.experts.length === 1 ? 'expert' : 'experts'} <b>{experts ? formatIndexList(sel.experts) : 'all'}</b>
+        {words.charAt(0).toUpperCase() + words.slice(1)}
+        {sel.rects.length > 1 ? <span className="muted"> ({sel.rects.length} rectangles)</span> : null}
       </div>
       <div className="chips-row">
         {PROJECTIONS.map((p) => (
@@ -69,8 +72,8 @@ export function SelectionBox() {
         <button
           className="btn"
           data-testid="selection-rule"
-          onClick={() => updateRecipe((r) => ({ ...r, rules: [selectionRule(sel, { from: from.name }), ...r.rules] }))}
-          title="Added at the top: the first rule that matches a tensor decides it"
+          onClick={() => updateRecipe((r) => ({ ...r, rules: [...selectionRules(sel, { from: from.name }), ...r.rules] }))}
+          title="Added at the top, one rule per rectangle: the first rule that matches a tensor decides it"
         >
           Add rule
         </button>
@@ -95,7 +98,7 @@ export function SelectionBox() {
         <p className="muted small" data-testid="edit-exactness">
           {!off?.available ? `Off: ${off?.why}. ` : ''}
           {!on?.available ? `On: ${on?.why}.` : ''}
-          {!on?.available && groupText(base.summary, sel.experts)}
+          {!on?.available && groupText(base.summary, [...new Set(selected.map((x) => x.expert))].sort((a, b) => a - b))}
         </p>
       )}
       <div className="row">
