@@ -147,3 +147,54 @@ test('Mix N with three parents keeps thirds exact: 1/3 typed, the recipe says a 
   await page.getByLabel(`Routed experts weight of ${dirs[0]!.name}`, { exact: true }).fill('a third');
   await expect(page.getByRole('button', { name: 'Apply: replace the rules' })).toBeDisabled();
 });
+
+test('a dropped mergekit linear config becomes a recipe, says what it left out, and its child equals the CLI\'s', async ({ page }, info) => {
+  await openStudio(page);
+  await openWithInput(page, parentDirs('mixtral-pair').map((d) => d.dir));
+  const config = path.join(FIXTURE_DIR, 'mixtral-pair', 'mergekit-linear.yml');
+  writeFileSync(
+    config,
+    [
+      'merge_method: linear',
+      'base_model: ./base',
+      'models:',
+      '  - model: ./base',
+      '    parameters: {weight: [{filter: self_attn, value: 3}, {value: 1}]}',
+      '  - model: ./instruct',
+      '    parameters: {weight: [{filter: self_attn, value: 1}, {value: 1}]}',
+      'dtype: bfloat16',
+      'tokenizer_source: union',
+      '',
+    ].join('\n'),
+  );
+  await dropFolders(page, [config]);
+  const note = page.getByTestId('notice').filter({ hasText: 'mergekit-linear.yml (a mergekit config) was imported as a recipe' });
+  await expect(note).toContainText('tokenizer_source');
+  await expect(page.getByTestId('rule')).toHaveCount(2);
+  await page.getByTestId('yaml-tab').click();
+  const yaml = await page.getByTestId('yaml').inputValue();
+  expect(yaml).toContain('select: {name: self_attn}');
+  expect(yaml).toContain('weights: {base: 0.75, instruct: 0.25}');
+  expect(yaml).toContain('dtype: bf16');
+  const recipe = path.join(FIXTURE_DIR, 'mixtral-pair', 'e2e-mergekit.yaml');
+  writeFileSync(recipe, yaml);
+  await page.getByRole('button', { name: 'Build', exact: true }).click();
+  await clearOpfs(page, 'e2e-mergekit');
+  await mergeToOpfs(page, 'e2e-mergekit');
+  await expectSameAsCli(page, info, recipe, 'e2e-mergekit');
+});
+
+test('a mixing preset sets the threshold with its rules', async ({ page }) => {
+  await openStudio(page);
+  await openWithInput(page, parentDirs('mixtral-pair').map((d) => d.dir));
+  await page.getByRole('button', { name: 'Swap experts (MEA)' }).click();
+  await page.getByLabel('alpha value').fill('0.5');
+  await page.getByTestId('preset-threshold-on').check();
+  await page.getByLabel('preset threshold').fill('0.002');
+  await page.getByTestId('apply-mea').click();
+  await expect(page.getByTestId('threshold-on')).toBeChecked();
+  await expect(page.getByLabel('threshold value')).toHaveValue('0.002');
+  // Chimera copies: it mixes nothing, so it offers no threshold and leaves the recipe's alone.
+  await page.getByRole('button', { name: 'Chimera (AoE)' }).click();
+  await expect(page.getByTestId('preset-threshold-on')).toHaveCount(0);
+});

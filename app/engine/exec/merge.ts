@@ -241,7 +241,9 @@ export async function executeMerges(jobs: MergeJob[], pool: KernelPool, opts: Me
       const lock = await st.out.lock(owner);
       locks.push(lock);
       if (lock.replacedStale) {
-        notice(`took over a stale merge lock: ${LOCK_FILE} was left by pid ${lock.replacedStale.pid} on ${lock.replacedStale.host}, which is no longer running`);
+        const s = lock.replacedStale;
+        const who = s.pid !== undefined ? `pid ${s.pid} on ${s.host}, which is no longer running` : `${s.tool}${s.started ? ` (started ${s.started})` : ''}, which is gone`;
+        notice(`took over a stale merge lock: ${LOCK_FILE} was left by ${who}`);
       }
       checkCancel();
       st.kept = await startOrResume(st, await st.out.list(), fingerprint, opts);
@@ -797,6 +799,27 @@ export async function interruptedMerge(plan: MergePlan, out: OutputFolder, pool:
   const r: InterruptedMerge = { shards: journal.shards.length, of: plan.shards.length, resumable: why === undefined };
   if (why) r.why = why;
   return r;
+}
+
+/**
+ * What an interrupted merge left that no resume can use: `.partial` files its journal does not
+ * list as complete (the shard being written when it stopped), an unreadable journal, a half-written
+ * journal. Completed shards and the journal stay, for Resume. Returns the files removed and how
+ * many completed shards remain; nothing is touched while another merge holds the folder's lock.
+ */
+export async function tidyInterrupted(out: OutputFolder, owner: LockOwner): Promise<{ removed: string[]; resumable: number }> {
+  const lock = await out.lock(owner);
+  try {
+    const files = await out.list();
+    const journal = await readJournal(out, files).catch(() => null);
+    // The journal names shards by their final names; on disk they are the temporary ones.
+    const listed = new Set(journal?.shards.map((s) => tmpName(out, s.file)) ?? []);
+    const removed = files.filter((f) => (f.endsWith(TMP_SUFFIX) && !listed.has(f)) || f === `${JOURNAL_FILE}.tmp` || (f === JOURNAL_FILE && journal === null));
+    for (const f of removed) await out.remove(f);
+    return { removed, resumable: [...listed].filter((f) => files.includes(f)).length };
+  } finally {
+    await lock.release();
+  }
 }
 
 /**

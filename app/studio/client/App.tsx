@@ -115,7 +115,7 @@ function Notices() {
   return (
     <div className="notices" aria-live="polite">
       {notices.map((n) => (
-        <div key={n.id} className={`notice ${n.kind}`} role={n.kind === 'error' ? 'alert' : 'status'}>
+        <div key={n.id} className={`notice ${n.kind}`} role={n.kind === 'error' ? 'alert' : 'status'} data-testid="notice">
           <span>{n.text}</span>
           <button className="icon-btn" aria-label="Dismiss" onClick={() => dismiss(n.id)}>
             ×

@@ -139,6 +139,15 @@ export function shortName(folder: string, taken: string[]): string {
 export async function startStudio(): Promise<void> {
   const [status, recents] = await Promise.all([studio.status(), loadRecents()]);
   set({ status, recents });
+  void studio.tidyBrowserStorage().then((found) => {
+    for (const f of found) {
+      const removed = f.removed ? `removed ${f.removed} unfinished file${f.removed === 1 ? '' : 's'}` : 'nothing to remove';
+      const kept = f.resumable
+        ? `; ${f.resumable} completed shard${f.resumable === 1 ? ' is' : 's are'} kept: choose “${f.folder}” in the merge sheet to resume or discard`
+        : '';
+      notify('note', `An interrupted merge in browser storage (“${f.folder}”): ${removed}${kept}.`);
+    }
+  });
   const saved = loadRecipe();
   if (saved) {
     const checked = await studio.parseRecipe(JSON.stringify(saved), 'saved recipe');

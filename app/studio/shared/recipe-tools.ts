@@ -95,6 +95,14 @@ export function chimeraPreset(recipe: Recipe, base: string, donor: string): Reci
   };
 }
 
+/** The recipe with this AoE threshold (keep a mixed tensor from the base below it), or with none (`below` undefined). */
+export function withThreshold(recipe: Recipe, below: number | undefined): Recipe {
+  const out = { ...recipe };
+  if (below === undefined) delete out.threshold;
+  else out.threshold = { metric: 'rms_diff', below };
+  return out;
+}
+
 /** Groups of tensor kinds the "Mix N parents" preset gives one row of weights each. */
 export const MIX_GROUPS: { label: string; kinds: TensorKind[] }[] = [
   { label: 'Routed experts', kinds: ['routed_expert'] },

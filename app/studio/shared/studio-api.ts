@@ -287,6 +287,12 @@ export interface StudioApi {
     options: { overwrite: boolean },
     listen: (p: MergeProgress) => void,
   ): Promise<Result<MergeResult[]>>;
+  /**
+   * At start-up: in every folder of browser storage an interrupted merge left (the page closed or
+   * reloaded mid-merge), removes what no resume can use and the stale lock, keeping completed
+   * shards for Resume. One entry per such folder.
+   */
+  tidyBrowserStorage(): Promise<{ folder: string; removed: number; resumable: number }[]>;
   /** Removes an interrupted merge's temporary files and journal from a folder. */
   discardInterrupted(target: OutputTarget): Promise<Result<number>>;
   /**

@@ -312,7 +312,17 @@ export class HandleOutputFolder implements OutputFolder {
     }
     try {
       const held = await dir.getFileHandle(LOCK_FILE).then((h) => h.getFile()).then((f) => f.text()).catch(() => undefined);
-      if (held !== undefined) {
+      // In browser storage only this origin's pages write, and each studio merge holds the Web Lock
+      // for as long as it runs: with the Web Lock ours, a lock file there was left by a page that
+      // closed or reloaded mid-merge, and is taken over.
+      let replacedStale: LockOwner | undefined;
+      if (held !== undefined && this.isOpfs && locks) {
+        try {
+          replacedStale = { tool: 'MoE Studio (browser)', started: '', ...(JSON.parse(held) as Partial<LockOwner>) };
+        } catch {
+          replacedStale = { tool: 'MoE Studio (browser)', started: '' };
+        }
+      } else if (held !== undefined) {
         let holder: Partial<LockOwner> = {};
         try {
           holder = JSON.parse(held) as Partial<LockOwner>;
@@ -331,6 +341,7 @@ export class HandleOutputFolder implements OutputFolder {
       await out.write(new TextEncoder().encode(text));
       await out.close();
       return {
+        ...(replacedStale ? { replacedStale } : {}),
         release: async () => {
           const now = await dir.getFileHandle(LOCK_FILE).then((h) => h.getFile()).then((f) => f.text()).catch(() => undefined);
           if (now === text) await dir.removeEntry(LOCK_FILE).catch(() => {});

@@ -11,8 +11,9 @@ import { checkCompatibility } from '../../engine/model/compat.ts';
 import { parseRecipe, parseRecipeFile, recipeToYaml } from '../../engine/recipe/parse.ts';
 import type { Recipe } from '../../engine/recipe/schema.ts';
 import { planMerge } from '../../engine/plan/plan.ts';
-import { MergeCancelled, discardInterrupted, executeMerges, interruptedMerge, type MergeJob, type PausePoint } from '../../engine/exec/merge.ts';
-import type { LockOwner } from '../../engine/io.ts';
+import { MergeCancelled, TMP_SUFFIX, discardInterrupted, executeMerges, interruptedMerge, tidyInterrupted, type MergeJob, type PausePoint } from '../../engine/exec/merge.ts';
+import { JOURNAL_FILE } from '../../engine/exec/journal.ts';
+import { LOCK_FILE, type LockOwner } from '../../engine/io.ts';
 import { diffModels } from '../../engine/exec/diff.ts';
 import type { KernelPool } from '../../engine/kernels/pool.ts';
 import type {
@@ -487,6 +488,33 @@ const api: StudioApi = {
       { ...options, resume: false },
       listen,
     );
+  },
+
+  async tidyBrowserStorage(): Promise<{ folder: string; removed: number; resumable: number }[]> {
+    const out: { folder: string; removed: number; resumable: number }[] = [];
+    let root: FileSystemDirectoryHandle;
+    try {
+      root = await navigator.storage.getDirectory();
+    } catch {
+      return out;
+    }
+    // Each folder of browser storage, and the children of a sweep one level down.
+    const visit = async (dir: FileSystemDirectoryHandle, parent: FileSystemDirectoryHandle, path: string, depth: number) => {
+      const files: string[] = [];
+      for await (const [name, h] of dir.entries()) {
+        if (h.kind === 'file') files.push(name);
+        else if (depth === 0) await visit(h as FileSystemDirectoryHandle, dir, `${path}/${name}`, 1);
+      }
+      if (!files.some((f) => f === LOCK_FILE || f === JOURNAL_FILE || f.endsWith(TMP_SUFFIX))) return;
+      try {
+        const r = await tidyInterrupted(new HandleOutputFolder(undefined, true, { root: parent, folder: dir.name }), studioOwner());
+        out.push({ folder: path, removed: r.removed.length, resumable: r.resumable });
+      } catch {
+        /* a merge in another tab holds it: not ours to touch */
+      }
+    };
+    for await (const [name, h] of root.entries()) if (h.kind === 'directory') await visit(h as FileSystemDirectoryHandle, root, name, 0);
+    return out;
   },
 
   async discardInterrupted(target: OutputTarget): Promise<Result<number>> {

@@ -1,6 +1,7 @@
 // Presets that fill the rules: swap experts (MEA) with α, Chimera (AoE), mix N parents per tensor kind.
 import { useState } from 'react';
-import { chimeraPreset, meaPreset, mixGroupsFor, mixPreset, presetOf, weightOf } from '../../../shared/recipe-tools.ts';
+import type { Recipe } from '../../../../engine/recipe/schema.ts';
+import { chimeraPreset, meaPreset, mixGroupsFor, mixPreset, presetOf, weightOf, withThreshold } from '../../../shared/recipe-tools.ts';
 import { baseParent, updateRecipe, useStudio, type ParentEntry } from '../../store.ts';
 import { Section } from './Section.tsx';
 
@@ -18,6 +19,29 @@ export function Presets() {
   // Weights by group label, then parent: the groups shown depend on the parents open.
   // As typed: a number or a fraction ("1/3"); weights are relative and normalized on Apply.
   const [mix, setMix] = useState<Record<string, Record<string, string>>>({});
+  // The AoE threshold a mixing preset sets with its rules (as in the recipe when the tab opens).
+  const [thrOn, setThrOn] = useState(() => useStudio.getState().recipe.threshold !== undefined);
+  const [thrText, setThrText] = useState(() => String(useStudio.getState().recipe.threshold?.below ?? 0.001));
+  const thr = Number(thrText);
+  const thrBad = thrOn && !(Number.isFinite(thr) && thr >= 0 && thrText.trim() !== '');
+  /** Applies a preset's rules; mixing presets set (or clear) the threshold with them. */
+  const apply = (fn: (r: Recipe) => Recipe, mixes: boolean) => updateRecipe((r) => (mixes ? withThreshold(fn(r), thrOn ? thr : undefined) : fn(r)));
+  const thresholdField = (
+    <div className="row wrap preset-threshold">
+      <label className="check small">
+        <input type="checkbox" checked={thrOn} onChange={(e) => setThrOn(e.target.checked)} data-testid="preset-threshold-on" /> and keep from the base what every
+        mixed parent changed by less than rms_diff
+      </label>
+      <input
+        className={`input num wide ${thrBad ? 'bad' : ''}`}
+        disabled={!thrOn}
+        value={thrText}
+        onChange={(e) => setThrText(e.target.value)}
+        aria-label="preset threshold"
+        title="The AoE threshold: a mixed tensor is copied from the base when every parent it mixes is within this rms_diff of the base"
+      />
+    </div>
+  );
   if (!base || others.length === 0) {
     return (
       <Section title="Presets">
@@ -66,7 +90,8 @@ export function Presets() {
             <input type="range" min={0} max={1} step={0.05} value={alpha} onChange={(e) => setAlpha(Number(e.target.value))} aria-label="alpha" data-testid="alpha" />
             <input className="input num" type="number" min={0} max={1} step={0.05} value={alpha} onChange={(e) => setAlpha(Math.min(1, Math.max(0, Number(e.target.value))))} aria-label="alpha value" />
           </div>
-          <button className="btn" onClick={() => updateRecipe((r) => meaPreset(r, base.name, donor.name, alpha))} data-testid="apply-mea">
+          {alpha > 0 && alpha < 1 && thresholdField}
+          <button className="btn" disabled={alpha > 0 && alpha < 1 && thrBad} onClick={() => apply((r) => meaPreset(r, base.name, donor.name, alpha), alpha > 0 && alpha < 1)} data-testid="apply-mea">
             Apply: replace the rules
           </button>
         </>
@@ -77,7 +102,7 @@ export function Presets() {
             The R1T “Chimera” recipe: routed experts from {donor.name} verbatim, everything else (embeddings, attention, dense layers, shared experts,
             router and its bias) from {base.name}.
           </p>
-          <button className="btn" onClick={() => updateRecipe((r) => chimeraPreset(r, base.name, donor.name))} data-testid="apply-chimera">
+          <button className="btn" onClick={() => apply((r) => chimeraPreset(r, base.name, donor.name), false)} data-testid="apply-chimera">
             Apply: replace the rules
           </button>
         </>
@@ -116,7 +141,8 @@ export function Presets() {
               ))}
             </tbody>
           </table>
-          <button className="btn" onClick={() => updateRecipe((r) => mixPreset(r, base.name, mixWeights, groups))} disabled={badWeight}>
+          {thresholdField}
+          <button className="btn" onClick={() => apply((r) => mixPreset(r, base.name, mixWeights, groups), true)} disabled={badWeight || thrBad} data-testid="apply-mix">
             Apply: replace the rules
           </button>
         </>
