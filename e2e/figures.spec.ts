@@ -101,3 +101,25 @@ test('heatmap figures equal the engine\'s: sampled within the stated error, exac
   await expect(tip).toContainText(Math.fround(e.cosine).toFixed(6));
   await snap(page, info, 'figures-exact-tooltip');
 });
+
+test('exact figures survive a reload: kept per parent pair, keyed by the parents\' shards and headers', async ({ page }) => {
+  await openStudio(page);
+  const dirs = parentDirs('mixtral-pair').map((d) => d.dir);
+  await openWithInput(page, dirs);
+  await page.getByRole('button', { name: 'Exact pass' }).click();
+  const before = await waitFor(page, 'instruct', 'exact');
+  await expect(page.getByTestId('exact-note')).not.toContainText('kept from');
+
+  await page.reload();
+  await openWithInput(page, dirs);
+  // No pass runs: the exact figures are back, said to be kept, and equal to before.
+  const after = await waitFor(page, 'instruct', 'exact');
+  await expect(page.getByRole('tab').first()).toContainText('exact');
+  await expect(page.getByTestId('exact-note')).toContainText('kept from');
+  expect(after.names).toEqual(before.names);
+  expect(after.diffs['instruct']!.rms).toEqual(before.diffs['instruct']!.rms);
+  expect(after.diffs['instruct']!.cos).toEqual(before.diffs['instruct']!.cos);
+  // The other direction (instruct as the base) is another pair: it gets a fresh estimate.
+  await page.getByTestId('parent-card').nth(1).getByRole('button', { name: 'make base' }).click();
+  await expect(page.getByRole('tab').first()).toContainText('estimate');
+});

@@ -91,6 +91,14 @@ function parentText(model: Model): string {
   return lines.join('\n');
 }
 
+/**
+ * A parent's identity for caches: the XXH64 of its shard files (names, sizes, identities) and every
+ * tensor's header entry. Any change to a shard or a header changes it.
+ */
+export async function parentFingerprint(model: Model, pool: KernelPool): Promise<string> {
+  return hashText(pool, parentText(model));
+}
+
 export async function planFingerprint(plan: MergePlan, pool: KernelPool): Promise<Fingerprint> {
   // Parent paths are left out: moving the parents does not change the child.
   const recipe = recipeToYaml({ ...plan.recipe, parents: Object.fromEntries(plan.parentOrder.map((p) => [p, p])) });

@@ -92,3 +92,42 @@ export function saveView(v: ViewSettings): void {
     /* ignore */
   }
 }
+
+// Exact comparison figures, kept per (base, other) pair across reloads: an exact pass over a
+// DeepSeek-sized pair reads every byte of both, which nobody wants to repeat after a reload. The
+// key is the two parents' fingerprints (shard files and tensor headers), so a changed parent
+// never shows another's figures. At most MAX_FIGURES pairs are kept, the oldest dropped.
+
+const FIGURES_PREFIX = 'figures:';
+const FIGURES_INDEX = 'figures-index';
+const MAX_FIGURES = 6;
+
+export interface StoredFigures {
+  count: number;
+  rms: Float32Array;
+  rel: Float32Array;
+  cos: Float32Array;
+  elapsedMs: number;
+  savedAt: number;
+}
+
+export async function loadFigures(base: string, other: string): Promise<StoredFigures | undefined> {
+  try {
+    return await get<StoredFigures>(`${FIGURES_PREFIX}${base}:${other}`, store);
+  } catch {
+    return undefined;
+  }
+}
+
+export async function saveFigures(base: string, other: string, f: StoredFigures): Promise<void> {
+  const key = `${FIGURES_PREFIX}${base}:${other}`;
+  try {
+    const index = ((await get<string[]>(FIGURES_INDEX, store)) ?? []).filter((k) => k !== key);
+    index.push(key);
+    for (const old of index.splice(0, Math.max(0, index.length - MAX_FIGURES))) await del(old, store);
+    await set(key, f, store);
+    await set(FIGURES_INDEX, index, store);
+  } catch {
+    /* storage full or disabled: the figures just won't survive a reload */
+  }
+}

@@ -15,7 +15,7 @@ import type {
 } from '../shared/studio-api.ts';
 import { dropParent, emptyRecipe, NO_SELECTION, renameParent as renameInRecipe, type ExpertSelection } from '../shared/recipe-tools.ts';
 import { listener, newJobId, studio } from './bridge.ts';
-import { forgetRecent, loadRecents, loadRecipe, loadView, rememberParent, renameRecent, saveRecipe, saveView, type RecentParent } from './persist.ts';
+import { forgetRecent, loadFigures, loadRecents, loadRecipe, loadView, rememberParent, renameRecent, saveFigures, saveRecipe, saveView, type RecentParent, type StoredFigures } from './persist.ts';
 
 export interface ParentEntry {
   id: ParentId;
@@ -42,6 +42,8 @@ export interface DiffData {
   error?: string;
   /** True once a pass finished (not cancelled). */
   complete: boolean;
+  /** Exact figures kept from an earlier session (when they were computed), not computed now. */
+  keptFrom?: number;
 }
 
 export interface Notice {
@@ -346,18 +348,52 @@ function emptyDiff(other: ParentId, n: number): DiffData {
   };
 }
 
-/** Starts a sampled estimate for every other parent that has no figures yet. */
+/** Parents whose figures are being looked up in the cache (so a lookup is not started twice). */
+const lookingUp = new Set<ParentId>();
+
+/** Every other parent without figures gets the exact ones kept from an earlier pass, else a sampled estimate. */
 function startSampledDiffs(): void {
   const s = get();
   const base = baseParent(s);
   if (!base || !s.index || s.status?.kernels !== 'ready') return;
   for (const p of s.parents) {
-    if (p.id === base.id || s.diffs[p.id]) continue;
-    void runDiff(p.id, 'sampled');
+    if (p.id === base.id || s.diffs[p.id] || lookingUp.has(p.id)) continue;
+    lookingUp.add(p.id);
+    void keptFigures(base.id, p.id)
+      .then((kept) => {
+        const now = get();
+        if (baseParent(now)?.id !== base.id || now.diffs[p.id] || !now.index) return;
+        if (kept && kept.count === now.index.names.length) {
+          let have = 0;
+          for (const v of kept.rms) if (!Number.isNaN(v)) have++;
+          const d: DiffData = { ...emptyDiff(p.id, kept.count), rms: kept.rms, rel: kept.rel, cos: kept.cos, have, mode: 'exact', complete: true, elapsedMs: kept.elapsedMs, keptFrom: kept.savedAt };
+          set((st) => ({ diffs: { ...st.diffs, [p.id]: d }, diffVersion: st.diffVersion + 1 }));
+        } else void runDiff(p.id, 'sampled');
+      })
+      .finally(() => lookingUp.delete(p.id));
   }
   if (!get().viewOther) {
     const other = s.parents.find((p) => p.id !== base.id);
     if (other) set({ viewOther: other.id });
+  }
+}
+
+/** The exact figures kept for this pair of parents from an earlier session, if any. */
+async function keptFigures(base: ParentId, other: ParentId): Promise<StoredFigures | undefined> {
+  try {
+    const [fb, fo] = await Promise.all([studio.fingerprint(base), studio.fingerprint(other)]);
+    return await loadFigures(fb, fo);
+  } catch {
+    return undefined;
+  }
+}
+
+async function keepFigures(base: ParentId, other: ParentId, d: DiffData, elapsedMs: number): Promise<void> {
+  try {
+    const [fb, fo] = await Promise.all([studio.fingerprint(base), studio.fingerprint(other)]);
+    await saveFigures(fb, fo, { count: d.rms.length, rms: d.rms.slice(), rel: d.rel.slice(), cos: d.cos.slice(), elapsedMs, savedAt: Date.now() });
+  } catch {
+    /* a parent closed meanwhile: nothing to keep */
   }
 }
 
@@ -421,6 +457,7 @@ export async function runDiff(other: ParentId, mode: DiffMode): Promise<void> {
       set((st) => ({
         diffs: { ...st.diffs, [other]: { ...d, running: false, job: undefined, complete: !result.cancelled, elapsedMs: result.elapsedMs } as DiffData },
       }));
+      if (mode === 'exact' && !result.cancelled) void keepFigures(baseId, other, d, result.elapsedMs);
     }
   } catch (e) {
     const d = get().diffs[other];

@@ -293,6 +293,8 @@ export interface StudioApi {
    * shards for Resume. One entry per such folder.
    */
   tidyBrowserStorage(): Promise<{ folder: string; removed: number; resumable: number }[]>;
+  /** The parent's identity (its shard files and tensor headers), which keys the figures kept across reloads. */
+  fingerprint(id: ParentId): Promise<string>;
   /** Removes an interrupted merge's temporary files and journal from a folder. */
   discardInterrupted(target: OutputTarget): Promise<Result<number>>;
   /**

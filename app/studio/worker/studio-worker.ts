@@ -12,7 +12,7 @@ import { parseRecipe, parseRecipeFile, recipeToYaml } from '../../engine/recipe/
 import type { Recipe } from '../../engine/recipe/schema.ts';
 import { planMerge } from '../../engine/plan/plan.ts';
 import { MergeCancelled, TMP_SUFFIX, discardInterrupted, executeMerges, interruptedMerge, tidyInterrupted, type MergeJob, type PausePoint } from '../../engine/exec/merge.ts';
-import { JOURNAL_FILE } from '../../engine/exec/journal.ts';
+import { JOURNAL_FILE, parentFingerprint } from '../../engine/exec/journal.ts';
 import { LOCK_FILE, type LockOwner } from '../../engine/io.ts';
 import { diffModels } from '../../engine/exec/diff.ts';
 import type { KernelPool } from '../../engine/kernels/pool.ts';
@@ -62,6 +62,7 @@ interface OpenParent {
   model: Model;
   items?: ModelItem[];
   index?: Map<string, number>;
+  fingerprint?: Promise<string>;
 }
 
 const parents = new Map<ParentId, OpenParent>();
@@ -488,6 +489,11 @@ const api: StudioApi = {
       { ...options, resume: false },
       listen,
     );
+  },
+
+  async fingerprint(id: ParentId): Promise<string> {
+    const p = parentOf(id);
+    return (p.fingerprint ??= getKernelPool().then((pool) => parentFingerprint(p.model, pool)));
   },
 
   async tidyBrowserStorage(): Promise<{ folder: string; removed: number; resumable: number }[]> {

@@ -153,7 +153,10 @@ function DiffControls({ otherId, diff, kernels }: { otherId: string; diff: DiffD
           {diff.error ? (
             <span className="err-text">Comparison failed: {diff.error}</span>
           ) : diff.mode === 'exact' && diff.complete ? (
-            `Exact figures for ${formatCount(diff.have)} tensors (${formatDuration(diff.elapsedMs)}).`
+            <span data-testid="exact-note">
+              Exact figures for {formatCount(diff.have)} tensors ({formatDuration(diff.elapsedMs)})
+              {diff.keptFrom ? `, kept from ${new Date(diff.keptFrom).toLocaleString()}: the parents' shards and headers are unchanged` : ''}.
+            </span>
           ) : diff.have > 0 ? (
             <>
               <b className="est-text">Estimate</b> from sampled rows for {formatCount(diff.have)} tensors{diff.complete ? '' : ' (stopped early)'}; run the exact pass for exact figures.
