@@ -9,8 +9,11 @@
 //      access handles at their offsets (see studio-floor-worker.ts); no arithmetic;
 //   3. the page's peak memory during each (summed VmRSS of the browser's renderer processes,
 //      sampled every 50 ms from /proc: the page's workers live in its renderer);
-//   4. time to the first heatmap on a DeepSeek-V3-sized pair (~92,000 tensors per parent).
-//   npm run bench:studio [-- --size 2GB] [-- --runs 2 (best of; default)] [-- --json] [-- --headed]
+//   4. time to the first heatmap on a DeepSeek-V3-sized pair (~92,000 tensors per parent), and how
+//      the page answers meanwhile: during the sampled and then the exact pass a key is pressed every
+//      300 ms (trusted input through the DevTools protocol); the Long Tasks API gives the longest
+//      main-thread task, the Event Timing API each key's input delay (event start → handler start).
+//   npm run bench:studio [-- --size 2GB] [-- --runs 2 (best of; default)] [-- --only merge|heatmap] [-- --json] [-- --headed]
 // Generated models are kept in .cache/bench/ and reused. Linux only (/proc).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -32,8 +35,10 @@ const { values: opts } = parseArgs({
     runs: { type: 'string', default: '2' },
     json: { type: 'boolean', default: false },
     headed: { type: 'boolean', default: false },
+    only: { type: 'string' },
   },
 });
+if (opts.only !== undefined && opts.only !== 'merge' && opts.only !== 'heatmap') throw new Error('--only takes merge or heatmap');
 const runs = Math.max(1, Number(opts.runs));
 const CHILD_FOLDER = 'bench-child';
 const FLOOR_FOLDER = 'bench-floor';
@@ -392,13 +397,20 @@ async function heatmapBench(context: BrowserContext, url: string) {
     };
     requestAnimationFrame(tick);
   });
+  await watchResponsiveness(page);
   log('dropping the second parent...');
   await dropFolders(page, [pair.other]);
-  await page.waitForFunction(() => (window as unknown as { __hm: { complete?: number } }).__hm.complete !== undefined, null, { timeout: 300_000, polling: 200 });
+  const sampled = await probeUntil(page, () => page.evaluate(() => (window as unknown as { __hm: { complete?: number } }).__hm.complete !== undefined), 300_000);
   const m = await page.evaluate(() => (window as unknown as { __hm: Record<string, number> }).__hm);
   const controls = ((await page.locator('.diff-controls').textContent()) ?? '').replace(/\s+/g, ' ');
   if (/Comparison failed/.test(controls)) throw new Error(controls);
   const tensors = Number(/for ([\d,]+) tensors/.exec(controls)?.[1]?.replace(/,/g, '') ?? NaN);
+  log('the exact pass...');
+  const te = Date.now();
+  await page.getByRole('button', { name: 'Exact pass' }).click();
+  await page.waitForFunction(() => /exact/.test(document.querySelector('.diff-controls')?.textContent ?? ''), null, { timeout: 30_000 });
+  const exact = await probeUntil(page, () => page.evaluate(() => /Exact figures|Comparison failed/.test(document.querySelector('.diff-controls')?.textContent ?? '')), 600_000);
+  const exactMs = Date.now() - te;
   await page.close();
   const s = (x: number | undefined) => (x === undefined ? NaN : +((x - m.drop!) / 1000).toFixed(2));
   return {
@@ -409,6 +421,65 @@ async function heatmapBench(context: BrowserContext, url: string) {
     firstFiguresSeconds: s(m.figures),
     sampledCompleteSeconds: s(m.complete),
     sampledTensors: tensors,
+    sampledPass: sampled,
+    exactSeconds: +(exactMs / 1000).toFixed(1),
+    exactPass: exact,
+  };
+}
+
+/** Long tasks and key input delays on the page, recorded from now on (read by probeUntil). */
+async function watchResponsiveness(page: Page): Promise<void> {
+  await page.evaluate(() => {
+    const w = window as unknown as { __resp: { tasks: number[]; delays: number[]; keys: number } };
+    w.__resp = { tasks: [], delays: [], keys: 0 };
+    new PerformanceObserver((l) => {
+      for (const e of l.getEntries()) w.__resp.tasks.push(e.duration);
+    }).observe({ type: 'longtask' });
+    // Event Timing reports a key whose handling took 16 ms or more, with its input delay.
+    new PerformanceObserver((l) => {
+      for (const e of l.getEntries() as PerformanceEventTiming[]) if (e.name === 'keydown') w.__resp.delays.push(e.processingStart - e.startTime);
+    }).observe({ type: 'event', durationThreshold: 16 } as PerformanceObserverInit);
+    // Every key that reaches the page is counted, fast or not.
+    window.addEventListener('keydown', () => w.__resp.keys++, { capture: true });
+  });
+}
+
+interface Responsiveness {
+  seconds: number;
+  longTasks: number;
+  longestTaskMs: number;
+  tasksOver100ms: number;
+  keysPressed: number;
+  keysAnswered: number;
+  /** Worst input delay among the keys Event Timing reported (those whose handling took ≥ 16 ms); 0 when none did. */
+  worstInputDelayMs: number;
+}
+
+/** Presses Shift every 300 ms until `done()`; returns what the page recorded meanwhile (and resets it). */
+async function probeUntil(page: Page, done: () => Promise<boolean>, timeout: number): Promise<Responsiveness> {
+  const t0 = Date.now();
+  let pressed = 0;
+  while (!(await done())) {
+    if (Date.now() - t0 > timeout) throw new Error(`not done within ${timeout / 1000} s`);
+    await page.keyboard.press('Shift');
+    pressed++;
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  // The last key's handling has run once the page answers an evaluate.
+  const r = await page.evaluate(() => {
+    const w = window as unknown as { __resp: { tasks: number[]; delays: number[]; keys: number } };
+    const out = { tasks: w.__resp.tasks.splice(0), delays: w.__resp.delays.splice(0), keys: w.__resp.keys };
+    w.__resp.keys = 0;
+    return out;
+  });
+  return {
+    seconds: +((Date.now() - t0) / 1000).toFixed(1),
+    longTasks: r.tasks.length,
+    longestTaskMs: Math.round(Math.max(0, ...r.tasks)),
+    tasksOver100ms: r.tasks.filter((x) => x > 100).length,
+    keysPressed: pressed,
+    keysAnswered: r.keys,
+    worstInputDelayMs: Math.round(Math.max(0, ...r.delays)),
   };
 }
 
@@ -422,8 +493,8 @@ const server = await startPreview(port);
 const url = `http://127.0.0.1:${port}/`;
 const profile = mkdtempSync(path.join(tmpdir(), 'moe-studio-bench-'));
 let context: BrowserContext | undefined;
-let merge: Awaited<ReturnType<typeof mergeBench>>;
-let heat: Awaited<ReturnType<typeof heatmapBench>>;
+let merge: Awaited<ReturnType<typeof mergeBench>> | undefined;
+let heat: Awaited<ReturnType<typeof heatmapBench>> | undefined;
 let chromeVersion = '';
 try {
   // A persistent profile: OPFS on disk, as for a user (an incognito-like context keeps it in memory).
@@ -437,8 +508,8 @@ try {
   await context.addInitScript('globalThis.__name = (f) => f;');
   chromeVersion = context.browser()?.version() ?? '';
   if (rendererPids().length === 0) log('warning: no renderer process found under this process: memory figures will be 0');
-  merge = await mergeBench(context, url);
-  heat = await heatmapBench(context, url);
+  merge = opts.only === 'heatmap' ? undefined : await mergeBench(context, url);
+  heat = opts.only === 'merge' ? undefined : await heatmapBench(context, url);
   if (!chromeVersion) {
     const p = await context.newPage();
     chromeVersion = /Chrome\/(\S+)/.exec(await p.evaluate(() => navigator.userAgent))?.[1] ?? '';
@@ -457,18 +528,26 @@ if (opts.json) {
 } else {
   const r = merge;
   const h = heat;
+  const resp = (x: Responsiveness) =>
+    `${x.seconds} s: ${x.longTasks} long tasks (${x.tasksOver100ms} over 100 ms), longest ${x.longestTaskMs} ms; ${x.keysAnswered} of ${x.keysPressed} keys answered, worst input delay ${x.worstInputDelayMs} ms`;
   process.stdout.write(
     `machine: ${machine}\n\n` +
-      `${r.scenario}\n  parents ${r.parentsGB} GB, child ${r.childGB} GB; ${r.kernelWorkers} kernel worker(s), as many floor workers\n` +
+      (r
+        ? `${r.scenario}\n  parents ${r.parentsGB} GB, child ${r.childGB} GB; ${r.kernelWorkers} kernel worker(s), as many floor workers\n` +
       `  copy-only floor ${r.floorSeconds} s (${r.floorGBps} GB/s read+written), page RSS peak ${r.floorPeakRssMB} MB (${r.floorStartRssMB} MB at start)\n` +
       `  merge           ${r.mergeSeconds} s (${r.mergeGBps} GB/s read+written), page RSS peak ${r.mergePeakRssMB} MB (${r.mergeStartRssMB} MB at start; VmHWM ${r.mergeHwmMB} MB); summary says ${r.mergeSummaryElapsed}\n` +
       `  merge / floor   ${r.mergeOverFloor}\n` +
       `  page RSS with both parents open, idle: ${r.idleRssMB} MB\n` +
-      (runs > 1 ? `  all runs: merge ${r.mergeSecondsAll.join(', ')} s; floor ${r.floorSecondsAll.join(', ')} s\n` : '') +
-      `\n${h.scenario}\n` +
-      `  base opened and drawn      ${h.baseOpenedSeconds} s (from its drop)\n` +
-      `  from the second drop: opened ${h.openedSeconds} s, comparison heatmap drawn ${h.compareDrawnSeconds} s,\n` +
-      `  first sampled figures ${h.firstFiguresSeconds} s, sampled estimate complete ${h.sampledCompleteSeconds} s (${h.sampledTensors} tensors)\n` +
-      `\ntotal ${totalSeconds} s\n`,
+      (runs > 1 ? `  all runs: merge ${r.mergeSecondsAll.join(', ')} s; floor ${r.floorSecondsAll.join(', ')} s\n` : '') + '\n'
+        : '') +
+      (h
+        ? `${h.scenario}\n` +
+          `  base opened and drawn      ${h.baseOpenedSeconds} s (from its drop)\n` +
+          `  from the second drop: opened ${h.openedSeconds} s, comparison heatmap drawn ${h.compareDrawnSeconds} s,\n` +
+          `  first sampled figures ${h.firstFiguresSeconds} s, sampled estimate complete ${h.sampledCompleteSeconds} s (${h.sampledTensors} tensors)\n` +
+          `  responsiveness, sampled pass: ${resp(h.sampledPass)}\n` +
+          `  responsiveness, exact pass (${h.exactSeconds} s): ${resp(h.exactPass)}\n\n`
+        : '') +
+      `total ${totalSeconds} s\n`,
   );
 }

@@ -119,3 +119,34 @@ test('the keyboard selects; shift adds a rectangle, not a cross product; the chi
   await expect(decision).toContainText('not in the child: removed');
   await snap(page, info, 'child-map');
 });
+
+test('eight parents at 1024×768 and 1280×800: every weight whole, Merge in view', async ({ page }, info) => {
+  await openStudio(page);
+  const [base, instruct] = parentDirs('mixtral-pair').map((d) => d.dir);
+  // The same two folders four times over: eight parents of one skeleton, named apart.
+  await openWithInput(page, [base!, instruct!, instruct!, instruct!, instruct!, instruct!, instruct!, instruct!]);
+  await expect(page.getByTestId('parent-card')).toHaveCount(8);
+  await page.getByRole('button', { name: 'Mix N parents' }).click();
+  await page.getByLabel('Routed experts weight of instruct-2').fill('1/3');
+  await page.getByTestId('apply-mix').click();
+  await expect(page.getByTestId('rule').first()).toBeVisible();
+  for (const [w, h] of [
+    [1024, 768],
+    [1280, 800],
+  ] as const) {
+    await page.setViewportSize({ width: w, height: h });
+    // No weight is cut: every input in the Mix N table and in the first rule shows all it holds.
+    const cut = await page.evaluate(() =>
+      [...document.querySelectorAll<HTMLInputElement>('[data-testid=mix-table] input, [data-testid=rule] .weights input')]
+        .filter((i) => i.scrollWidth > i.clientWidth + 1)
+        .map((i) => `${i.getAttribute('aria-label')}: ${i.value}`),
+    );
+    expect(cut).toEqual([]);
+    await expect(page.getByTestId('open-merge')).toBeInViewport();
+    await page.screenshot({ path: info.outputPath(`eight-parents-${w}x${h}.png`) });
+  }
+  // The rule's weights read whole: a fraction or at most six significant digits, never "0.0".
+  const values = await page.getByTestId('rule').first().locator('.weights input').evaluateAll((xs) => xs.map((x) => (x as HTMLInputElement).value));
+  expect(values).toHaveLength(8);
+  for (const v of values) expect(v).toMatch(/^(\d+\/\d+|0\.\d{1,7}|1)$/);
+});

@@ -118,8 +118,10 @@ export async function planMerge(recipe: Recipe, parents: Map<string, Model>): Pr
   );
   const errors = compat.problems.filter((p) => p.severity === 'error');
   if (errors.length > 0) {
-    const shown = errors.slice(0, 20).map((p) => `${p.parent}${p.tensor ? ` ${p.tensor}` : ''}: ${p.message}`);
-    const more = errors.length > 20 ? `; and ${errors.length - 20} more` : '';
+    // The first few, then a count: a DeepSeek-sized mismatch has hundreds, and the message is read
+    // in one line (the studio's compatibility panel lists every one, by tensor).
+    const shown = errors.slice(0, 4).map((p) => `${p.parent}${p.tensor ? ` ${p.tensor}` : ''}: ${p.message}`);
+    const more = errors.length > 4 ? `; and ${errors.length - 4} more` : '';
     throw new MoeError(`the parents cannot be merged: ${shown.join('; ')}${more}`);
   }
   for (const p of compat.problems) {

@@ -87,14 +87,16 @@ export interface Scale {
 
 /** A scale fitted to the figures present (1st percentile to max, log when they span > 1 decade). */
 export function fitScale(metric: DiffMetric, values: Float32Array): Scale {
-  const xs: number[] = [];
+  // A typed array sorts numerically in native code: ~100,000 figures in a few milliseconds.
+  const all = new Float64Array(values.length);
+  let n = 0;
   for (let i = 0; i < values.length; i++) {
     const v = values[i]!;
     if (!Number.isFinite(v)) continue;
     const s = shown(metric, v);
-    if (s > 0) xs.push(s);
+    if (s > 0) all[n++] = s;
   }
-  xs.sort((a, b) => a - b);
+  const xs = all.subarray(0, n).sort();
   let lo = xs.length ? xs[Math.floor(xs.length * 0.01)]! : 1e-4;
   let hi = xs.length ? xs[xs.length - 1]! : 1;
   if (!(hi > lo)) {

@@ -111,6 +111,15 @@ export interface StoredFigures {
   savedAt: number;
 }
 
+/** Whether any figures are kept at all (a cheap look before fingerprinting parents for a lookup). */
+export async function hasFigures(): Promise<boolean> {
+  try {
+    return ((await get<string[]>(FIGURES_INDEX, store)) ?? []).length > 0;
+  } catch {
+    return false;
+  }
+}
+
 export async function loadFigures(base: string, other: string): Promise<StoredFigures | undefined> {
   try {
     return await get<StoredFigures>(`${FIGURES_PREFIX}${base}:${other}`, store);

@@ -15,7 +15,7 @@ import type {
 } from '../shared/studio-api.ts';
 import { dropParent, emptyRecipe, NO_SELECTION, renameParent as renameInRecipe, type ExpertSelection } from '../shared/recipe-tools.ts';
 import { listener, newJobId, studio } from './bridge.ts';
-import { forgetRecent, loadFigures, loadRecents, loadRecipe, loadView, rememberParent, renameRecent, saveFigures, saveRecipe, saveView, type RecentParent, type StoredFigures } from './persist.ts';
+import { forgetRecent, hasFigures, loadFigures, loadRecents, loadRecipe, loadView, rememberParent, renameRecent, saveFigures, saveRecipe, saveView, type RecentParent, type StoredFigures } from './persist.ts';
 
 export interface ParentEntry {
   id: ParentId;
@@ -381,6 +381,8 @@ function startSampledDiffs(): void {
 /** The exact figures kept for this pair of parents from an earlier session, if any. */
 async function keptFigures(base: ParentId, other: ParentId): Promise<StoredFigures | undefined> {
   try {
+    // Fingerprinting a DeepSeek-sized parent takes a quarter of a second: not when nothing is kept.
+    if (!(await hasFigures())) return undefined;
     const [fb, fo] = await Promise.all([studio.fingerprint(base), studio.fingerprint(other)]);
     return await loadFigures(fb, fo);
   } catch {

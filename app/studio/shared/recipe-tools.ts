@@ -333,6 +333,19 @@ export function sweepRecipes(recipe: Recipe, rule: number, lambdas: readonly num
   });
 }
 
+/**
+ * A weight as the studio shows it: a fraction k/n (n ≤ 12) when it is one to the last bits (a
+ * third reads "1/3", not 0.3333333333333333), else at most 6 significant digits.
+ */
+export function weightText(w: number): string {
+  if (!Number.isFinite(w)) return '';
+  for (let n = 2; n <= 12; n++) {
+    const k = Math.round(w * n);
+    if (k > 0 && k < n && Math.abs(k / n - w) < 1e-12 && k / n !== Number((k / n).toPrecision(6))) return `${k}/${n}`;
+  }
+  return String(Number(w.toPrecision(6)));
+}
+
 /** A weight as typed in the studio: a number ≥ 0 or a fraction ("1/3", as recipes accept); NaN when neither. */
 export function weightOf(text: string): number {
   const v = text.trim() === '' ? NaN : Number(text);

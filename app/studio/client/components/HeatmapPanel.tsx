@@ -200,7 +200,9 @@ function Heatmaps({ index, diff, metric, experts }: { index: TensorIndex; diff: 
   const [view, setView] = useState<GridView>(FIT);
   const [picked, setPicked] = useState<number | null>(null);
   const values = metric === 'rms_diff' ? diff.rms : metric === 'rel_diff' ? diff.rel : diff.cos;
-  const scale = useMemo(() => fitScale(metric, values), [metric, values, version, diff.have]);
+  // The colour scale is refitted at most twice a second while figures stream in.
+  const fitVersion = useThrottled(version, diff.running ? 500 : 0);
+  const scale = useMemo(() => fitScale(metric, values), [metric, values, fitVersion, diff.running]);
   const diffPaint = useCallback((i: number, out: Uint8ClampedArray, at: number) => scale.rgb(values[i]!, out, at), [scale, values]);
   // The child map follows the plan: with no plan (an invalid recipe), the differences stay.
   const child = useMemo(() => (plan && plan.childMap.how.length === index.names.length ? childPainter(plan, recipe, index) : null), [plan, recipe, index]);
@@ -549,20 +551,22 @@ function TensorTable({ index, diff, metric, scale, keep, globals }: { index: Ten
   const [sortBy, setSortBy] = useState<'metric' | 'name'>('metric');
   // Sorting ~92,000 rows costs tens of milliseconds: while figures stream in, at most once a second.
   const version = useThrottled(useStudio((s) => s.diffVersion), diff.running ? 1000 : 0);
+  // Keyed on the figure arrays (filled in place as batches arrive) and the throttled version, not
+  // on `diff`, a new object every frame: the sort runs at most once a second during a pass.
+  const values = metric === 'rms_diff' ? diff.rms : metric === 'rel_diff' ? diff.rel : diff.cos;
   const rows = useMemo(() => {
-    let list: number[] = [];
     const f = filter.trim().toLowerCase();
+    const list: number[] = [];
     for (let i = 0; i < index.names.length; i++) if (!f || index.names[i]!.toLowerCase().includes(f)) list.push(i);
-    if (sortBy === 'metric') {
-      const v = (i: number) => {
-        const x = metricValue(diff, metric, i);
-        if (!Number.isFinite(x)) return -Infinity;
-        return metric === 'cosine' ? 1 - x : x;
-      };
-      list = list.sort((a, b) => v(b) - v(a));
+    if (sortBy !== 'metric') return list;
+    // Largest difference first, no figure last; keys computed once, compared as plain numbers.
+    const keys = new Float64Array(values.length);
+    for (let i = 0; i < values.length; i++) {
+      const x = values[i]!;
+      keys[i] = !Number.isFinite(x) ? -Infinity : metric === 'cosine' ? 1 - x : x;
     }
-    return list;
-  }, [filter, sortBy, index, diff, metric, version]);
+    return Int32Array.from(list).sort((a, b) => keys[b]! - keys[a]! || a - b);
+  }, [filter, sortBy, index, values, metric, version]);
   const scrollRef = useRef<HTMLDivElement>(null);
   const virt = useVirtualizer({ count: rows.length, getScrollElement: () => scrollRef.current, estimateSize: () => 22, overscan: 20 });
   const swatch = new Uint8ClampedArray(4);

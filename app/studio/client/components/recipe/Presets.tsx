@@ -54,6 +54,16 @@ export function Presets() {
   const typed = (g: string, p: ParentEntry) => mix[g]?.[p.name] ?? (p.id === base.id ? '1/2' : others.length === 1 ? '1/2' : `1/${2 * others.length}`);
   const mixWeights = groups.map((g) => Object.fromEntries(parents.map((p) => [p.name, weightOf(typed(g.label, p))])));
   const badWeight = groups.some((g) => parents.some((p) => Number.isNaN(weightOf(typed(g.label, p)))));
+  const weightInput = (g: string, p: ParentEntry) => (
+    <input
+      className={`input num ${Number.isNaN(weightOf(typed(g, p))) ? 'bad' : ''}`}
+      inputMode="decimal"
+      value={typed(g, p)}
+      aria-label={`${g} weight of ${p.name}`}
+      title="A number or a fraction (1/3); each kind's weights are normalized to sum to 1"
+      onChange={(e) => setMix({ ...mix, [g]: { ...mix[g], [p.name]: e.target.value } })}
+    />
+  );
   return (
     <Section title="Presets">
       <div className="seg full">
@@ -109,38 +119,59 @@ export function Presets() {
       )}
       {preset === 'mix' && (
         <>
-          <p className="muted small">A convex combination per kind of tensor; each row is normalized to sum 1.</p>
-          <table className="mix-table">
-            <thead>
-              <tr>
-                <th />
-                {parents.map((p) => (
-                  <th key={p.id} title={p.name}>
-                    {p.name}
-                  </th>
-                ))}
-              </tr>
-            </thead>
-            <tbody>
-              {groups.map((g, gi) => (
-                <tr key={g.label}>
-                  <td>{g.label}</td>
-                  {parents.map((p) => (
-                    <td key={p.id}>
-                      <input
-                        className={`input num ${Number.isNaN(mixWeights[gi]![p.name]!) ? 'bad' : ''}`}
-                        inputMode="decimal"
-                        value={typed(g.label, p)}
-                        aria-label={`${g.label} weight of ${p.name}`}
-                        title="A number or a fraction (1/3); each row is normalized to sum to 1"
-                        onChange={(e) => setMix({ ...mix, [g.label]: { ...mix[g.label], [p.name]: e.target.value } })}
-                      />
-                    </td>
+          <p className="muted small">A convex combination per kind of tensor; each kind's weights are normalized to sum to 1.</p>
+          <div className="mix-scroll">
+            {parents.length <= 4 ? (
+              <table className="mix-table" data-testid="mix-table">
+                <thead>
+                  <tr>
+                    <th />
+                    {parents.map((p) => (
+                      <th key={p.id} title={p.name}>
+                        {p.name}
+                      </th>
+                    ))}
+                  </tr>
+                </thead>
+                <tbody>
+                  {groups.map((g) => (
+                    <tr key={g.label}>
+                      <td>{g.label}</td>
+                      {parents.map((p) => (
+                        <td key={p.id}>{weightInput(g.label, p)}</td>
+                      ))}
+                    </tr>
                   ))}
-                </tr>
-              ))}
-            </tbody>
-          </table>
+                </tbody>
+              </table>
+            ) : (
+              // Many parents: one row each, the kinds as columns, so that every weight keeps its width.
+              <table className="mix-table" data-testid="mix-table">
+                <thead>
+                  <tr>
+                    <th />
+                    {groups.map((g) => (
+                      <th key={g.label} title={g.label}>
+                        {g.label}
+                      </th>
+                    ))}
+                  </tr>
+                </thead>
+                <tbody>
+                  {parents.map((p) => (
+                    <tr key={p.id}>
+                      <td className="ellipsis" title={p.name}>
+                        {p.name}
+                      </td>
+                      {groups.map((g) => (
+                        <td key={g.label}>{weightInput(g.label, p)}</td>
+                      ))}
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            )}
+          </div>
           {thresholdField}
           <button className="btn" onClick={() => apply((r) => mixPreset(r, base.name, mixWeights, groups), true)} disabled={badWeight || thrBad} data-testid="apply-mix">
             Apply: replace the rules

@@ -3,6 +3,7 @@ import { useEffect, useState } from 'react';
 import { PROJECTIONS, TENSOR_KINDS, type Projection, type TensorKind } from '../../../../engine/model/types.ts';
 import { INDEX_SET_TEXT, type IndexSet, type Rule, type Selector } from '../../../../engine/recipe/schema.ts';
 import { formatCount } from '../../../shared/format.ts';
+import { weightOf, weightText } from '../../../shared/recipe-tools.ts';
 import { KIND_LABEL } from '../../heat-data.ts';
 import { updateRecipe, useStudio } from '../../store.ts';
 import { Section } from './Section.tsx';
@@ -148,24 +149,37 @@ function RuleCard({ i, rule, names, count, onMove, last }: { i: number; rule: Ru
         ) : (
           <div className="weights">
             {names.map((n) => (
-              <label key={n}>
-                <span title={n}>{n}</span>
-                <input
-                  className="input num"
-                  type="number"
-                  min={0}
-                  max={1}
-                  step={0.05}
-                  value={rule.weights?.[n] ?? 0}
-                  onChange={(e) => update((r) => ({ select: r.select, weights: { ...(r.weights ?? {}), [n]: Math.max(0, Number(e.target.value)) } }))}
-                />
-              </label>
+              <WeightField key={n} name={n} value={rule.weights?.[n] ?? 0} onCommit={(w) => update((r) => ({ select: r.select, weights: { ...(r.weights ?? {}), [n]: w } }))} />
             ))}
-            <span className={`small ${Math.abs(sum - 1) > 1e-6 ? 'err-text' : 'muted'}`}>Σ = {Number(sum.toFixed(4))}</span>
+            <span className={`small ${Math.abs(sum - 1) > 1e-6 ? 'err-text' : 'muted'}`}>Σ = {weightText(sum)}</span>
           </div>
         )}
       </div>
     </div>
+  );
+}
+
+/** One parent's weight: a number or a fraction ("1/3"), shown as weightText shows it; committed when valid. */
+function WeightField({ name, value, onCommit }: { name: string; value: number; onCommit: (w: number) => void }) {
+  const [text, setText] = useState(weightText(value));
+  useEffect(() => setText((t) => (weightOf(t) === value ? t : weightText(value))), [value]);
+  const bad = Number.isNaN(weightOf(text));
+  return (
+    <label>
+      <span title={name}>{name}</span>
+      <input
+        className={`input num ${bad ? 'bad' : ''}`}
+        inputMode="decimal"
+        value={text}
+        aria-label={`weight of ${name}`}
+        title="A number or a fraction (1/3); a rule's weights must sum to 1"
+        onChange={(e) => {
+          setText(e.target.value);
+          const w = weightOf(e.target.value);
+          if (!Number.isNaN(w)) onCommit(w);
+        }}
+      />
+    </label>
   );
 }
 
