@@ -159,7 +159,13 @@ export function colUnit(c: Codec, cols: number): number {
 
 /** Same codec, same parameters: bytes of one can stand for the other's. */
 export function sameCodec(a: Codec, b: Codec): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
+  if (a === b) return true;
+  if (a.kind !== b.kind) return false;
+  // Field by field (called for every weight of every parent while planning: no JSON strings).
+  const x = a as unknown as Record<string, unknown>;
+  const y = b as unknown as Record<string, unknown>;
+  const keys = Object.keys(x);
+  return keys.length === Object.keys(y).length && keys.every((k) => x[k] === y[k]);
 }
 
 /** Element size in bytes of a plain codec, for byte-exact region copies (0 for the quantized ones). */

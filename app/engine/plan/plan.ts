@@ -693,18 +693,21 @@ function layoutShards(tensors: PlannedTensor[], shardSize: number): PlannedShard
   if (current.length > 0) groups.push(current);
 
   // The estimate above counts a generous header; build the real one and move weights on if it overflowed.
-  const shards: number[][] = [];
+  // Each shard's header is built once (the last build is the one that fits); names come when the count is known.
+  const shards: PlannedShard[] = [];
   const queue = groups;
   while (queue.length > 0) {
     const g = queue.shift()!;
-    while (g.length > 1 && buildShard(tensors, g, '').bytes > shardSize) {
+    let built = buildShard(tensors, g, '');
+    while (g.length > 1 && built.bytes > shardSize) {
       const moved = g.pop()!;
       if (queue.length > 0) queue[0]!.unshift(moved);
       else queue.push([moved]);
+      built = buildShard(tensors, g, '');
     }
-    shards.push(g);
+    shards.push(built);
   }
-  return shards.map((g, i) => buildShard(tensors, g, shardFileName(i, shards.length)));
+  return shards.map((s, i) => ({ ...s, file: shardFileName(i, shards.length) }));
 }
 
 /** Bytes a weight adds to a shard: its stored tensors and a generous estimate of their header entries. */
