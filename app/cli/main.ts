@@ -28,8 +28,9 @@ const USAGE = `moe-studio: assemble Mixture-of-Experts models from existing rele
 
 Usage:
   moe-studio merge RECIPE -o OUT [--workers N] [--overwrite | --resume]
-      Run a recipe (YAML or JSON). Parent paths are relative to the recipe file; hf://ORG/NAME[@REV]
-      is a model on the Hugging Face Hub, read with range requests, never downloaded whole.
+      Run a recipe (YAML or JSON; a mergekit merge_method: linear config is read as one). Parent paths
+      are relative to the recipe file; hf://ORG/NAME[@REV] is a model on the Hugging Face Hub, read
+      with range requests, never downloaded whole.
   moe-studio merge RECIPE RECIPE... -o OUT_DIR [--workers N] [--overwrite]
       A sweep: one child per recipe, in OUT_DIR/<recipe file name>/, reading the parents once.
   moe-studio diff MODEL_A MODEL_B [--json] [--sampled] [--workers N]
