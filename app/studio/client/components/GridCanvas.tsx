@@ -329,9 +329,11 @@ export function GridCanvas(props: GridCanvasProps) {
     const rowStep = Math.max(1, Math.ceil(11 / ch));
     for (let r = 0; r < grid.rows; r += rowStep) ctx.fillText(grid.rowNames?.[r] ?? String(grid.rowLabels[r]), GUTTER_L - 5, Y(r) + ch / 2);
     ctx.textBaseline = 'bottom';
+    // Column labels stay over the columns in view; the corner above the layer numbers is free, so
+    // the first column's label may reach into it rather than be cut in half.
     ctx.save();
     ctx.beginPath();
-    ctx.rect(GUTTER_L, 0, viewW, GUTTER_T);
+    ctx.rect(GUTTER_L - 12, 0, viewW + 12, GUTTER_T);
     ctx.clip();
     if (props.colGroups) {
       ctx.textAlign = 'left';

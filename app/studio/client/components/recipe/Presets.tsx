@@ -3,6 +3,7 @@ import { useState } from 'react';
 import type { Recipe } from '../../../../engine/recipe/schema.ts';
 import { chimeraPreset, meaPreset, mixGroupsFor, mixPreset, presetOf, weightOf, withThreshold } from '../../../shared/recipe-tools.ts';
 import { baseParent, updateRecipe, useStudio, type ParentEntry } from '../../store.ts';
+import { fitWidth } from './fit-width.ts';
 import { Section } from './Section.tsx';
 
 export function Presets() {
@@ -59,6 +60,7 @@ export function Presets() {
       className={`input num ${Number.isNaN(weightOf(typed(g, p))) ? 'bad' : ''}`}
       inputMode="decimal"
       value={typed(g, p)}
+      style={fitWidth(typed(g, p))}
       aria-label={`${g} weight of ${p.name}`}
       title="A number or a fraction (1/3); each kind's weights are normalized to sum to 1"
       onChange={(e) => setMix({ ...mix, [g]: { ...mix[g], [p.name]: e.target.value } })}

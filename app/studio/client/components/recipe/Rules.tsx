@@ -4,6 +4,7 @@ import { PROJECTIONS, TENSOR_KINDS, type Projection, type TensorKind } from '../
 import { INDEX_SET_TEXT, type IndexSet, type Rule, type Selector } from '../../../../engine/recipe/schema.ts';
 import { formatCount } from '../../../shared/format.ts';
 import { weightOf, weightText } from '../../../shared/recipe-tools.ts';
+import { fitWidth } from './fit-width.ts';
 import { KIND_LABEL } from '../../heat-data.ts';
 import { updateRecipe, useStudio } from '../../store.ts';
 import { Section } from './Section.tsx';
@@ -171,6 +172,7 @@ function WeightField({ name, value, onCommit }: { name: string; value: number; o
         className={`input num ${bad ? 'bad' : ''}`}
         inputMode="decimal"
         value={text}
+        style={fitWidth(text)}
         aria-label={`weight of ${name}`}
         title="A number or a fraction (1/3); a rule's weights must sum to 1"
         onChange={(e) => {
