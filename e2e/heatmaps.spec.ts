@@ -51,6 +51,17 @@ test('zoom, pan and the minimap; one projection at a time', async ({ page }, inf
   const leftBefore = await attr(page, 'heatmap-down', 'data-left');
   await page.mouse.wheel(400, 0);
   await expect.poll(() => attr(page, 'heatmap-down', 'data-left')).toBeGreaterThan(leftBefore);
+  // Alt+drag drags the view: to the right shows earlier columns.
+  const leftWheeled = await attr(page, 'heatmap-down', 'data-left');
+  await page.keyboard.down('Alt');
+  await page.mouse.move(db.x + 100, db.y + 20);
+  await page.mouse.down();
+  await page.mouse.move(db.x + 160, db.y + 20, { steps: 3 });
+  await page.mouse.up();
+  await page.keyboard.up('Alt');
+  await expect.poll(() => attr(page, 'heatmap-down', 'data-left')).toBeLessThan(leftWheeled);
+  // No selection was made by the drag.
+  await expect(page.getByTestId('selection')).toHaveCount(0);
 
   // Back to all three, side by side or stacked as space allows, zoomed together.
   await page.getByTestId('proj-all').click();

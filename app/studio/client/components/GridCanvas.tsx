@@ -5,9 +5,10 @@
 //
 // Zoom widens the columns (experts) and the view pans along them; rows grow with the columns up
 // to the largest cell height and the page scrolls them. Ctrl+wheel (and a trackpad pinch, which
-// Chrome reports as ctrl+wheel) zooms around the pointer, a horizontal or shift+wheel pans, the
-// minimap under a zoomed grid shows and moves the window. The grid takes the keyboard focus:
-// arrows move, shift+arrows extend, Enter selects (shift+Enter adds), + / − / 0 zoom.
+// Chrome reports as ctrl+wheel) and a two-finger pinch zoom around the pointer; a horizontal or
+// shift+wheel, a middle-button or alt+drag, and the minimap under a zoomed grid pan. The grid
+// takes the keyboard focus: arrows move, shift+arrows extend, Enter selects (shift+Enter adds),
+// + / − / 0 zoom.
 import { useEffect, useMemo, useRef, useState, type KeyboardEvent as ReactKeyboardEvent, type PointerEvent as ReactPointerEvent } from 'react';
 import type { Grid } from '../heat-data.ts';
 
@@ -103,6 +104,9 @@ export function GridCanvas(props: GridCanvasProps) {
   const [focus, setFocus] = useState<{ row: number; col: number; ar: number; ac: number } | null>(null);
   const [focused, setFocused] = useState(false);
   const [ownView, setOwnView] = useState<GridView>(FIT);
+  /** A pan (middle or alt drag) or a two-finger pinch in progress, and the touches down. */
+  const gesture = useRef<{ kind: 'pan'; x: number; left: number } | { kind: 'pinch'; dist: number; zoom: number; at: number } | null>(null);
+  const touches = useRef(new Map<number, number>());
   const view = props.view ?? ownView;
   const setView = props.onView ?? setOwnView;
 
@@ -479,7 +483,27 @@ export function GridCanvas(props: GridCanvasProps) {
           onHover?.(null, null, 0, 0);
         }}
         onKeyDown={onKeyDown}
+        // The middle button pans the grid, not the page (no autoscroll).
+        onMouseDown={(e) => e.button === 1 && e.preventDefault()}
         onPointerDown={(e) => {
+          const rectNow = canvasRef.current!.getBoundingClientRect();
+          // Two fingers pinch (zoom about their midpoint); the middle button, or alt with the left,
+          // drags the view along the columns.
+          if (zoomable && e.pointerType === 'touch') {
+            touches.current.set(e.pointerId, e.clientX);
+            if (touches.current.size === 2) {
+              const [a, b] = [...touches.current.values()];
+              gesture.current = { kind: 'pinch', dist: Math.max(8, Math.abs(a! - b!)), zoom, at: (a! + b!) / 2 - rectNow.left - GUTTER_L };
+              setDrag(null);
+              return;
+            }
+          }
+          if (zoomable && (e.button === 1 || (e.button === 0 && e.altKey))) {
+            e.preventDefault();
+            (e.target as HTMLCanvasElement).setPointerCapture(e.pointerId);
+            gesture.current = { kind: 'pan', x: e.clientX, left };
+            return;
+          }
           if ((!onSelect && !onPick) || e.button !== 0) return;
           const add = e.shiftKey || e.metaKey || e.ctrlKey;
           const rect = canvasRef.current!.getBoundingClientRect();
@@ -503,19 +527,40 @@ export function GridCanvas(props: GridCanvasProps) {
           setFocus({ row: cell.row, col: cell.col, ar: cell.row, ac: cell.col });
         }}
         onPointerMove={(e) => {
+          const g = gesture.current;
+          if (g?.kind === 'pan') {
+            panTo(g.left - (e.clientX - g.x) / cw);
+            return;
+          }
+          if (g?.kind === 'pinch' && touches.current.has(e.pointerId)) {
+            touches.current.set(e.pointerId, e.clientX);
+            const [a, b] = [...touches.current.values()];
+            zoomTo((g.zoom * Math.max(8, Math.abs(a! - b!))) / g.dist, Math.max(0, g.at));
+            return;
+          }
           const cell = cellAt(e);
           if (drag && cell && onSelect) setDrag({ ...drag, r1: cell.row, c1: cell.col });
           if (cell?.row !== hoverCell?.row || cell?.col !== hoverCell?.col) setHoverCell(cell);
           const i = cell ? tensorAt(cell) : -1;
           onHover?.(i >= 0 ? i : null, cell, e.clientX, e.clientY);
         }}
-        onPointerUp={() => {
+        onPointerUp={(e) => {
+          touches.current.delete(e.pointerId);
+          if (gesture.current) {
+            if (gesture.current.kind === 'pan' || touches.current.size === 0) gesture.current = null;
+            return;
+          }
           if (!drag) return;
           const rect = { r0: Math.min(drag.r0, drag.r1), r1: Math.max(drag.r0, drag.r1), c0: Math.min(drag.c0, drag.c1), c1: Math.max(drag.c0, drag.c1) };
           onSelect?.(rect, drag.add);
           setFocus({ row: drag.r1, col: drag.c1, ar: drag.r0, ac: drag.c0 });
           const i = tensorAt({ row: rect.r0, col: rect.c0 });
           if (rect.r0 === rect.r1 && rect.c0 === rect.c1 && i >= 0) onPick?.(i, { row: rect.r0, col: rect.c0 });
+          setDrag(null);
+        }}
+        onPointerCancel={(e) => {
+          touches.current.delete(e.pointerId);
+          gesture.current = null;
           setDrag(null);
         }}
         onPointerLeave={() => {
