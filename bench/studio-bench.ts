@@ -14,9 +14,10 @@
 //      300 ms (trusted input through the DevTools protocol); the Long Tasks API gives the longest
 //      main-thread task, the Event Timing API each key's input delay (event start → handler start).
 //   npm run bench:studio [-- --size 2GB] [-- --runs 2 (best of; default)] [-- --only merge|heatmap] [-- --json] [-- --headed]
+//                        [-- --trace FILE: a Chrome trace of one more merge and floor, for chrome://tracing or Perfetto]
 // Generated models are kept in .cache/bench/ and reused. Linux only (/proc).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, loadavg, totalmem, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -36,6 +37,7 @@ const { values: opts } = parseArgs({
     json: { type: 'boolean', default: false },
     headed: { type: 'boolean', default: false },
     only: { type: 'string' },
+    trace: { type: 'string' },
   },
 });
 if (opts.only !== undefined && opts.only !== 'merge' && opts.only !== 'heatmap') throw new Error('--only takes merge or heatmap');
@@ -334,6 +336,15 @@ async function mergeBench(context: BrowserContext, url: string) {
     floors.push(await floorOnce(page, pid, m.childBytes, workers));
     await clearOpfs(page, FLOOR_FOLDER);
   }
+  if (opts.trace) {
+    log(`tracing one more merge and floor into ${opts.trace}...`);
+    await traceWhile(page, opts.trace, async () => {
+      const m = await mergeOnce(page, pid);
+      await clearOpfs(page, CHILD_FOLDER);
+      await floorOnce(page, pid, m.childBytes, workers);
+      await clearOpfs(page, FLOOR_FOLDER);
+    });
+  }
   await page.close();
   const m = merges.reduce((a, b) => (b.ms < a.ms ? b : a));
   const f = floors.reduce((a, b) => (b.ms < a.ms ? b : a));
@@ -425,6 +436,26 @@ async function heatmapBench(context: BrowserContext, url: string) {
     exactSeconds: +(exactMs / 1000).toFixed(1),
     exactPass: exact,
   };
+}
+
+/** Runs `work` under a DevTools trace of the page's renderer (its workers included) and writes it to `file`. */
+async function traceWhile(page: Page, file: string, work: () => Promise<void>): Promise<void> {
+  const cdp = await page.context().newCDPSession(page);
+  const categories = ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'v8.execute', 'blink', 'toplevel'];
+  await cdp.send('Tracing.start', { transferMode: 'ReturnAsStream', traceConfig: { includedCategories: categories } });
+  await work();
+  const done = new Promise<string>((resolve) => cdp.once('Tracing.tracingComplete', (e) => resolve(e.stream!)));
+  await cdp.send('Tracing.end');
+  const stream = await done;
+  const chunks: string[] = [];
+  for (;;) {
+    const r = await cdp.send('IO.read', { handle: stream });
+    chunks.push(r.base64Encoded ? Buffer.from(r.data, 'base64').toString('utf8') : r.data);
+    if (r.eof) break;
+  }
+  await cdp.send('IO.close', { handle: stream });
+  await cdp.detach();
+  writeFileSync(file, chunks.join(''));
 }
 
 /** Long tasks and key input delays on the page, recorded from now on (read by probeUntil). */
