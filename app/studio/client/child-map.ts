@@ -2,11 +2,10 @@
 // come from (a parent, or a blend of the parents it mixes); a badge says what an expert edit or
 // change does to it; the threshold's hatch is drawn by GridCanvas. `cellDecision` puts in words
 // what decides one cell, for the inspector under the heatmaps.
-import { PROJECTIONS, TENSOR_KINDS } from '../../engine/model/types.ts';
 import type { Recipe, Rule } from '../../engine/recipe/schema.ts';
 import { CHILD, type PlanSummary, type TensorIndex } from '../shared/studio-api.ts';
 import { ASSEMBLED_RGB, blend, MISSING_RGB, parentColors, ZERO_RGB, type Rgb } from './colors.ts';
-import { KIND_LABEL } from './heat-data.ts';
+import { itemWhere } from './heat-data.ts';
 
 export const BADGE = { removed: '×', transplanted: 'T', mute: '0', off: '−', on: '+' } as const;
 export const BADGE_HELP: Record<keyof typeof BADGE, string> = {
@@ -83,10 +82,6 @@ export interface CellDecision {
 export function cellDecision(i: number, plan: PlanSummary, recipe: Recipe, index: TensorIndex, kept: boolean): CellDecision {
   const { how, mix, mixes, rule } = plan.childMap;
   const h = how[i]!;
-  const parts = [KIND_LABEL[TENSOR_KINDS[index.kind[i]!]!]];
-  if (index.layer[i]! >= 0) parts.push(`layer ${index.layer[i]}`);
-  if (index.expert[i]! >= 0) parts.push(`expert ${index.expert[i]}`);
-  if (index.proj[i]! >= 0) parts.push(PROJECTIONS[index.proj[i]!]!);
   let made: string;
   if (h < plan.parents.length) made = plan.parents[h] === plan.base ? `copied from the base, ${plan.base}` : `copied from ${plan.parents[h]}`;
   else if (h === CHILD.mixed)
@@ -112,5 +107,5 @@ export function cellDecision(i: number, plan: PlanSummary, recipe: Recipe, index
     if (slot) notes.push(`slot takes ${slot.text}`);
   }
   if (kept) notes.push('the threshold keeps it from the base');
-  return { name: index.names[i]!, where: parts.join(' · '), made, decidedBy, notes };
+  return { name: index.names[i]!, where: itemWhere(index, i), made, decidedBy, notes };
 }

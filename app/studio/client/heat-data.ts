@@ -123,6 +123,16 @@ export function heatLayout(index: TensorIndex, expertsPerLayer: number): HeatLay
   return layout;
 }
 
+/** Where an item sits, in words: "routed expert · layer 3 · expert 5 · up" (the MTP layer said so). */
+export function itemWhere(index: TensorIndex, i: number): string {
+  const parts: string[] = [KIND_LABEL[TENSOR_KINDS[index.kind[i]!]!]];
+  const layer = index.layer[i]!;
+  if (layer >= 0) parts.push(`layer ${layer}${index.mtpLayers.includes(layer) ? ' (multi-token prediction)' : ''}`);
+  if (index.expert[i]! >= 0) parts.push(`expert ${index.expert[i]}`);
+  if (index.proj[i]! >= 0) parts.push(PROJECTIONS[index.proj[i]!]!);
+  return parts.join(' · ');
+}
+
 export const KIND_LABEL: Record<TensorKind, string> = {
   embedding: 'embedding',
   attention: 'attention',

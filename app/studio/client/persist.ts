@@ -120,16 +120,18 @@ export async function hasFigures(): Promise<boolean> {
   }
 }
 
+const figuresKey = (base: string, other: string) => `${FIGURES_PREFIX}${base}:${other}`;
+
 export async function loadFigures(base: string, other: string): Promise<StoredFigures | undefined> {
   try {
-    return await get<StoredFigures>(`${FIGURES_PREFIX}${base}:${other}`, store);
+    return await get<StoredFigures>(figuresKey(base, other), store);
   } catch {
     return undefined;
   }
 }
 
 export async function saveFigures(base: string, other: string, f: StoredFigures): Promise<void> {
-  const key = `${FIGURES_PREFIX}${base}:${other}`;
+  const key = figuresKey(base, other);
   try {
     const index = ((await get<string[]>(FIGURES_INDEX, store)) ?? []).filter((k) => k !== key);
     index.push(key);

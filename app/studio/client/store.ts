@@ -378,13 +378,17 @@ function startSampledDiffs(): void {
   }
 }
 
+/** The two parents' fingerprints, which key their kept figures. */
+function pairFingerprints(base: ParentId, other: ParentId): Promise<[string, string]> {
+  return Promise.all([studio.fingerprint(base), studio.fingerprint(other)]);
+}
+
 /** The exact figures kept for this pair of parents from an earlier session, if any. */
 async function keptFigures(base: ParentId, other: ParentId): Promise<StoredFigures | undefined> {
   try {
     // Fingerprinting a DeepSeek-sized parent takes a quarter of a second: not when nothing is kept.
     if (!(await hasFigures())) return undefined;
-    const [fb, fo] = await Promise.all([studio.fingerprint(base), studio.fingerprint(other)]);
-    return await loadFigures(fb, fo);
+    return await loadFigures(...(await pairFingerprints(base, other)));
   } catch {
     return undefined;
   }
@@ -392,8 +396,7 @@ async function keptFigures(base: ParentId, other: ParentId): Promise<StoredFigur
 
 async function keepFigures(base: ParentId, other: ParentId, d: DiffData, elapsedMs: number): Promise<void> {
   try {
-    const [fb, fo] = await Promise.all([studio.fingerprint(base), studio.fingerprint(other)]);
-    await saveFigures(fb, fo, { count: d.rms.length, rms: d.rms.slice(), rel: d.rel.slice(), cos: d.cos.slice(), elapsedMs, savedAt: Date.now() });
+    await saveFigures(...(await pairFingerprints(base, other)), { count: d.rms.length, rms: d.rms.slice(), rel: d.rel.slice(), cos: d.cos.slice(), elapsedMs, savedAt: Date.now() });
   } catch {
     /* a parent closed meanwhile: nothing to keep */
   }
@@ -476,8 +479,9 @@ export function cancelDiff(other: ParentId): void {
   if (d?.job) void studio.cancel(d.job);
 }
 
-export function metricValue(d: DiffData, metric: DiffMetric, i: number): number {
-  return metric === 'rms_diff' ? d.rms[i]! : metric === 'rel_diff' ? d.rel[i]! : d.cos[i]!;
+/** The figures of one metric, indexed like the base's TensorIndex. */
+export function metricArray(d: DiffData, metric: DiffMetric): Float32Array {
+  return metric === 'rms_diff' ? d.rms : metric === 'rel_diff' ? d.rel : d.cos;
 }
 
 // ---------------------------------------------------------------------------------------------

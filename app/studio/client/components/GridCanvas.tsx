@@ -486,14 +486,14 @@ export function GridCanvas(props: GridCanvasProps) {
         // The middle button pans the grid, not the page (no autoscroll).
         onMouseDown={(e) => e.button === 1 && e.preventDefault()}
         onPointerDown={(e) => {
-          const rectNow = canvasRef.current!.getBoundingClientRect();
+          const rect = canvasRef.current!.getBoundingClientRect();
           // Two fingers pinch (zoom about their midpoint); the middle button, or alt with the left,
           // drags the view along the columns.
           if (zoomable && e.pointerType === 'touch') {
             touches.current.set(e.pointerId, e.clientX);
             if (touches.current.size === 2) {
               const [a, b] = [...touches.current.values()];
-              gesture.current = { kind: 'pinch', dist: Math.max(8, Math.abs(a! - b!)), zoom, at: (a! + b!) / 2 - rectNow.left - GUTTER_L };
+              gesture.current = { kind: 'pinch', dist: Math.max(8, Math.abs(a! - b!)), zoom, at: (a! + b!) / 2 - rect.left - GUTTER_L };
               setDrag(null);
               return;
             }
@@ -506,7 +506,6 @@ export function GridCanvas(props: GridCanvasProps) {
           }
           if ((!onSelect && !onPick) || e.button !== 0) return;
           const add = e.shiftKey || e.metaKey || e.ctrlKey;
-          const rect = canvasRef.current!.getBoundingClientRect();
           const x = e.clientX - rect.left - GUTTER_L;
           const y = e.clientY - rect.top - GUTTER_T;
           // A click on a layer number selects the layer; on an expert number, that expert in every layer.

@@ -7,11 +7,11 @@ import { formatCount, formatDuration, formatFigure } from '../../shared/format.t
 import { ASSEMBLED_RGB, fitScale, gradientCss, HATCH_CSS, IDENTICAL_RGB, METRIC_HELP, METRIC_LABEL, MISSING_RGB, ZERO_RGB, blend, type Rgb, type Scale } from '../colors.ts';
 import { BADGE, BADGE_HELP, cellDecision, childPainter, type CellDecision } from '../child-map.ts';
 import type { ExpertSelection } from '../../shared/recipe-tools.ts';
-import { heatLayout, KIND_LABEL, KIND_SHORT, type Grid } from '../heat-data.ts';
+import { heatLayout, itemWhere, KIND_LABEL, KIND_SHORT, type Grid } from '../heat-data.ts';
 import { FIT, GridCanvas as GridCanvasMemo, type CellRect, type GridView } from './GridCanvas.tsx';
 import { ViewSwitch } from './RoutingPanel.tsx';
 import { hasDirectoryPicker, pickParentFolder } from '../open-parents.ts';
-import { baseParent, cancelDiff, metricValue, runDiff, thresholdView, useStudio, type DiffData } from '../store.ts';
+import { baseParent, cancelDiff, metricArray, runDiff, thresholdView, useStudio, type DiffData } from '../store.ts';
 
 const PROJ_LABEL: Record<Projection, string> = { gate: 'gate projection', up: 'up projection', down: 'down projection' };
 
@@ -199,7 +199,7 @@ function Heatmaps({ index, diff, metric, experts }: { index: TensorIndex; diff: 
   const [projView, setProjView] = useState<ProjView>('all');
   const [view, setView] = useState<GridView>(FIT);
   const [picked, setPicked] = useState<number | null>(null);
-  const values = metric === 'rms_diff' ? diff.rms : metric === 'rel_diff' ? diff.rel : diff.cos;
+  const values = metricArray(diff, metric);
   // The colour scale is refitted at most twice a second while figures stream in.
   const fitVersion = useThrottled(version, diff.running ? 500 : 0);
   const scale = useMemo(() => fitScale(metric, values), [metric, values, fitVersion, diff.running]);
@@ -494,18 +494,13 @@ function ChildLegend({ plan, colors, keptCount }: { plan: PlanSummary; colors: R
 
 function Tooltip({ hover, index, diff, keep }: { hover: HoverInfo; index: TensorIndex; diff: DiffData; keep: Uint8Array | null }) {
   const i = hover.i;
-  const kind = TENSOR_KINDS[index.kind[i]!]!;
-  const parts: string[] = [KIND_LABEL[kind]];
-  if (index.layer[i]! >= 0) parts.push(`layer ${index.layer[i]}${index.mtpLayers.includes(index.layer[i]!) ? ' (multi-token prediction)' : ''}`);
-  if (index.expert[i]! >= 0) parts.push(`expert ${index.expert[i]}`);
-  if (index.proj[i]! >= 0) parts.push(PROJECTIONS[index.proj[i]!]!);
   const has = Number.isFinite(diff.rms[i]!);
   const left = Math.min(hover.x + 14, window.innerWidth - 380);
   const top = Math.min(hover.y + 14, window.innerHeight - 140);
   return (
     <div className="tooltip" style={{ left, top }} role="tooltip" data-testid="heat-tooltip">
       <div className="mono tt-name">{index.names[i]}</div>
-      <div className="muted">{parts.join(' · ')}</div>
+      <div className="muted">{itemWhere(index, i)}</div>
       <div className="muted mono" data-testid="tt-shape">
         {index.shapes[i]} · {index.formats[index.format[i]!]}
       </div>
@@ -553,7 +548,7 @@ function TensorTable({ index, diff, metric, scale, keep, globals }: { index: Ten
   const version = useThrottled(useStudio((s) => s.diffVersion), diff.running ? 1000 : 0);
   // Keyed on the figure arrays (filled in place as batches arrive) and the throttled version, not
   // on `diff`, a new object every frame: the sort runs at most once a second during a pass.
-  const values = metric === 'rms_diff' ? diff.rms : metric === 'rel_diff' ? diff.rel : diff.cos;
+  const values = metricArray(diff, metric);
   const rows = useMemo(() => {
     const f = filter.trim().toLowerCase();
     const list: number[] = [];
@@ -594,7 +589,7 @@ function TensorTable({ index, diff, metric, scale, keep, globals }: { index: Ten
         <div style={{ height: virt.getTotalSize(), position: 'relative' }}>
           {virt.getVirtualItems().map((v) => {
             const i = rows[v.index]!;
-            scale.rgb(metricValue(diff, metric, i), swatch, 0);
+            scale.rgb(values[i]!, swatch, 0);
             return (
               <div key={v.key} className={`trow ${keep?.[i] ? 'kept' : ''}`} style={{ position: 'absolute', top: 0, left: 0, right: 0, transform: `translateY(${v.start}px)` }}>
                 <span className="mono name" title={index.names[i]}>
