@@ -225,6 +225,67 @@ output: {shard_size: 300KB}
     expect(filesIn(later).filter((f) => f.endsWith('.partial'))).toHaveLength(err.kept.shards);
   });
 
+  it('flushes each shard to disk while it is written; a failed flush, or a shard failing to close while the next is written, stops the merge keeping only whole shards', async () => {
+    const dir = dirs['deepseek-v3-fp8-pair']!;
+    const file = writeRecipe(dir, 'flush.yaml', yaml);
+    const { parents, recipe } = await open(file);
+    const plan = await planMerge(recipe, parents);
+    const shards = new Set(plan.shards.map((s) => s.file));
+    /** The real folder, counting shard flushes, failing the `flushFailAt`-th flush or the close of shard `closeFails`. */
+    const watched = (outDir: string, flushFailAt = 0, closeFails = '') => {
+      const real = openNodeOutputFolder(outDir);
+      const seen = { flushes: 0, shardsFlushed: new Set<string>() };
+      const folder: OutputFolder = Object.assign(Object.create(Object.getPrototypeOf(real)), real, {
+        create: async (f: string) => {
+          const out = await real.create(f);
+          const shard = f.replace(/\.partial$/, '');
+          return {
+            write: (b: Uint8Array) => out.write(b),
+            writeAt: (p: number, b: Uint8Array) => out.writeAt(p, b),
+            flush: async () => {
+              if (!shards.has(shard)) throw new Error(`flush of ${f}, which is not a shard`);
+              seen.shardsFlushed.add(shard);
+              if (++seen.flushes === flushFailAt) throw new Error('EIO: i/o error, fdatasync');
+              return out.flush!();
+            },
+            close: async () => {
+              if (shard === closeFails) {
+                await out.abort();
+                throw new Error('EIO: i/o error, close');
+              }
+              return out.close();
+            },
+            abort: () => out.abort(),
+          };
+        },
+      });
+      return { folder, seen };
+    };
+    const flushEvery = 4096;
+    const ok = watched(path.join(dir, 'engine-flush'));
+    await executeMerge(plan, ok.folder, pool, { chunkElements: 1000, flushEvery });
+    // Every shard bigger than a few flush intervals was flushed on the way (its close flushes the rest).
+    const big = plan.shards.filter((s) => s.bytes > 3 * flushEvery).map((s) => s.file);
+    expect(big.length).toBeGreaterThan(2);
+    for (const f of big) expect(ok.seen.shardsFlushed).toContain(f);
+    expect(compareChild(await expectedChild(file), readChild(path.join(dir, 'engine-flush')).tensors)).toEqual([]);
+
+    for (const [label, failing] of [
+      ['flush', watched(path.join(dir, 'engine-flush-fails'), Math.ceil(ok.seen.flushes / 2))],
+      ['close', watched(path.join(dir, 'engine-close-fails'), 0, big[1]!)],
+    ] as const) {
+      const outDir = path.join(dir, `engine-${label}-fails`);
+      const err = (await executeMerge(plan, failing.folder, pool, { chunkElements: 1000, flushEvery }).catch((e: unknown) => e)) as MergeInterrupted;
+      expect(String(err), label).toMatch(label === 'flush' ? /EIO: i\/o error, fdatasync/ : /EIO: i\/o error, close/);
+      expect(finalLooking(outDir), label).toEqual([]);
+      // Only shards journaled complete stay, and they are whole: the journal names exactly them.
+      const kept = err instanceof MergeInterrupted ? err.kept.shards : 0;
+      const partial = filesIn(outDir).filter((f) => f.endsWith('.partial'));
+      expect(partial, label).toEqual(plan.shards.slice(0, kept).map((s) => `${s.file}.partial`));
+      if (label === 'close') expect(kept).toBe(plan.shards.findIndex((s) => s.file === big[1]));
+    }
+  });
+
   it('refuses when the output folder lacks the space the child needs, creating nothing', async () => {
     const dir = dirs['mixtral-pair']!;
     const { parents, recipe } = await open(writeRecipe(dir, 'space.yaml', 'parents: {base: ./base}\n'));

@@ -197,13 +197,14 @@ function testPauseHook(signal: AbortSignal): ((point: PausePoint) => Promise<voi
   };
 }
 
-async function withPool<T>(workers: number, run: (pool: KernelPool) => Promise<T>): Promise<T> {
-  const pool = await createNodeKernelPool(workers);
-  try {
-    return await run(pool);
-  } finally {
-    await pool.close();
-  }
+/**
+ * The kernel pool, started at once: its threads load while the parents are opened and the work is
+ * planned. `close` ends it (and is safe whether it started or not).
+ */
+function startPool(workers: number): { ready: Promise<KernelPool>; close: () => Promise<void> } {
+  const ready = createNodeKernelPool(workers);
+  ready.catch(() => {});
+  return { ready, close: async () => (await ready.catch(() => undefined))?.close() };
 }
 
 /**
@@ -228,6 +229,15 @@ function childName(recipeFile: string): string {
 }
 
 async function merge(recipePaths: string[], outDir: string, workers: number, mode: { overwrite: boolean; resume: boolean }): Promise<number> {
+  const pool = startPool(workers);
+  try {
+    return await mergeWith(pool.ready, recipePaths, outDir, mode);
+  } finally {
+    await pool.close();
+  }
+}
+
+async function mergeWith(poolReady: Promise<KernelPool>, recipePaths: string[], outDir: string, mode: { overwrite: boolean; resume: boolean }): Promise<number> {
   const sweep = recipePaths.length > 1;
   const recipes = await Promise.all(
     recipePaths.map(async (p) => {
@@ -272,8 +282,7 @@ async function merge(recipePaths: string[], outDir: string, workers: number, mod
     });
     const bar = progressLine(process.stderr, 'bytes');
     try {
-      const reports = await withPool(workers, (pool) =>
-        executeMerges(jobs, pool, {
+      const reports = await executeMerges(jobs, await poolReady, {
           signal: controller.signal,
           overwrite: mode.overwrite,
           resume: mode.resume,
@@ -284,8 +293,7 @@ async function merge(recipePaths: string[], outDir: string, workers: number, mod
             err.write(`note: ${t}\n`);
           },
           onProgress: (p) => bar.update(p.bytesDone, p.bytesTotal, p.tensor),
-        }),
-      );
+        });
       bar.done();
       const lines: string[] = [];
       reports.forEach((report, k) => {
@@ -324,6 +332,15 @@ async function merge(recipePaths: string[], outDir: string, workers: number, mod
 }
 
 async function diff(aDir: string, bDir: string, workers: number, json: boolean, sampled: boolean): Promise<number> {
+  const pool = startPool(workers);
+  try {
+    return await diffWith(pool.ready, aDir, bDir, json, sampled);
+  } finally {
+    await pool.close();
+  }
+}
+
+async function diffWith(poolReady: Promise<KernelPool>, aDir: string, bDir: string, json: boolean, sampled: boolean): Promise<number> {
   const a = await openParent(aDir);
   const b = await openParent(bDir).catch(async (e: unknown) => {
     await a.folder.close();
@@ -331,12 +348,10 @@ async function diff(aDir: string, bDir: string, workers: number, json: boolean, 
   });
   try {
     const bar = progressLine(process.stderr, 'items');
-    const result = await withPool(workers, (pool) =>
-      diffModels(a.model, b.model, pool, {
-        mode: sampled ? 'sampled' : 'exact',
-        onProgress: (done, total) => bar.update(done, total, 'tensors'),
-      }),
-    );
+    const result = await diffModels(a.model, b.model, await poolReady, {
+      mode: sampled ? 'sampled' : 'exact',
+      onProgress: (done, total) => bar.update(done, total, 'tensors'),
+    });
     bar.done();
     reportHub([a.folder, b.folder]);
     const kinds = summarizeDiff(result.tensors);

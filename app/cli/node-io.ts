@@ -188,6 +188,15 @@ class NodeOutputFile implements OutputFile {
     return this.full;
   }
 
+  async flush(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.handle.datasync();
+    } catch (e) {
+      throw new MoeError(`could not be flushed to disk: ${ioReason(e)}`, this.full);
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -1,7 +1,7 @@
 // How a worker thread reaches the files of a run: by path, with its own file descriptors, reading
 // straight into and writing straight from its WASM memory (positional, synchronous: a worker runs
 // one unit at a time and has nothing else to do meanwhile).
-import { closeSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { MoeError } from '../engine/io.ts';
 import type { FileRef, WorkerFiles } from '../engine/kernels/bridge.ts';
 import { ioReason } from './node-io.ts';
@@ -19,14 +19,9 @@ export class NodeWorkerFiles implements WorkerFiles {
       const fd = this.fds.get(id);
       if (fd !== undefined) {
         this.fds.delete(id);
-        // Written files are made durable by the coordinator's close; a read-only one needs nothing.
-        if (this.refs.get(id)?.write) {
-          try {
-            fsyncSync(fd);
-          } catch {
-            /* the coordinator's own flush reports a failing disk */
-          }
-        }
+        // No fsync here: the coordinator's close flushes the file (its descriptor, opened before
+        // ours, flushes every dirty page of the file and sees any write-back error), off this
+        // thread, while this worker computes the next shard.
         closeSync(fd);
       }
       this.refs.delete(id);

@@ -56,8 +56,14 @@ export interface ModelFolder {
 export interface OutputFile {
   write(bytes: Uint8Array): Promise<void>;
   writeAt(position: number, bytes: Uint8Array): Promise<void>;
+  /** Makes every byte written so far durable, and closes the file. */
   close(): Promise<void>;
   abort(): Promise<void>;
+  /**
+   * Makes the bytes written so far (by anyone: workers too) durable while the writing goes on, so
+   * `close` waits only for what came after. Absent where the platform cannot (the browser).
+   */
+  flush?(): Promise<void>;
   /**
    * How a worker reaches this file by itself, to write its ranges positionally: a path in Node, an
    * OPFS file handle in the browser. Absent: workers hand their bytes to the coordinator.

@@ -76,6 +76,11 @@ export class FileTable implements SourceIds {
     this.outputs.delete(id);
   }
 
+  /** Ids of the outputs being written. */
+  outputIds(): number[] {
+    return [...this.outputs.keys()];
+  }
+
   /** Every id handed out (to close them all on the pool when a run ends). */
   all(): number[] {
     return Array.from({ length: this.next }, (_, i) => i);

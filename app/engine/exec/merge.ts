@@ -83,6 +83,8 @@ export interface MergeOptions {
   window?: number;
   /** Values per stripe (tests use tiny stripes to cross stripe and block boundaries). */
   chunkElements?: number;
+  /** Bytes of a shard written between two flushes to disk (tests use a few KB); 32 MiB by default. */
+  flushEvery?: number;
   /** Awaited at each pause point: a hook for tests, which hold a merge there while they act. */
   pause?: (point: PausePoint) => Promise<void>;
 }
@@ -139,6 +141,9 @@ export class MergeInterrupted extends Error {
   }
 }
 
+/** Bytes of a shard written between two flushes (where the platform has them). */
+const FLUSH_EVERY = 32 * 1024 * 1024;
+
 /** Every file is written under this suffix and renamed when the whole child is complete. */
 export const TMP_SUFFIX = '.partial';
 /** Names of earlier children's shards and their temporary files. */
@@ -154,14 +159,15 @@ interface RunState {
   ids: SourceIds;
   window: number;
   chunkElements: number;
+  flushEvery: number;
   /** Shards kept from an interrupted run, and where each shard is on disk. */
   kept: Map<string, { name: string; rec: ShardRecord }>;
   onDisk: Map<string, string>;
   totals: ShardReport;
   /** Files created by this run, under the names they have now. */
   written: Set<string>;
-  /** The file being written, aborted on failure. */
-  open: OutputFile | undefined;
+  /** Files being written (a shard finishing while the next is written), aborted on failure. */
+  open: Set<OutputFile>;
   journal: Journal | undefined;
   progress: MergeProgress;
   checkCancel: () => void;
@@ -229,11 +235,13 @@ export async function executeMerges(jobs: MergeJob[], pool: KernelPool, opts: Me
     total.bytesTotal += plan.totalBytes;
     total.tensorsTotal += plan.tensors.length;
     states.push({
-      plan, out, pool, files, ids: files.bound(plan.parents), window: opts.window ?? pool.size * 2, chunkElements: opts.chunkElements ?? CHUNK_ELEMENTS,
-      written: new Set(), open: undefined, journal: undefined, progress, checkCancel, emit, kept: new Map(), onDisk: new Map(), totals: emptyShardReport(),
+      plan, out, pool, files, ids: files.bound(plan.parents), window: opts.window ?? pool.size * 2, chunkElements: opts.chunkElements ?? CHUNK_ELEMENTS, flushEvery: opts.flushEvery ?? FLUSH_EVERY,
+      written: new Set(), open: new Set(), journal: undefined, progress, checkCancel, emit, kept: new Map(), onDisk: new Map(), totals: emptyShardReport(),
     });
   }
   const locks: OutputLock[] = [];
+  // The shards written before the one being written, made durable and journaled meanwhile.
+  let finishing: Promise<void> | undefined;
   try {
     for (const st of states) {
       const fingerprint = await planFingerprint(st.plan, pool);
@@ -273,18 +281,29 @@ export async function executeMerges(jobs: MergeJob[], pool: KernelPool, opts: Me
           } else todo.push(st);
         }
         if (todo.length === 0) continue;
-        const recs = await writeShards(todo, i);
-        for (const [k, st] of todo.entries()) {
-          const shard = st.plan.shards[i]!;
-          st.onDisk.set(shard.file, tmpName(st.out, shard.file));
-          addReport(st.totals, recs[k]!.report);
-          st.journal!.shards.push(recs[k]!);
-          await writeJournal(st.out, st.journal!);
-          await opts.pause?.(`shard-complete:${shard.file}`);
-          checkCancel();
-        }
+        const written = await writeShards(todo, i);
+        // Shard i is flushed to disk, checked and journaled while shard i + 1 is computed: the
+        // disk's write-back overlaps the workers' reads and arithmetic instead of stalling them.
+        // One shard finishes at a time, in order, so the journal only ever grows by whole shards;
+        // a failure to finish one stops the run once the shard after it is computed.
+        await finishing;
+        finishing = (async () => {
+          const recs = await finishShards(written);
+          for (const [k, st] of todo.entries()) {
+            const shard = st.plan.shards[i]!;
+            st.onDisk.set(shard.file, tmpName(st.out, shard.file));
+            addReport(st.totals, recs[k]!.report);
+            st.journal!.shards.push(recs[k]!);
+            await writeJournal(st.out, st.journal!);
+            await opts.pause?.(`shard-complete:${shard.file}`);
+            checkCancel();
+          }
+        })();
+        // Its failure is raised where it is awaited (below, or before the next shard finishes).
+        finishing.catch(() => {});
       }
     }
+    await finishing;
     checkCancel();
 
     const reports: MergeReport[] = [];
@@ -292,6 +311,10 @@ export async function executeMerges(jobs: MergeJob[], pool: KernelPool, opts: Me
     emit();
     return reports;
   } catch (e) {
+    // A shard still finishing completes (and is kept for resume) or fails before anything is removed.
+    await finishing?.catch(() => {});
+    // Shards computed but not finished: their writers close before their files are removed.
+    await pool.closeFiles(files.outputIds()).catch(() => {});
     const kept = [];
     for (const st of states) kept.push(await cleanUp(st));
     const keptWork = kept.find((k) => k !== undefined);
@@ -468,7 +491,8 @@ async function checkFreeSpace(plan: MergePlan, out: OutputFolder, kept: Map<stri
  */
 async function cleanUp(state: RunState): Promise<KeptWork | undefined> {
   const { out, journal, plan } = state;
-  if (state.open) await state.open.abort().catch(() => {});
+  for (const f of state.open) await f.abort().catch(() => {});
+  state.open.clear();
   if (!journal) return undefined;
   const keep = new Set<string>();
   if (journal.shards.length > 0) {
@@ -512,14 +536,14 @@ async function startFile(state: RunState, name: string): Promise<OutputFile> {
   const tmp = tmpName(state.out, name);
   state.progress.file = name;
   const f = await state.out.create(tmp);
-  state.open = f;
+  state.open.add(f);
   state.written.add(tmp);
   return f;
 }
 
 async function endFile(state: RunState, f: OutputFile): Promise<void> {
   await f.close();
-  state.open = undefined;
+  state.open.delete(f);
 }
 
 async function writeSmall(state: RunState, name: string, bytes: Uint8Array): Promise<void> {
@@ -634,6 +658,11 @@ interface ShardTarget {
   file: OutputFile;
   id: number;
   spans: { offset: number; length: number; hash: bigint }[];
+  /** Bytes written since the last flush began; the flush under way (it never rejects: see `flushFailed`). */
+  unflushed: number;
+  flushing: Promise<void> | undefined;
+  flushBusy: boolean;
+  flushFailed?: unknown;
   report: ShardReport;
   /** Units left per tensor, for progress. */
   remaining: Map<string, number>;
@@ -682,9 +711,10 @@ function zipUnits(lists: Unit[][]): Unit[] {
 
 /**
  * Shard `index` of each child (several children of a sweep laid out alike), written by the units
- * that make it, each at its own offsets, under temporary names.
+ * that make it, each at its own offsets, under temporary names; returned with every unit done, for
+ * `finishShards`.
  */
-async function writeShards(states: RunState[], index: number): Promise<ShardRecord[]> {
+async function writeShards(states: RunState[], index: number): Promise<ShardTarget[]> {
   const { pool, files, checkCancel } = states[0]!;
   checkCancel();
   const targets: ShardTarget[] = [];
@@ -695,7 +725,7 @@ async function writeShards(states: RunState[], index: number): Promise<ShardReco
       const file = await startFile(st, shard.file);
       const entry = files.addOutput(file);
       await pool.openFiles([entry]);
-      const t: ShardTarget = { st, shard, file, id: entry.id, spans: [], report: emptyShardReport(), remaining: new Map(), byName: new Map() };
+      const t: ShardTarget = { st, shard, file, id: entry.id, spans: [], unflushed: 0, flushing: undefined, flushBusy: false, report: emptyShardReport(), remaining: new Map(), byName: new Map() };
       targets.push(t);
       byFile.set(entry.id, t);
     }
@@ -731,6 +761,8 @@ async function writeShards(states: RunState[], index: number): Promise<ShardReco
         if (w.bytes) await t.file.writeAt(w.offset, w.bytes);
         t.spans.push({ offset: w.offset, length: w.length, hash: w.hash });
         t.st.progress.bytesDone += w.length;
+        t.unflushed += w.length;
+        flushSoFar(t);
       }
       if (r.bad > 0) {
         const tensor = targets.map((t) => t.byName.get(u.tensor)).find((x) => x !== undefined);
@@ -750,14 +782,51 @@ async function writeShards(states: RunState[], index: number): Promise<ShardReco
       }
       states[0]!.emit();
     }, { window: states[0]!.window, check: checkCancel });
-  } finally {
-    for (const t of targets) {
-      await pool.closeFiles([t.id]).catch(() => {});
-      files.dropOutput(t.id);
-    }
+  } catch (e) {
+    await closeTargets(targets);
+    throw e;
   }
+  return targets;
+}
+
+
+/**
+ * Starts making a shard's bytes so far durable, when enough were written and no flush is under
+ * way: the disk writes back while the workers go on, and the shard's close waits only for the
+ * rest (flushing a whole shard at its end would leave the workers idle for as long). A failed
+ * flush is raised at the next unit's result, or when the shard finishes.
+ */
+function flushSoFar(t: ShardTarget): void {
+  if (t.flushFailed !== undefined) throw t.flushFailed;
+  if (!t.file.flush || t.flushBusy || t.unflushed < t.st.flushEvery) return;
+  t.unflushed = 0;
+  t.flushBusy = true;
+  t.flushing = t.file.flush().then(
+    () => void (t.flushBusy = false),
+    (e) => {
+      t.flushFailed = e;
+      t.flushBusy = false;
+    },
+  );
+}
+
+/** Closes the shards' writers in the workers (the coordinator's handles stay open). */
+async function closeTargets(targets: ShardTarget[]): Promise<void> {
+  for (const t of targets) {
+    await t.st.pool.closeFiles([t.id]).catch(() => {});
+    t.st.files.dropOutput(t.id);
+  }
+}
+
+/**
+ * Shards whose units are all done, finished: their writers closed, their ranges checked to tile
+ * each file, their checksums computed, and each file flushed to disk and closed.
+ */
+async function finishShards(targets: ShardTarget[]): Promise<ShardRecord[]> {
+  await closeTargets(targets);
   const recs: ShardRecord[] = [];
   for (const t of targets) {
+    const pool = t.st.pool;
     // The units' ranges must tile the file exactly: header, then every byte once.
     t.spans.sort((a, b) => a.offset - b.offset);
     let pos = 0;
@@ -770,6 +839,8 @@ async function writeShards(states: RunState[], index: number): Promise<ShardReco
     }
     if (pos !== t.shard.bytes) throw new Error(`internal: ${t.shard.file} has ${pos} bytes, planned ${t.shard.bytes}`);
     const checksum = await rootChecksum(pool, kept.map((sp) => sp.hash));
+    await t.flushing;
+    if (t.flushFailed !== undefined) throw t.flushFailed;
     await endFile(t.st, t.file);
     recs.push({ file: t.shard.file, bytes: t.shard.bytes, spans: encodeSpans(kept.map((sp) => sp.length)), checksum, report: t.report });
   }

@@ -107,7 +107,7 @@ class WritableOutputFile implements OutputFile {
     this.flushed += data.length;
   }
 
-  private async flush(): Promise<void> {
+  private async drain(): Promise<void> {
     if (this.fill === 0) return;
     const data = this.buffer.slice(0, this.fill);
     this.fill = 0;
@@ -115,7 +115,7 @@ class WritableOutputFile implements OutputFile {
   }
 
   async write(bytes: Uint8Array): Promise<void> {
-    if (this.fill + bytes.length > WRITE_BUFFER) await this.flush();
+    if (this.fill + bytes.length > WRITE_BUFFER) await this.drain();
     if (bytes.length >= WRITE_BUFFER / 2) return this.put(bytes);
     this.buffer.set(bytes, this.fill);
     this.fill += bytes.length;
@@ -129,7 +129,7 @@ class WritableOutputFile implements OutputFile {
       this.buffer.set(bytes, position - this.flushed);
       return;
     }
-    await this.flush();
+    await this.drain();
     try {
       await this.stream.write({ type: 'write', position, data: bytes as Uint8Array<ArrayBuffer> });
       await this.stream.seek(this.flushed);
@@ -140,7 +140,7 @@ class WritableOutputFile implements OutputFile {
 
   async close(): Promise<void> {
     if (this.done) return;
-    await this.flush();
+    await this.drain();
     this.done = true;
     try {
       await this.stream.close();
