@@ -288,6 +288,30 @@ describe('the tiled mix straight into a plain output (mix_tiled)', () => {
       }
     }
   });
+  it('two BF16 inputs into BF16 (the fused path): every BF16 code against random and special partners, weights that make -0, NaN and overflow, every tail length', () => {
+    const r = rng(2024);
+    const m = K.module;
+    const BF16: Codec = { kind: 'plain', dtype: 'BF16' };
+    const specials = [0x0000, 0x8000, 0x7f80, 0xff80, 0x7fc0, 0xffc1, 0x0001, 0x8001, 0x7f7f, 0xff7f, 0x3f80, 0xbf80];
+    const n = 65536 + 13;
+    const a = new Uint16Array(n);
+    const b = new Uint16Array(n);
+    for (let i = 0; i < n; i++) {
+      a[i] = i & 0xffff;
+      b[i] = r() < 0.2 ? specials[Math.floor(r() * specials.length)]! : Math.floor(r() * 65536);
+    }
+    const bytes = (h: Uint16Array) => new Uint8Array(h.buffer, h.byteOffset, h.byteLength);
+    for (const [wa, wb] of [[0.5, 0.5], [0.3, 0.7], [-1, 1], [1, -0.25], [3e38, 3e38], [1e-40, 1]] as const) {
+      for (const len of [n, 1, 7, 8, 15, 16, 17, 31, 33]) {
+        const ins: Stripe[] = [a, b].map((h) => ({ codec: BF16, rows: 1, cols: len, data: bytes(h.subarray(0, len)) }));
+        const want = mixRef({ rows: 1, cols: len, inputs: ins, weights: [wa, wb], out: BF16 });
+        const dst = m.slot('t.out', Math.max(16, 2 * len));
+        const rc = m.mixTiled(ins.map((st, j) => ({ codec: BF16, data: m.put(`t.d${j}`, st.data), scales: 0, weight: [wa, wb][j]! })), 1, len, BF16, dst);
+        expect(rc).toBe(0);
+        expectSame(m.u8(dst, 2 * len).slice(), want.data, `w ${wa}, ${wb}, ${len} values`);
+      }
+    }
+  });
   it('refuses a quantized output (those need whole blocks: encode)', () => {
     const m = K.module;
     const s = m.put('t.q', new Uint8Array(64));

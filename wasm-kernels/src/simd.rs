@@ -414,26 +414,27 @@ pub unsafe fn mix2_bf16(a: *const u16, wa: f32, b: *const u16, wb: f32, out: *mu
     let wav = f32x4_splat(wa);
     let wbv = f32x4_splat(wb);
     let zero = f32x4_splat(0.0);
+    let high = splat(0xFFFF_0000);
     let lane = |x: v128, y: v128| f32x4_add(f32x4_add(zero, f32x4_mul(wav, x)), f32x4_mul(wbv, y));
+    // Eight bf16 seen as four u32 lanes: the even values are the low halves (shifted up, they are
+    // their f32), the odd values the high halves (masked, likewise). Mixed in that order and put
+    // back the same way, which costs fewer instructions than widening and narrowing.
+    let mix8 = |va: v128, vb: v128| {
+        let even = bf16_round(lane(i32x4_shl(va, 16), i32x4_shl(vb, 16)));
+        let odd = bf16_round(lane(v128_and(va, high), v128_and(vb, high)));
+        v128_or(u32x4_shr(even, 16), v128_and(odd, high))
+    };
     let mut i = 0;
     // Sixteen values per turn: two independent chains keep more of the engine's SIMD units busy.
     while i + 16 <= n {
-        let (a0, a1) = bf16x8_to_f32(ld(a.add(i) as *const u8));
-        let (b0, b1) = bf16x8_to_f32(ld(b.add(i) as *const u8));
-        let (a2, a3) = bf16x8_to_f32(ld(a.add(i + 8) as *const u8));
-        let (b2, b3) = bf16x8_to_f32(ld(b.add(i + 8) as *const u8));
-        let r0 = bf16_round(lane(a0, b0));
-        let r1 = bf16_round(lane(a1, b1));
-        let r2 = bf16_round(lane(a2, b2));
-        let r3 = bf16_round(lane(a3, b3));
-        st(out.add(i) as *mut u8, bf16_pack(r0, r1));
-        st(out.add(i + 8) as *mut u8, bf16_pack(r2, r3));
+        let r0 = mix8(ld(a.add(i) as *const u8), ld(b.add(i) as *const u8));
+        let r1 = mix8(ld(a.add(i + 8) as *const u8), ld(b.add(i + 8) as *const u8));
+        st(out.add(i) as *mut u8, r0);
+        st(out.add(i + 8) as *mut u8, r1);
         i += 16;
     }
     while i + 8 <= n {
-        let (a0, a1) = bf16x8_to_f32(ld(a.add(i) as *const u8));
-        let (b0, b1) = bf16x8_to_f32(ld(b.add(i) as *const u8));
-        st(out.add(i) as *mut u8, bf16_pack(bf16_round(lane(a0, b0)), bf16_round(lane(a1, b1))));
+        st(out.add(i) as *mut u8, mix8(ld(a.add(i) as *const u8), ld(b.add(i) as *const u8)));
         i += 8;
     }
     i
