@@ -74,9 +74,14 @@ function run(cmd: string, args: string[]): void {
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed`);
 }
 
-/** Flushes earlier runs' dirty pages, so each run starts from the same state of the page cache. */
-function settle(): void {
+/**
+ * Flushes earlier runs' dirty pages and reads the parents' shards once, so each run starts from
+ * the same state of the page cache: parents cached (the other scenarios' files, and the
+ * children written, may have pushed some of them out), nothing left to write back.
+ */
+function settle(pair?: Pair): void {
   spawnSync('sync');
+  if (pair) spawnSync('/bin/sh', ['-c', `cat ${[...shardsOf(pair.base), ...shardsOf(pair.donor)].map((f) => `'${f}'`).join(' ')} > /dev/null`]);
 }
 
 function dirBytes(dir: string): number {
@@ -179,9 +184,9 @@ function recipe(file: string, pair: Pair, rules: string): string {
 
 const OUT = path.join(CACHE, 'out');
 
-async function mergeRun(files: string[], workers: number, out = OUT): Promise<Measure> {
+async function mergeRun(pair: Pair, files: string[], workers: number, out = OUT): Promise<Measure> {
   rmSync(out, { recursive: true, force: true });
-  settle();
+  settle(pair);
   return measured(process.execPath, [CLI, 'merge', ...files, '-o', out, '--workers', String(workers)], { MOE_STUDIO_REPORT_IO: '1' });
 }
 
@@ -190,7 +195,7 @@ async function floorRun(pair: Pair): Promise<Measure> {
   const dir = path.join(CACHE, 'floor');
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  settle();
+  settle(pair);
   const q = (xs: string[]) => xs.map((x) => `'${x}'`).join(' ');
   const script = `cat ${q(shardsOf(pair.donor))} > /dev/null & cp ${q(shardsOf(pair.base))} '${dir}/'; wait; sync '${dir}'/*`;
   const m = await measured('/bin/sh', ['-c', script]);
@@ -218,8 +223,9 @@ process.stderr.write(`${machine}; worker counts ${workerCounts.join(', ')}; best
 // The CLI's fixed cost: the same kind of merge on a tiny pair.
 const tinyDir = path.join(CACHE, 'tiny');
 if (!existsSync(path.join(tinyDir, 'fixture-manifest.json'))) run(process.execPath, ['--import', 'tsx', 'app/fixtures/cli.ts', tinyDir, 'mixtral-pair']);
-const tiny = recipe(path.join(CACHE, 'tiny.yaml'), { base: path.join(tinyDir, 'mixtral-pair', 'base'), donor: path.join(tinyDir, 'mixtral-pair', 'instruct') }, MIX);
-const startup = await best(runs + 1, () => mergeRun([tiny], Math.min(2, cores)));
+const tinyPair = { base: path.join(tinyDir, 'mixtral-pair', 'base'), donor: path.join(tinyDir, 'mixtral-pair', 'instruct') };
+const tiny = recipe(path.join(CACHE, 'tiny.yaml'), tinyPair, MIX);
+const startup = await best(runs + 1, () => mergeRun(tinyPair, [tiny], Math.min(2, cores)));
 process.stderr.write(`start-up (the same merge on tiny tensors): ${s(startup.ms)} s\n`);
 
 interface Row {
@@ -238,7 +244,7 @@ async function scenario(name: string, pair: Pair, rules: string): Promise<Row> {
   const merges: Row['merges'] = [];
   let childBytes = 0;
   for (const w of workerCounts) {
-    const m = await best(runs, () => mergeRun([file], w));
+    const m = await best(runs, () => mergeRun(pair, [file], w));
     childBytes = dirBytes(OUT);
     merges.push({ workers: w, seconds: s(m.ms), peakRssMB: Math.round(m.peakRssMB), overFloor: +(m.ms / floor.ms).toFixed(2), overFloorWithoutStartup: +((m.ms - startup.ms) / floor.ms).toFixed(2) });
   }
@@ -262,19 +268,19 @@ if (!opts.quick) {
   await fusedCopy(perExpert.donor, fused.donor);
   const ONE = '  - select: {kind: routed_expert, experts: 3}\n    weights: {base: 0.5, donor: 0.5}\n';
   const w = Math.min(2, cores);
-  const one = async (pair: Pair) => best(runs, () => mergeRun([recipe(path.join(CACHE, 'one.yaml'), pair, ONE)], w));
+  const one = async (pair: Pair) => best(runs, () => mergeRun(pair, [recipe(path.join(CACHE, 'one.yaml'), pair, ONE)], w));
   const a = await one(perExpert);
   const b = await one(fused);
   extra.fused = { workers: w, perExpertSeconds: s(a.ms), fusedSeconds: s(b.ms), fusedOverPerExpert: +(b.ms / a.ms).toFixed(2) };
 
   // A 3-child sweep against three merges.
   const lam = [0.25, 0.5, 0.75].map((l) => recipe(path.join(CACHE, `lambda-${l}.yaml`), bf16, `  - select: {kind: routed_expert}\n    weights: {base: ${1 - l}, donor: ${l}}\n`));
-  const sweep = await best(runs, () => mergeRun(lam, w, path.join(CACHE, 'sweep')));
+  const sweep = await best(runs, () => mergeRun(bf16, lam, w, path.join(CACHE, 'sweep')));
   rmSync(path.join(CACHE, 'sweep'), { recursive: true, force: true });
   let three = 0;
   let threeRead = 0;
   for (const f of lam) {
-    const m = await best(runs, () => mergeRun([f], w));
+    const m = await best(runs, () => mergeRun(bf16, [f], w));
     three += m.ms;
     threeRead += ioRead(m);
   }
@@ -288,7 +294,7 @@ if (!opts.quick) {
   const memory: { tensor: string; seconds: number; peakRssMB: number }[] = [];
   for (const [label, side] of [['2 MB', 1024], ['200 MB', 10240], ['2 GB', 32768]] as const) {
     const pair = await oneTensorPair(`one-tensor-${side}`, side, side);
-    const m = await best(runs, () => mergeRun([recipe(path.join(CACHE, 'mem.yaml'), pair, MIX)], w));
+    const m = await best(runs, () => mergeRun(pair, [recipe(path.join(CACHE, 'mem.yaml'), pair, MIX)], w));
     memory.push({ tensor: label, seconds: s(m.ms), peakRssMB: Math.round(m.peakRssMB) });
   }
   extra.memory = memory;

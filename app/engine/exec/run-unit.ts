@@ -11,6 +11,11 @@ export interface RunnerFiles {
   read(file: number, offset: number, length: number, dst: () => Uint8Array): Promise<void> | void;
   /** Writes `src` at `offset`; false when this runner cannot reach the file (the bytes go back to the coordinator). */
   write(file: number, offset: number, src: Uint8Array): Promise<boolean> | boolean;
+  /**
+   * Starts fetching a range a queued unit will read, where reads are asynchronous (File slices):
+   * `read` of the same range then takes what arrived meanwhile.
+   */
+  prefetch?(file: number, offset: number, length: number): void;
 }
 
 /** Ranges of one file closer than this are read as one. */
@@ -18,13 +23,41 @@ const READ_GAP = 64 * 1024;
 
 const F32: Codec = { kind: 'plain', dtype: 'F32' };
 
-/**
- * Reads every span into one buffer of wasm memory; returns each span's address. Spans carrying
- * their bytes are copied in; the others are read, nearby ranges of one file together.
- */
-async function readSpans(m: WasmModule, files: RunnerFiles, spans: Span[], slot = 'read'): Promise<number[]> {
+/** The spans of bands: each band's data, then its scales. */
+function bandSpans(bands: Band[]): Span[] {
+  const spans: Span[] = [];
+  for (const b of bands) {
+    spans.push(b.data);
+    if (b.scales) spans.push(b.scales);
+  }
+  return spans;
+}
+
+/** What a unit reads, in the order its runner reads it. */
+function unitSpans(u: Unit): Span[] {
+  switch (u.kind) {
+    case 'stripe':
+    case 'diff':
+      return bandSpans(u.bands);
+    case 'copy':
+      return u.parts.map((p) => p.from);
+    case 'bytes':
+      return [];
+  }
+}
+
+interface ReadGroup {
+  file: number;
+  offset: number;
+  end: number;
+  members: number[];
+  inline: boolean;
+}
+
+/** Spans as they are read: by file and offset, nearby ranges of one file as one read. */
+function readGroups(spans: Span[]): ReadGroup[] {
   const order = spans.map((_, i) => i).sort((a, b) => spans[a]!.file - spans[b]!.file || spans[a]!.offset - spans[b]!.offset);
-  const groups: { file: number; offset: number; end: number; members: number[]; inline: boolean }[] = [];
+  const groups: ReadGroup[] = [];
   for (const i of order) {
     const s = spans[i]!;
     if (s.bytes) {
@@ -37,6 +70,21 @@ async function readSpans(m: WasmModule, files: RunnerFiles, spans: Span[], slot 
       g.members.push(i);
     } else groups.push({ file: s.file, offset: s.offset, end: s.offset + s.length, members: [i], inline: false });
   }
+  return groups;
+}
+
+/** Starts fetching what a queued unit will read (see `RunnerFiles.prefetch`). */
+export function prefetchUnit(files: RunnerFiles, u: Unit): void {
+  if (!files.prefetch) return;
+  for (const g of readGroups(unitSpans(u))) if (!g.inline && g.end > g.offset) files.prefetch(g.file, g.offset, g.end - g.offset);
+}
+
+/**
+ * Reads every span into one buffer of wasm memory; returns each span's address. Spans carrying
+ * their bytes are copied in; the others are read, nearby ranges of one file together.
+ */
+async function readSpans(m: WasmModule, files: RunnerFiles, spans: Span[], slot = 'read'): Promise<number[]> {
+  const groups = readGroups(spans);
   let total = 0;
   const at: number[] = [];
   for (const g of groups) {
@@ -45,6 +93,9 @@ async function readSpans(m: WasmModule, files: RunnerFiles, spans: Span[], slot 
   }
   const base = m.slot(slot, Math.max(16, total));
   const out = new Array<number>(spans.length);
+  // All reads at once: where they are asynchronous (File slices in the browser), one parent's
+  // bytes arrive while the other's are being fetched. Nothing grows wasm memory meanwhile.
+  const reading: (Promise<void> | void)[] = [];
   for (let k = 0; k < groups.length; k++) {
     const g = groups[k]!;
     const ptr = base + at[k]!;
@@ -53,10 +104,11 @@ async function readSpans(m: WasmModule, files: RunnerFiles, spans: Span[], slot 
       const s = spans[g.members[0]!]!;
       m.u8(ptr, len).set(s.bytes!.subarray(0, len));
     } else if (len > 0) {
-      await files.read(g.file, g.offset, len, () => m.u8(ptr, len));
+      reading.push(files.read(g.file, g.offset, len, () => m.u8(ptr, len)));
     }
     for (const i of g.members) out[i] = ptr + (spans[i]!.offset - g.offset);
   }
+  await Promise.all(reading);
   return out;
 }
 
@@ -85,12 +137,7 @@ function elementBytes(c: Codec): number {
 }
 
 async function runStripe(m: WasmModule, files: RunnerFiles, u: StripeUnit): Promise<UnitResult> {
-  const spans: Span[] = [];
-  for (const b of u.bands) {
-    spans.push(b.data);
-    if (b.scales) spans.push(b.scales);
-  }
-  const addr = await readSpans(m, files, spans);
+  const addr = await readSpans(m, files, bandSpans(u.bands));
   const bandAt: { data: number; scales: number }[] = [];
   let k = 0;
   for (const b of u.bands) bandAt.push({ data: addr[k++]!, scales: b.scales ? addr[k++]! : 0 });
@@ -266,12 +313,7 @@ async function runCopy(m: WasmModule, files: RunnerFiles, u: Extract<Unit, { kin
 }
 
 async function runDiff(m: WasmModule, files: RunnerFiles, u: Extract<Unit, { kind: 'diff' }>): Promise<UnitResult> {
-  const spans: Span[] = [];
-  for (const b of u.bands) {
-    spans.push(b.data);
-    if (b.scales) spans.push(b.scales);
-  }
-  const addr = await readSpans(m, files, spans);
+  const addr = await readSpans(m, files, bandSpans(u.bands));
   const at: { data: number; scales: number }[] = [];
   let k = 0;
   for (const b of u.bands) at.push({ data: addr[k++]!, scales: b.scales ? addr[k++]! : 0 });

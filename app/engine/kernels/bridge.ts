@@ -2,7 +2,7 @@
 // passes in its transfer function (Comlink.transfer), so buffers move between threads instead of
 // being copied, and how a worker reaches files (Node paths, browser File and OPFS handles), so the
 // worker entry points stay a few lines each.
-import { runUnit, type RunnerFiles } from '../exec/run-unit.ts';
+import { prefetchUnit, runUnit, type RunnerFiles } from '../exec/run-unit.ts';
 import type { Unit, UnitResult } from '../exec/units.ts';
 import type { ByteSource, OutputFile } from '../io.ts';
 import { resultTransferables, unitTransferables, type KernelEndpoint, type RunFile } from './pool.ts';
@@ -25,11 +25,13 @@ export interface WorkerFiles extends RunnerFiles {
 
 /**
  * Runs batches one after another on one module: a unit's buffers live in the module's memory
- * across its reads and writes, so a second call arriving meanwhile waits its turn.
+ * across its reads and writes, so a second call arriving meanwhile waits its turn — with its
+ * reads already under way where the platform fetches asynchronously.
  */
 function serial(m: WasmModule, files: RunnerFiles): (units: Unit[]) => Promise<UnitResult[]> {
   let queue: Promise<unknown> = Promise.resolve();
   return (units) => {
+    for (const u of units) prefetchUnit(files, u);
     const next = queue.then(async () => {
       const out: UnitResult[] = [];
       for (const u of units) out.push(await runUnit(m, files, u));

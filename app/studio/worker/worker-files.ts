@@ -1,4 +1,5 @@
-// How a kernel worker reaches the files of a run in the browser: parents' Files, read by slices;
+// How a kernel worker reaches the files of a run in the browser: parents' Files, read by slices
+// (a queued unit's slices fetched while the unit before it computes);
 // OPFS files, written through the worker's own synchronous access handle at each unit's offsets
 // (mode "readwrite-unsafe", so several workers and the coordinator write one file at once). A
 // file of a user-picked folder has no reference here: its bytes go back to the coordinator.
@@ -9,12 +10,16 @@ import { errorText, openSyncHandle } from './browser-io.ts';
 export class BrowserWorkerFiles implements WorkerFiles {
   private readonly refs = new Map<number, FileRef>();
   private readonly handles = new Map<number, Promise<FileSystemSyncAccessHandle>>();
+  /** Slices of parents' Files being fetched for queued units, by "file:offset:length". */
+  private readonly fetched = new Map<string, Promise<ArrayBuffer | Error>>();
 
   open(refs: FileRef[]): void {
     for (const r of refs) this.refs.set(r.id, r);
   }
 
   async close(ids: number[]): Promise<void> {
+    const closing = new Set(ids.map(String));
+    for (const key of this.fetched.keys()) if (closing.has(key.slice(0, key.indexOf(':')))) this.fetched.delete(key);
     for (const id of ids) {
       const h = this.handles.get(id);
       this.handles.delete(id);
@@ -45,15 +50,27 @@ export class BrowserWorkerFiles implements WorkerFiles {
     return h;
   }
 
+  private fetch(blob: Blob, offset: number, length: number): Promise<ArrayBuffer | Error> {
+    return blob
+      .slice(offset, offset + length)
+      .arrayBuffer()
+      .catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+  }
+
+  prefetch(file: number, offset: number, length: number): void {
+    const r = this.refs.get(file);
+    const key = `${file}:${offset}:${length}`;
+    if (r?.ref instanceof Blob && !this.fetched.has(key)) this.fetched.set(key, this.fetch(r.ref, offset, length));
+  }
+
   async read(file: number, offset: number, length: number, dst: () => Uint8Array): Promise<void> {
     const r = this.ref(file);
     if (r.ref instanceof Blob) {
-      let buf: ArrayBuffer;
-      try {
-        buf = await r.ref.slice(offset, offset + length).arrayBuffer();
-      } catch (e) {
-        throw new MoeError(`read failed: ${errorText(e)}`, (r.ref as File).name);
-      }
+      const key = `${file}:${offset}:${length}`;
+      const pending = this.fetched.get(key) ?? this.fetch(r.ref, offset, length);
+      this.fetched.delete(key);
+      const buf = await pending;
+      if (buf instanceof Error) throw new MoeError(`read failed: ${errorText(buf)}`, (r.ref as File).name);
       if (buf.byteLength !== length) throw new MoeError(`file ended while reading [${offset}, ${offset + length}) (was it changed?)`, (r.ref as File).name);
       dst().set(new Uint8Array(buf));
       return;
