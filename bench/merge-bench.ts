@@ -1,7 +1,7 @@
 // `npm run bench`: what the CLI's merges cost against the fastest way this machine moves the same
 // bytes, measured in the same run (not a timed test; see README "Figures").
 //
-//   npm run bench [-- --size 2.3GB] [-- --runs 3] [-- --workers 1,2] [-- --json] [-- --quick]
+//   npm run bench [-- --size 2.3GB] [-- --runs 3] [-- --workers 1,2] [-- --json] [-- --quick] [-- --out DIR]
 //
 // For each scenario: the floor — the operating system copying the bytes (`cat` the donor's
 // shards, `cp` the base's next to the output, then `sync` the copies: cp uses copy_file_range, the
@@ -10,13 +10,17 @@
 // with the CLI's fixed start-up (the same merge on tiny tensors) taken out of the merge.
 // Scenarios: a BF16 Mixtral-shaped pair, α = 0.5 on every routed expert; a DeepSeek-V3-shaped FP8
 // pair re-quantizing every routed expert; one expert mixed inside fused tensors against the same
-// merge on the per-expert layout; a 3-child λ sweep against three merges (time, and bytes read by
-// the process: each parent byte once); one tensor of 2 MB, 200 MB and 2 GB (peak RSS stays flat).
-// Generated parents are kept in .cache/bench/ and reused.
+// merge on the per-expert layout; a 3-child λ sweep against three merges, each keeping its child
+// as the sweep does (time, and bytes read by the process: each parent byte once); one tensor of
+// 2 MB, 200 MB and 2 GB (peak RSS stays flat). Every timed run starts with its parents in the page
+// cache. Generated parents are kept in .cache/bench/ and reused; children and the floor's copies
+// are written there too, or under `--out DIR` (another disk, or /dev/shm to leave the disk out).
+// Free memory at the start is printed: writing gigabytes into a page cache already full of other
+// files (earlier runs' parents) makes the kernel reclaim as it goes, which slows every writer.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
+import { cpus, freemem, totalmem } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -34,6 +38,7 @@ const { values: opts } = parseArgs({
     workers: { type: 'string' },
     json: { type: 'boolean', default: false },
     quick: { type: 'boolean', default: false },
+    out: { type: 'string' },
   },
 });
 const runs = Math.max(1, Number(opts.runs));
@@ -182,7 +187,9 @@ function recipe(file: string, pair: Pair, rules: string): string {
   return file;
 }
 
-const OUT = path.join(CACHE, 'out');
+/** Where children and the floor's copies are written (`--out`; the disk under .cache/bench by default). */
+const OUT_ROOT = opts.out ? path.resolve(opts.out, 'moe-studio-bench') : CACHE;
+const OUT = path.join(OUT_ROOT, 'out');
 
 async function mergeRun(pair: Pair, files: string[], workers: number, out = OUT): Promise<Measure> {
   rmSync(out, { recursive: true, force: true });
@@ -192,7 +199,7 @@ async function mergeRun(pair: Pair, files: string[], workers: number, out = OUT)
 
 /** The operating system's copy: read the donor, copy the base's shards, make the copies durable. */
 async function floorRun(pair: Pair): Promise<Measure> {
-  const dir = path.join(CACHE, 'floor');
+  const dir = path.join(OUT_ROOT, 'floor');
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   settle(pair);
@@ -218,7 +225,8 @@ const MIX = '  - select: {kind: routed_expert}\n    weights: {base: 0.5, donor: 
 
 mkdirSync(CACHE, { recursive: true });
 const machine = `${cores} × ${cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
-process.stderr.write(`${machine}; worker counts ${workerCounts.join(', ')}; best of ${runs}\n`);
+const memoryNote = `${(freemem() / 2 ** 30).toFixed(1)} GiB free memory at start; outputs under ${OUT_ROOT}`;
+process.stderr.write(`${machine}; ${memoryNote}; worker counts ${workerCounts.join(', ')}; best of ${runs}\n`);
 
 // The CLI's fixed cost: the same kind of merge on a tiny pair.
 const tinyDir = path.join(CACHE, 'tiny');
@@ -275,14 +283,22 @@ if (!opts.quick) {
 
   // A 3-child sweep against three merges.
   const lam = [0.25, 0.5, 0.75].map((l) => recipe(path.join(CACHE, `lambda-${l}.yaml`), bf16, `  - select: {kind: routed_expert}\n    weights: {base: ${1 - l}, donor: ${l}}\n`));
-  const sweep = await best(runs, () => mergeRun(bf16, lam, w, path.join(CACHE, 'sweep')));
-  rmSync(path.join(CACHE, 'sweep'), { recursive: true, force: true });
-  let three = 0;
+  const sweep = await best(runs, () => mergeRun(bf16, lam, w, path.join(OUT_ROOT, 'sweep')));
+  rmSync(path.join(OUT_ROOT, 'sweep'), { recursive: true, force: true });
+  // Three merges, one after another, each child kept (as the sweep keeps its three) until all are
+  // written: deleting each child before the next would hand the next merge the memory it freed.
+  let three = Infinity;
   let threeRead = 0;
-  for (const f of lam) {
-    const m = await best(runs, () => mergeRun(bf16, [f], w));
-    three += m.ms;
-    threeRead += ioRead(m);
+  for (let r = 0; r < runs; r++) {
+    let ms = 0;
+    let read = 0;
+    for (const [k, f] of lam.entries()) {
+      const m = await mergeRun(bf16, [f], w, path.join(OUT_ROOT, 'three', String(k)));
+      ms += m.ms;
+      read += ioRead(m);
+    }
+    rmSync(path.join(OUT_ROOT, 'three'), { recursive: true, force: true });
+    if (ms < three) [three, threeRead] = [ms, read];
   }
   const parentBytes = dirBytes(bf16.base) + dirBytes(bf16.donor);
   extra.sweep = {
@@ -302,9 +318,9 @@ if (!opts.quick) {
 rmSync(OUT, { recursive: true, force: true });
 
 if (opts.json) {
-  process.stdout.write(JSON.stringify({ machine, startupSeconds: s(startup.ms), rows, ...extra }, null, 2) + '\n');
+  process.stdout.write(JSON.stringify({ machine, memoryNote, startupSeconds: s(startup.ms), rows, ...extra }, null, 2) + '\n');
 } else {
-  const out: string[] = [`machine: ${machine}`, `start-up (same merge, tiny tensors): ${s(startup.ms)} s`, ''];
+  const out: string[] = [`machine: ${machine}`, memoryNote, `start-up (same merge, tiny tensors): ${s(startup.ms)} s`, ''];
   for (const r of rows) {
     out.push(`${r.scenario}: parents ${r.parentsGB} GB, child ${r.childGB} GB`);
     out.push(`  floor (cat donor, cp base, sync): ${r.floorSeconds} s`);
