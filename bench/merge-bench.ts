@@ -316,6 +316,7 @@ if (!opts.quick) {
   extra.memory = memory;
 }
 rmSync(OUT, { recursive: true, force: true });
+if (opts.out) rmSync(OUT_ROOT, { recursive: true, force: true });
 
 if (opts.json) {
   process.stdout.write(JSON.stringify({ machine, memoryNote, startupSeconds: s(startup.ms), rows, ...extra }, null, 2) + '\n');
