@@ -789,7 +789,6 @@ async function writeShards(states: RunState[], index: number): Promise<ShardTarg
   return targets;
 }
 
-
 /**
  * Starts making a shard's bytes so far durable, when enough were written and no flush is under
  * way: the disk writes back while the workers go on, and the shard's close waits only for the

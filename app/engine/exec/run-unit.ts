@@ -108,7 +108,9 @@ async function readSpans(m: WasmModule, files: RunnerFiles, spans: Span[], slot 
     }
     for (const i of g.members) out[i] = ptr + (spans[i]!.offset - g.offset);
   }
-  await Promise.all(reading);
+  // Every read settles before this unit ends, failed or not: none may land in the next unit's buffer.
+  const failed = (await Promise.allSettled(reading)).find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason;
   return out;
 }
 

@@ -1,0 +1,128 @@
+// How a runner reads a unit's ranges: all at once, a queued unit's File slices fetched ahead (the
+// studio's workers), and never leaving a read running when its unit has failed.
+import { readFileSync } from 'node:fs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { prefetchUnit, runUnit, type RunnerFiles } from '../app/engine/exec/run-unit.ts';
+import type { CopyUnit } from '../app/engine/exec/units.ts';
+import { instantiateKernelsFromBytes, type WasmModule } from '../app/engine/kernels/wasm-kernels.ts';
+import { BrowserWorkerFiles } from '../app/studio/worker/worker-files.ts';
+
+let m: WasmModule;
+beforeAll(async () => {
+  m = await instantiateKernelsFromBytes(new Uint8Array(readFileSync(new URL('../public/moe_kernels.wasm', import.meta.url))));
+});
+
+/** A File that counts the slices taken of it (each is one fetch in a browser). */
+class CountingFile extends File {
+  slices = 0;
+  override slice(start?: number, end?: number, type?: string): Blob {
+    this.slices++;
+    return super.slice(start, end, type);
+  }
+}
+
+function bytes(n: number, seed: number): Uint8Array {
+  return Uint8Array.from({ length: n }, (_, i) => (i * 131 + seed * 17 + (i >> 8)) & 0xff);
+}
+
+/** Reads and prefetches through the studio's worker files; writes land in `out` (no OPFS in Node). */
+function runner(files: BrowserWorkerFiles, out: Map<number, Uint8Array>): RunnerFiles {
+  return {
+    read: (f, o, n, dst) => files.read(f, o, n, dst),
+    prefetch: (f, o, n) => files.prefetch(f, o, n),
+    write: (f, o, src) => {
+      const buf = out.get(f)!;
+      buf.set(src, o);
+      return true;
+    },
+  };
+}
+
+describe('reading a unit', () => {
+  it("fetches a queued unit's File slices ahead, takes them when it runs, and moves the files' bytes exactly", async () => {
+    const a = bytes(300_000, 1);
+    const b = bytes(200_000, 2);
+    const fa = new CountingFile([a], 'a.safetensors');
+    const fb = new CountingFile([b], 'b.safetensors');
+    const files = new BrowserWorkerFiles();
+    files.open([
+      { id: 0, ref: fa, write: false },
+      { id: 1, ref: fb, write: false },
+    ]);
+    const out = new Map([[2, new Uint8Array(120_000)]]);
+    // Two ranges of a close together (read as one slice), one far off, one of b.
+    const unit: CopyUnit = {
+      kind: 'copy',
+      tensor: 't',
+      parts: [
+        { from: { file: 0, offset: 1000, length: 20_000 }, to: { file: 2, offset: 0, length: 20_000 } },
+        { from: { file: 0, offset: 22_000, length: 30_000 }, to: { file: 2, offset: 20_000, length: 30_000 } },
+        { from: { file: 0, offset: 250_000, length: 40_000 }, to: { file: 2, offset: 50_000, length: 40_000 } },
+        { from: { file: 1, offset: 170_000, length: 30_000 }, to: { file: 2, offset: 90_000, length: 30_000 } },
+      ],
+    };
+    const r = runner(files, out);
+    prefetchUnit(r, unit);
+    expect([fa.slices, fb.slices]).toEqual([2, 1]);
+    await runUnit(m, r, unit);
+    // The prefetched slices were taken, none fetched again.
+    expect([fa.slices, fb.slices]).toEqual([2, 1]);
+    const want = new Uint8Array(120_000);
+    want.set(a.subarray(1000, 21_000), 0);
+    want.set(a.subarray(22_000, 52_000), 20_000);
+    want.set(a.subarray(250_000, 290_000), 50_000);
+    want.set(b.subarray(170_000, 200_000), 90_000);
+    expect(Buffer.from(out.get(2)!).equals(Buffer.from(want))).toBe(true);
+
+    // Without a prefetch the unit fetches its slices itself; a prefetch left unread goes with its file.
+    out.get(2)!.fill(0);
+    await runUnit(m, r, unit);
+    expect([fa.slices, fb.slices]).toEqual([4, 2]);
+    expect(Buffer.from(out.get(2)!).equals(Buffer.from(want))).toBe(true);
+    prefetchUnit(r, unit);
+    await files.close([0, 1]);
+    await expect(runUnit(m, r, unit)).rejects.toThrow(/file 0 was not opened in this worker/);
+  });
+
+  it('reports a prefetched slice that failed, naming the file', async () => {
+    class Unreadable extends File {
+      override slice(): Blob {
+        return { arrayBuffer: () => Promise.reject(new DOMException('the file changed on disk', 'NotReadableError')) } as unknown as Blob;
+      }
+    }
+    const files = new BrowserWorkerFiles();
+    files.open([{ id: 0, ref: new Unreadable([bytes(1000, 3)], 'gone.safetensors'), write: false }]);
+    const r = runner(files, new Map([[1, new Uint8Array(100)]]));
+    const unit: CopyUnit = { kind: 'copy', tensor: 't', parts: [{ from: { file: 0, offset: 0, length: 100 }, to: { file: 1, offset: 0, length: 100 } }] };
+    prefetchUnit(r, unit);
+    await expect(runUnit(m, r, unit)).rejects.toThrow(/gone\.safetensors: read failed: .*the file changed on disk/);
+  });
+
+  it('a failed read fails its unit only once every other read of it has settled', async () => {
+    const events: string[] = [];
+    const files: RunnerFiles = {
+      read: async (file, _offset, length, dst) => {
+        if (file === 0) {
+          events.push('read 0 failed');
+          throw new Error('EIO: i/o error, read');
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        dst().set(new Uint8Array(length).fill(7));
+        events.push('read 1 landed');
+      },
+      write: () => true,
+    };
+    const unit: CopyUnit = {
+      kind: 'copy',
+      tensor: 't',
+      parts: [
+        { from: { file: 0, offset: 0, length: 64 }, to: { file: 2, offset: 0, length: 64 } },
+        { from: { file: 1, offset: 0, length: 64 }, to: { file: 2, offset: 64, length: 64 } },
+      ],
+    };
+    await expect(
+      runUnit(m, files, unit).finally(() => events.push('unit ended')),
+    ).rejects.toThrow(/EIO/);
+    expect(events).toEqual(['read 0 failed', 'read 1 landed', 'unit ended']);
+  });
+});
