@@ -86,8 +86,11 @@ function run(cmd: string, args: string[]): void {
  */
 function settle(pair?: Pair): void {
   spawnSync('sync');
-  if (pair) spawnSync('/bin/sh', ['-c', `cat ${[...shardsOf(pair.base), ...shardsOf(pair.donor)].map((f) => `'${f}'`).join(' ')} > /dev/null`]);
+  if (pair) spawnSync('/bin/sh', ['-c', `cat ${quoted([...shardsOf(pair.base), ...shardsOf(pair.donor)])} > /dev/null`]);
 }
+
+/** Paths as single-quoted words of a shell command. */
+const quoted = (paths: string[]) => paths.map((p) => `'${p}'`).join(' ');
 
 function dirBytes(dir: string): number {
   return readdirSync(dir).reduce((s, f) => s + statSync(path.join(dir, f)).size, 0);
@@ -203,8 +206,7 @@ async function floorRun(pair: Pair): Promise<Measure> {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   settle(pair);
-  const q = (xs: string[]) => xs.map((x) => `'${x}'`).join(' ');
-  const script = `cat ${q(shardsOf(pair.donor))} > /dev/null & cp ${q(shardsOf(pair.base))} '${dir}/'; wait; sync '${dir}'/*`;
+  const script = `cat ${quoted(shardsOf(pair.donor))} > /dev/null & cp ${quoted(shardsOf(pair.base))} '${dir}/'; wait; sync '${dir}'/*`;
   const m = await measured('/bin/sh', ['-c', script]);
   rmSync(dir, { recursive: true, force: true });
   return m;
