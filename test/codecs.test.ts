@@ -115,6 +115,105 @@ describe('FP8 E4M3 with any block shape and scale dtype', () => {
   });
 });
 
+describe('FP8 E4M3 fast paths', () => {
+  it('finite blocks whose stored scale rounds down saturate at 448 exactly as the reference', () => {
+    // A block's fresh scale is amax / 448 rounded to the scale dtype; rounded down (F16 subnormal
+    // scales are coarse) it makes quotients of 464 and more, which must give the largest code.
+    for (const scaleDtype of ['F16', 'BF16', 'F32'] as const) {
+      const codec: Codec = { kind: 'fp8', scaleDtype, blockRows: 1, blockCols: 64, scaleRole: 'scale' };
+      const rows = 200;
+      const v = new Float32Array(rows * 64);
+      for (let r = 0; r < rows; r++) {
+        const amax = Math.fround(1e-4 * (1 + r / 20));
+        for (let c = 0; c < 64; c++) v[r * 64 + c] = Math.fround(amax * (1 - c / 256) * (c % 2 ? -1 : 1));
+      }
+      const want = encodeRef(v, rows, 64, codec);
+      const got = K.encode(v, rows, 64, codec);
+      expectSameEncoded(got, want, `${scaleDtype} scales`);
+      if (scaleDtype === 'F16') {
+        const stored = K.decode({ codec: { kind: 'plain', dtype: 'F16' }, rows: 1, cols: rows, data: want.scales! });
+        const over = Array.from(v).filter((x, i) => Math.abs(x) / stored[Math.floor(i / 64)]! >= 464).length;
+        expect(over, 'quotients of 464 and more exercised').toBeGreaterThan(50);
+      }
+    }
+  });
+
+  it('every code under scales of every kind (huge, subnormal, zero, negative, non-finite) mixes as the reference', () => {
+    const scaleSet = [1e30, 300, 256, 255.99998, 2 ** -149, 1e-40, 0, -1, NaN, Infinity, -Infinity, 3.5e-3];
+    const codec: Codec = { kind: 'fp8', scaleDtype: 'F32', blockRows: 1, blockCols: 256, scaleRole: 'scale' };
+    const rows = scaleSet.length;
+    const data = Uint8Array.from({ length: rows * 256 }, (_, i) => (i * 5 + Math.floor(i / 256)) & 0xff);
+    const s: Stripe = { codec, rows, cols: 256, data, scales: scaleBytes('F32', scaleSet) };
+    const r = rng(9);
+    const other: Stripe = { codec: { kind: 'plain', dtype: 'BF16' }, rows, cols: 256, data: K.encode(values(r, rows * 256, true), rows, 256, { kind: 'plain', dtype: 'BF16' }).data };
+    expectSame(f32Bytes(K.decode(s)), f32Bytes(decodeRef(s)), 'decode');
+    for (const out of [{ kind: 'plain', dtype: 'BF16' }, { kind: 'plain', dtype: 'F32' }, codec] as Codec[]) {
+      for (const [inputs, weights] of [[[s, other], [0.3, 0.7]], [[other, s], [-1.5, 0.25]], [[s, s], [1, 1]]] as [Stripe[], number[]][]) {
+        const req = { rows, cols: 256, inputs, weights, out };
+        expectSameEncoded(K.mix(req), mixRef(req), `${codecName(out)} mix`);
+      }
+    }
+  });
+});
+
+describe('mixing into E4M3 block by block (mix_e4m3)', () => {
+  const r = rng(77);
+  /** An E4M3 stripe of random codes (some NaN codes where `nan`) and its scales, one per block. */
+  function fp8(codec: Extract<Codec, { kind: 'fp8' }>, rows: number, cols: number, scale: (block: number) => number, nan = false): Stripe {
+    const data = new Uint8Array(rows * cols);
+    for (let i = 0; i < data.length; i++) {
+      let c = Math.floor(r() * 256);
+      if (!nan && (c & 0x7f) === 0x7f) c ^= 1;
+      data[i] = c;
+    }
+    const nb = Math.ceil(rows / Math.min(codec.blockRows, rows)) * Math.ceil(cols / Math.min(codec.blockCols, cols));
+    return { codec, rows, cols, data, scales: scaleBytes(codec.scaleDtype, Array.from({ length: nb }, (_, b) => scale(b))) };
+  }
+  const bf16 = (rows: number, cols: number): Stripe => ({ codec: { kind: 'plain', dtype: 'BF16' }, rows, cols, data: K.encode(values(r, rows * cols, true), rows, cols, { kind: 'plain', dtype: 'BF16' }).data });
+
+  it('two parents on the output grid, every path: groups of blocks, partial blocks, NaN codes, infinite and huge scales', () => {
+    for (const scaleDtype of ['F32', 'BF16'] as const) {
+      const codec = { kind: 'fp8', scaleDtype, blockRows: 128, blockCols: 128, scaleRole: 'scale_inv' } as const;
+      // 9 column blocks (the tile holds 8 side by side), the last 76 wide; 130 rows (a 2-row block row).
+      const [rows, cols] = [130, 1100];
+      const plain = (b: number) => [2e-4, 1e-3, 3.5e-3, 0.5][b % 4]!;
+      const cases: [string, Stripe, Stripe][] = [
+        ['finite', fp8(codec, rows, cols, plain), fp8(codec, rows, cols, (b) => plain(b + 1))],
+        ['NaN codes', fp8(codec, rows, cols, plain, true), fp8(codec, rows, cols, plain)],
+        // An infinite scale makes infinities (and NaN from 0 · inf); a scale of 300 takes the
+        // general path for that block (no single factor); a tiny scale makes subnormal quotients.
+        ['inf and huge scales', fp8(codec, rows, cols, (b) => (b === 3 ? Infinity : b === 5 ? 300 : plain(b))), fp8(codec, rows, cols, (b) => (b === 10 ? 1e-30 : plain(b)))],
+      ];
+      for (const [label, a, b] of cases) {
+        for (const weights of [[0.5, 0.5], [-1.25, 3], [1, -1]]) {
+          const req = { rows, cols, inputs: [a, b], weights, out: codec };
+          expectSameEncoded(K.mix(req), mixRef(req), `${scaleDtype} ${label} ${weights}`);
+        }
+      }
+    }
+  });
+
+  it('other inputs: three parents, a BF16 parent, zero weights, no weights, per-channel and odd blocks', () => {
+    const ds = { kind: 'fp8', scaleDtype: 'F32', blockRows: 128, blockCols: 128, scaleRole: 'scale_inv' } as const;
+    const [rows, cols] = [200, 300];
+    const s = (b: number) => 1e-3 * (1 + (b % 3));
+    const [a, b, c] = [fp8(ds, rows, cols, s), fp8(ds, rows, cols, s), fp8(ds, rows, cols, s, true)];
+    const reqs = [
+      { inputs: [a, b, c], weights: [0.2, 0.3, 0.5] },
+      { inputs: [a, bf16(rows, cols)], weights: [0.7, 0.3] },
+      { inputs: [a, b, c], weights: [0, 0.4, 0.6] },
+      { inputs: [a, b], weights: [0, 0] },
+      { inputs: [], weights: [] },
+    ];
+    for (const out of [ds, { kind: 'fp8', scaleDtype: 'BF16', blockRows: 1, blockCols: WHOLE, scaleRole: 'scale' }, { kind: 'fp8', scaleDtype: 'F16', blockRows: 3, blockCols: 5, scaleRole: 'scale' }] as Codec[]) {
+      for (const q of reqs) {
+        const req = { rows, cols, ...q, out };
+        expectSameEncoded(K.mix(req), mixRef(req), `${codecName(out)}: ${q.inputs.length} inputs, weights ${q.weights}`);
+      }
+    }
+  });
+});
+
 describe('MXFP4 (gpt-oss): E2M1 codes, E8M0 scales per 32', () => {
   const codec: Codec = { kind: 'mxfp4' };
 

@@ -78,7 +78,7 @@ fn div_ceil(a: usize, b: usize) -> usize {
 /// Version of this ABI; the TypeScript wrapper refuses a module with another.
 #[no_mangle]
 pub extern "C" fn kernels_abi() -> u32 {
-    6
+    7
 }
 
 /// Allocates `size` bytes, 16-byte aligned; 0 when memory cannot grow.
@@ -221,6 +221,75 @@ unsafe fn encode_e4m3_seg(src: *const f32, dst: *mut u8, n: usize, scale: f32, n
         *dst.add(i) = f32_to_e4m3(x);
         i += 1;
     }
+}
+
+/// encode_e4m3_seg where no src / scale is NaN (see `encode_e4m3`).
+unsafe fn encode_e4m3_seg_no_nan(src: *const f32, dst: *mut u8, n: usize, scale: f32) {
+    let mut i = simd_prefix!(simd::encode_e4m3_no_nan(src, dst, n, scale));
+    while i < n {
+        *dst.add(i) = f32_to_e4m3(*src.add(i) / scale);
+        i += 1;
+    }
+}
+
+/// The scales of two E4M3 inputs and their single factors (simd::e4m3_factor) when both have
+/// one, for `mix2_e4m3_run`; None on builds without simd128 (values then stay in place).
+#[inline(always)]
+fn by_pos_factors(sa: f32, sb: f32) -> Option<(f32, f32, f32, f32)> {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if let (Some(fa), Some(fb)) = (simd::e4m3_factor(sa), simd::e4m3_factor(sb)) {
+        return Some((sa, fa, sb, fb));
+    }
+    let _ = (sa, sb);
+    None
+}
+
+/// acc[0..n] = (+0 + wa · (decode(a) · sa)) + wb · (decode(b) · sb), full groups of 16 by byte
+/// position (simd::mix2_e4m3_by_pos, with fa and fb from `by_pos_factors`), the rest in place;
+/// returns the largest bit pattern of |acc| over the run and m.
+unsafe fn mix2_e4m3_run(a: *const u8, sa: f32, fa: f32, wa: f32, b: *const u8, sb: f32, fb: f32, wb: f32, acc: *mut f32, n: usize, m: u32) -> u32 {
+    let mut m = m;
+    let mut i = simd_prefix!(simd::mix2_e4m3_by_pos(a, fa, wa, b, fb, wb, acc, n, &mut m));
+    let _ = (fa, fb);
+    while i < n {
+        let x = 0.0 + wa * (e4m3_to_f32(*a.add(i)) * sa);
+        let v = x + wb * (e4m3_to_f32(*b.add(i)) * sb);
+        *acc.add(i) = v;
+        let bits = v.to_bits() & 0x7FFF_FFFF;
+        if bits > m {
+            m = bits;
+        }
+        i += 1;
+    }
+    m
+}
+
+/// encode_e4m3_seg_no_nan of a run whose full groups of 16 are by byte position.
+unsafe fn encode_e4m3_seg_no_nan_by_pos(src: *const f32, dst: *mut u8, n: usize, scale: f32) {
+    let mut i = simd_prefix!(simd::encode_e4m3_no_nan_by_pos(src, dst, n, scale));
+    while i < n {
+        *dst.add(i) = f32_to_e4m3(*src.add(i) / scale);
+        i += 1;
+    }
+}
+
+/// Puts a run's full groups of 16 back in place from byte position.
+unsafe fn unpermute_by_pos(p: *mut f32, n: usize) {
+    let _ = simd_prefix!(simd::unpermute_by_pos(p, n));
+}
+
+/// The largest bit pattern of |x| over src[0..n] and m (see simd::amax_bits).
+unsafe fn amax_bits_seg(src: *const f32, n: usize, m: u32) -> u32 {
+    let mut m = m;
+    let mut i = simd_prefix!(simd::amax_bits(src, n, &mut m));
+    while i < n {
+        let a = (*src.add(i)).to_bits() & 0x7FFF_FFFF;
+        if a > m {
+            m = a;
+        }
+        i += 1;
+    }
+    m
 }
 
 unsafe fn amax_seg(src: *const f32, n: usize, m: f32) -> f32 {
@@ -466,6 +535,8 @@ unsafe fn encode_e4m3(c: Codec, src: *const f32, rows: usize, cols: usize, dst: 
     let nbc = div_ceil(cols, c.bc);
     let mut nans = 0u32;
     let mut stored = [0f32; TILE];
+    let mut bits = [0u32; TILE];
+    let mut fast = [false; TILE];
     let mut bc0 = 0;
     // Column blocks in groups of TILE, so the stored scales of a block row fit on the stack.
     while bc0 < nbc {
@@ -473,19 +544,34 @@ unsafe fn encode_e4m3(c: Codec, src: *const f32, rows: usize, cols: usize, dst: 
         for br in 0..nbr {
             let r0 = br * c.br;
             let r1 = core::cmp::min(rows, r0 + c.br);
-            // Pass 1: amax per block.
+            // Pass 1: amax per block, as the largest bit pattern of |x| (one integer max per
+            // value); a block with a NaN or an infinity takes the general path below.
             for k in 0..bcn {
-                stored[k] = 0.0;
+                bits[k] = 0;
             }
             for r in r0..r1 {
                 for k in 0..bcn {
                     let c0 = (bc0 + k) * c.bc;
                     let len = core::cmp::min(cols, c0 + c.bc) - c0;
-                    stored[k] = amax_seg(src.add(r * cols + c0), len, stored[k]);
+                    bits[k] = amax_bits_seg(src.add(r * cols + c0), len, bits[k]);
                 }
             }
             for k in 0..bcn {
-                stored[k] = store_scale(c.scale_dtype, scales, br * nbc + bc0 + k, fp8_scale(stored[k]));
+                let finite = bits[k] < 0x7F80_0000;
+                let mut amax = f32::from_bits(bits[k]);
+                if !finite {
+                    // NaN ignored, as the scalar rule says: the largest |x| that is not NaN.
+                    amax = 0.0;
+                    let c0 = (bc0 + k) * c.bc;
+                    let len = core::cmp::min(cols, c0 + c.bc) - c0;
+                    for r in r0..r1 {
+                        amax = amax_seg(src.add(r * cols + c0), len, amax);
+                    }
+                }
+                stored[k] = store_scale(c.scale_dtype, scales, br * nbc + bc0 + k, fp8_scale(amax));
+                // Pass 2 may leave out the NaN cases where no quotient can be NaN: every x finite
+                // and the stored scale neither zero nor NaN (it is positive, perhaps +inf).
+                fast[k] = finite && stored[k] > 0.0;
             }
             // Pass 2: codes, with the scale as stored.
             for r in r0..r1 {
@@ -493,7 +579,11 @@ unsafe fn encode_e4m3(c: Codec, src: *const f32, rows: usize, cols: usize, dst: 
                     let c0 = (bc0 + k) * c.bc;
                     let len = core::cmp::min(cols, c0 + c.bc) - c0;
                     let i = r * cols + c0;
-                    encode_e4m3_seg(src.add(i), dst.add(i), len, stored[k], &mut nans);
+                    if fast[k] {
+                        encode_e4m3_seg_no_nan(src.add(i), dst.add(i), len, stored[k]);
+                    } else {
+                        encode_e4m3_seg(src.add(i), dst.add(i), len, stored[k], &mut nans);
+                    }
                 }
             }
         }
@@ -683,6 +773,37 @@ pub unsafe extern "C" fn diff(
     0
 }
 
+/// acc[0..len] = (first ? +0 : acc) + w · decode(elements [i0, i0 + len) of a stripe).
+unsafe fn accum_run(first: bool, c: Codec, data: *const u8, sc: *const u8, cols: usize, i0: usize, len: usize, w: f32, acc: *mut f32) {
+    if first {
+        accum_run_impl::<true>(c, data, sc, cols, i0, len, w, acc)
+    } else {
+        accum_run_impl::<false>(c, data, sc, cols, i0, len, w, acc)
+    }
+}
+
+unsafe fn accum_run_impl<const INIT: bool>(c: Codec, data: *const u8, sc: *const u8, cols: usize, i0: usize, len: usize, w: f32, acc: *mut f32) {
+    match c.kind {
+        K_F32 => accum_f32::<INIT>(acc, (data as *const f32).add(i0), len, w),
+        K_F16 => accum_f16::<INIT>(acc, (data as *const u16).add(i0), len, w),
+        K_BF16 => accum_bf16::<INIT>(acc, (data as *const u16).add(i0), len, w),
+        K_E4M3 => for_each_block_run(c, cols, sc, i0, len, |i, l, s| accum_e4m3::<INIT>(acc.add(i - i0), data.add(i), l, s, w)),
+        _ => {
+            // Decoded a stack tile at a time (written before it is read), then accumulated exactly
+            // as F32 input.
+            let mut scratch = core::mem::MaybeUninit::<[f32; TILE]>::uninit();
+            let p = scratch.as_mut_ptr() as *mut f32;
+            let mut k = 0;
+            while k < len {
+                let l = core::cmp::min(TILE, len - k);
+                decode_run(c, data, sc, cols, i0 + k, l, p);
+                accum_f32::<INIT>(acc.add(k), p, l, w);
+                k += l;
+            }
+        }
+    }
+}
+
 /// out = encode(acc) where acc = +0; acc = acc + w_j · decode(input j) for each input with
 /// w_j ≠ 0, in order — the mix (and, with one input of weight 1, a conversion: +0 + 1·x = x but
 /// for −0, so conversions go through `decode` instead) of `count` contiguous rows × cols stripes
@@ -725,7 +846,6 @@ pub unsafe extern "C" fn mix_tiled(
         i0 = simd_prefix!(simd::mix2_bf16(a, *weights.add(ja), b, *weights.add(jb), out as *mut u16, n));
     }
     let mut tile = [0f32; TILE];
-    let mut scratch = [0f32; TILE];
     let t = tile.as_mut_ptr();
     while i0 < n {
         let len = core::cmp::min(TILE, n - i0);
@@ -738,44 +858,7 @@ pub unsafe extern "C" fn mix_tiled(
             let c = codec_at(descs.add(4 * j)).unwrap();
             let data = *datas.add(j) as usize as *const u8;
             let sc = *scales.add(j) as usize as *const u8;
-            match c.kind {
-                K_F32 => {
-                    if first {
-                        accum_f32::<true>(t, (data as *const f32).add(i0), len, w)
-                    } else {
-                        accum_f32::<false>(t, (data as *const f32).add(i0), len, w)
-                    }
-                }
-                K_F16 => {
-                    if first {
-                        accum_f16::<true>(t, (data as *const u16).add(i0), len, w)
-                    } else {
-                        accum_f16::<false>(t, (data as *const u16).add(i0), len, w)
-                    }
-                }
-                K_BF16 => {
-                    if first {
-                        accum_bf16::<true>(t, (data as *const u16).add(i0), len, w)
-                    } else {
-                        accum_bf16::<false>(t, (data as *const u16).add(i0), len, w)
-                    }
-                }
-                K_E4M3 => for_each_block_run(c, cols, sc, i0, len, |i, l, s| {
-                    if first {
-                        accum_e4m3::<true>(t.add(i - i0), data.add(i), l, s, w)
-                    } else {
-                        accum_e4m3::<false>(t.add(i - i0), data.add(i), l, s, w)
-                    }
-                }),
-                _ => {
-                    decode_run(c, data, sc, cols, i0, len, scratch.as_mut_ptr());
-                    if first {
-                        accum_f32::<true>(t, scratch.as_ptr(), len, w)
-                    } else {
-                        accum_f32::<false>(t, scratch.as_ptr(), len, w)
-                    }
-                }
-            }
+            accum_run(first, c, data, sc, cols, i0, len, w, t);
             first = false;
         }
         if first {
@@ -789,6 +872,153 @@ pub unsafe extern "C" fn mix_tiled(
         i0 += len;
     }
     0
+}
+
+/// The f32 values of `mix_e4m3`'s tile (512 KiB), which the host provides: the most values in one
+/// output block it takes (DeepSeek's blocks are 128 × 128; per-channel rows up to this length).
+/// Larger blocks (a per-tensor scale) go through `accumulate` + `encode`.
+const MIX_TILE: usize = 128 * 1024;
+
+/// MIX_TILE, for the host to size `tile` and to know which outputs `mix_e4m3` takes.
+#[no_mangle]
+pub extern "C" fn mix_e4m3_tile() -> u32 {
+    MIX_TILE as u32
+}
+
+/// `mix_tiled` into an E4M3 output with fresh block scales, a group of blocks side by side at a
+/// time: the group is mixed row by row into `tile` (MIX_TILE f32 from the host), each block's
+/// scale made from its largest |value| and its codes encoded from the tile, row by row again, so
+/// the accumulator never makes a trip through the whole stripe and every read and write runs along
+/// rows. The same values, scales and codes as `accumulate` of each input with w ≠ 0 in order (the
+/// first from +0), then `encode`. Returns the number of values E4M3 cannot hold (NaN), or u32::MAX
+/// for a bad codec, an output that is not E4M3 or a block larger than MIX_TILE.
+#[no_mangle]
+pub unsafe extern "C" fn mix_e4m3(
+    count: usize,
+    descs: *const u32,
+    datas: *const u32,
+    scales: *const u32,
+    weights: *const f32,
+    rows: usize,
+    cols: usize,
+    out_desc: *const u32,
+    out: *mut u8,
+    out_scales: *mut u8,
+    tile: *mut f32,
+) -> u32 {
+    let oc = match codec_at(out_desc) {
+        Some(c) if c.kind == K_E4M3 => c,
+        _ => return ERR_DTYPE,
+    };
+    for j in 0..count {
+        if codec_at(descs.add(4 * j)).is_none() {
+            return ERR_DTYPE;
+        }
+    }
+    if rows == 0 || cols == 0 {
+        return 0;
+    }
+    let bh = core::cmp::min(oc.br, rows);
+    let bw = core::cmp::min(oc.bc, cols);
+    let per = bh * bw;
+    if per > MIX_TILE {
+        return ERR_DTYPE;
+    }
+    let nz: Vec<usize> = (0..count).filter(|&j| *weights.add(j) != 0.0).collect();
+    let codec = |j: usize| codec_at(descs.add(4 * j)).unwrap();
+    let data = |j: usize| *datas.add(j) as usize as *const u8;
+    let sc = |j: usize| *scales.add(j) as usize as *const u8;
+    // Two E4M3 inputs on the output's block grid (the commonest re-quantizing merge): one scale per
+    // input for each output block, mixed in registers with the block's largest |value| on the way,
+    // the tile kept by byte position (see simd.rs) for the encoder.
+    let same_grid = |j: usize| {
+        let c = codec(j);
+        c.kind == K_E4M3 && c.br == oc.br && c.bc == oc.bc
+    };
+    let two = nz.len() == 2 && same_grid(nz[0]) && same_grid(nz[1]);
+    let nbr = div_ceil(rows, oc.br);
+    let nbc = div_ceil(cols, oc.bc);
+    // Blocks side by side per group: as many as the tile holds (and the stack arrays below).
+    let group = core::cmp::min(nbc, core::cmp::min(TILE, MIX_TILE / per));
+    let mut bits = [0u32; TILE];
+    let mut by_pos: [Option<(f32, f32, f32, f32)>; TILE] = [None; TILE];
+    let mut stored = [0f32; TILE];
+    let mut nans = 0u32;
+    for br in 0..nbr {
+        let r0 = br * oc.br;
+        let r1 = core::cmp::min(rows, r0 + oc.br);
+        let mut bc0 = 0;
+        while bc0 < nbc {
+            let g = core::cmp::min(group, nbc - bc0);
+            // Block k of the group: output columns c0(k) .. c0(k) + width(k), its rows in the tile
+            // at tile + k · per, bw apart.
+            let c0 = |k: usize| (bc0 + k) * oc.bc;
+            let width = |k: usize| core::cmp::min(cols, c0(k) + oc.bc) - c0(k);
+            for k in 0..g {
+                bits[k] = 0;
+                by_pos[k] = if two {
+                    let (a, b) = (nz[0], nz[1]);
+                    let q = br * nbc + bc0 + k;
+                    by_pos_factors(scale_at(codec(a).scale_dtype, sc(a), q), scale_at(codec(b).scale_dtype, sc(b), q))
+                } else {
+                    None
+                };
+            }
+            for r in r0..r1 {
+                for k in 0..g {
+                    let (i, w) = (r * cols + c0(k), width(k));
+                    let t = tile.add(k * per + (r - r0) * bw);
+                    if let Some((sa, fa, sb, fb)) = by_pos[k] {
+                        let (a, b) = (nz[0], nz[1]);
+                        bits[k] = mix2_e4m3_run(data(a).add(i), sa, fa, *weights.add(a), data(b).add(i), sb, fb, *weights.add(b), t, w, bits[k]);
+                    } else if nz.is_empty() {
+                        fill_zero(t, w);
+                    } else {
+                        for (n, &j) in nz.iter().enumerate() {
+                            accum_run(n == 0, codec(j), data(j), sc(j), cols, i, w, *weights.add(j), t);
+                        }
+                        bits[k] = amax_bits_seg(t, w, bits[k]);
+                    }
+                }
+            }
+            for k in 0..g {
+                let mut amax = f32::from_bits(bits[k]);
+                if bits[k] >= 0x7F80_0000 {
+                    // An infinity or a NaN: the largest |x| that is not NaN, as the scalar rule says,
+                    // and the general encoder, on values back in their places.
+                    amax = 0.0;
+                    for r in 0..r1 - r0 {
+                        let t = tile.add(k * per + r * bw);
+                        if by_pos[k].is_some() {
+                            unpermute_by_pos(t, width(k));
+                        }
+                        amax = amax_seg(t, width(k), amax);
+                    }
+                    by_pos[k] = None;
+                }
+                stored[k] = store_scale(oc.scale_dtype, out_scales, br * nbc + bc0 + k, fp8_scale(amax));
+            }
+            for r in r0..r1 {
+                for k in 0..g {
+                    let (i, w) = (r * cols + c0(k), width(k));
+                    let t = tile.add(k * per + (r - r0) * bw);
+                    // No quotient can be NaN where every value is finite and the stored scale is
+                    // neither zero nor NaN (it is positive, perhaps +inf).
+                    if bits[k] < 0x7F80_0000 && stored[k] > 0.0 {
+                        if by_pos[k].is_some() {
+                            encode_e4m3_seg_no_nan_by_pos(t, out.add(i), w, stored[k]);
+                        } else {
+                            encode_e4m3_seg_no_nan(t, out.add(i), w, stored[k]);
+                        }
+                    } else {
+                        encode_e4m3_seg(t, out.add(i), w, stored[k], &mut nans);
+                    }
+                }
+            }
+            bc0 += g;
+        }
+    }
+    nans
 }
 
 // ---------------------------------------------------------------------------------------------

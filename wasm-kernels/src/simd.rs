@@ -61,30 +61,70 @@ fn f16x8_to_f32(v: v128) -> (v128, v128) {
     )
 }
 
-/// 16 e4m3 codes -> four f32x4 (see scalar::e4m3_to_f32). Every e4m3fn value is a bf16 value, so
-/// each code's bf16 is built bytewise on all 16 lanes at once, then widened like bf16: the low byte
-/// is the code's low nibble (exponent LSB, mantissa) shifted up; the high byte is the sign and
-/// 60 + (exponent >> 1) (bias 127 − 7 = 120, halved); zero and the subnormals (exponent 0) come
-/// from a table by mantissa (m · 2^−9), and 0x7F is NaN.
+/// 16 e4m3fn codes -> four f32x4 of "raw" values: each code's value times 2^-120, exactly, with
+/// NaN codes (0x7F, 0xFF) as NaN. Sign-extending a code to 32 bits and shifting it up by 20 puts its
+/// exponent and mantissa fields on f32's low exponent bits and top mantissa bits and its sign on
+/// bit 31 (bits 27-30 get copies of the sign, cleared by the mask): an f32 of exponent e - 127
+/// where the code means e - 7, so 2^-120 times the code's value; the subnormal codes (exponent 0)
+/// land on f32 subnormals of the same mantissa, which wasm computes exactly. `e4m3_factor` turns
+/// raw values into decode(code) * scale with the scalar code's single rounding.
 #[inline(always)]
-fn e4m3x16_to_f32(c: v128) -> [v128; 4] {
-    const SUB_HI: v128 = u8x16(0x00, 0x3B, 0x3B, 0x3B, 0x3C, 0x3C, 0x3C, 0x3C, 0, 0, 0, 0, 0, 0, 0, 0);
-    const SUB_LO: v128 = u8x16(0x00, 0x00, 0x80, 0xC0, 0x00, 0x20, 0x40, 0x60, 0, 0, 0, 0, 0, 0, 0, 0);
-    let sign = v128_and(c, u8x16_splat(0x80));
-    let is_sub = i8x16_eq(v128_and(c, u8x16_splat(0x78)), u8x16_splat(0));
-    let is_nan = i8x16_eq(v128_and(c, u8x16_splat(0x7F)), u8x16_splat(0x7F));
-    let m = v128_and(c, u8x16_splat(0x07));
-    let hi_norm = u8x16_add(u8x16_shr(v128_and(c, u8x16_splat(0x70)), 4), u8x16_splat(60));
-    let lo_norm = i8x16_shl(c, 4);
-    let hi = v128_bitselect(i8x16_swizzle(SUB_HI, m), hi_norm, is_sub);
-    let lo = v128_bitselect(i8x16_swizzle(SUB_LO, m), lo_norm, is_sub);
-    let hi = v128_or(v128_bitselect(u8x16_splat(0x7F), hi, is_nan), sign);
-    let lo = v128_bitselect(u8x16_splat(0xC0), lo, is_nan);
-    let b0 = i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(lo, hi);
-    let b1 = i8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(lo, hi);
-    let (f0, f1) = bf16x8_to_f32(b0);
-    let (f2, f3) = bf16x8_to_f32(b1);
-    [f0, f1, f2, f3]
+fn e4m3x16_raw(c: v128) -> [v128; 4] {
+    let lo = i16x8_extend_low_i8x16(c);
+    let hi = i16x8_extend_high_i8x16(c);
+    let m = splat(0x87F0_0000);
+    let mut r = [
+        v128_and(i32x4_shl(i32x4_extend_low_i16x8(lo), 20), m),
+        v128_and(i32x4_shl(i32x4_extend_high_i16x8(lo), 20), m),
+        v128_and(i32x4_shl(i32x4_extend_low_i16x8(hi), 20), m),
+        v128_and(i32x4_shl(i32x4_extend_high_i16x8(hi), 20), m),
+    ];
+    // NaN codes are rare: their lanes are set to all ones (a NaN) only when a group has one.
+    let nan = i8x16_eq(v128_or(c, u8x16_splat(0x80)), u8x16_splat(0xFF));
+    if v128_any_true(nan) {
+        let nl = i16x8_extend_low_i8x16(nan);
+        let nh = i16x8_extend_high_i8x16(nan);
+        r[0] = v128_or(r[0], i32x4_extend_low_i16x8(nl));
+        r[1] = v128_or(r[1], i32x4_extend_high_i16x8(nl));
+        r[2] = v128_or(r[2], i32x4_extend_low_i16x8(nh));
+        r[3] = v128_or(r[3], i32x4_extend_high_i16x8(nh));
+    }
+    r
+}
+
+/// The one factor f with raw * f = decode(code) * scale in a single rounding (raw as made by
+/// `e4m3x16_raw`), when there is one: scale * 2^120 where that is exact (|scale| < 2^8; NaN too,
+/// as decode * NaN is NaN), scale itself where it is infinite (raw and the decoded value are zero
+/// together and share signs). Otherwise None: raw * 2^120 (exact, the decoded value), then * scale.
+#[inline(always)]
+pub fn e4m3_factor(scale: f32) -> Option<f32> {
+    if !(scale.abs() >= 256.0) {
+        Some(scale * f32::from_bits((127 + 120) << 23))
+    } else if !scale.is_finite() {
+        Some(scale)
+    } else {
+        None
+    }
+}
+
+/// Raw e4m3 lanes times the scale, as `e4m3_factor` says: with ONE, f is the single factor;
+/// without, f is 2^120 and g the scale.
+#[inline(always)]
+fn e4m3_scaled<const ONE: bool>(raw: v128, f: v128, g: v128) -> v128 {
+    if ONE {
+        f32x4_mul(raw, f)
+    } else {
+        f32x4_mul(f32x4_mul(raw, f), g)
+    }
+}
+
+/// The splatted factors of `e4m3_scaled`, and whether one is enough.
+#[inline(always)]
+fn e4m3_factors(scale: f32) -> (bool, v128, v128) {
+    match e4m3_factor(scale) {
+        Some(f) => (true, f32x4_splat(f), f32x4_splat(1.0)),
+        None => (false, f32x4_splat(f32::from_bits((127 + 120) << 23)), f32x4_splat(scale)),
+    }
 }
 
 #[inline(always)]
@@ -116,13 +156,20 @@ pub unsafe fn decode_f16(src: *const u16, dst: *mut f32, n: usize) -> usize {
 
 /// dst = decode(src) * scale (one f32 multiply).
 pub unsafe fn decode_e4m3_scaled(src: *const u8, dst: *mut f32, n: usize, scale: f32) -> usize {
-    let s = f32x4_splat(scale);
+    match e4m3_factors(scale) {
+        (true, f, g) => decode_e4m3_loop::<true>(src, dst, n, f, g),
+        (false, f, g) => decode_e4m3_loop::<false>(src, dst, n, f, g),
+    }
+}
+
+#[inline(always)]
+unsafe fn decode_e4m3_loop<const ONE: bool>(src: *const u8, dst: *mut f32, n: usize, f: v128, g: v128) -> usize {
     let mut i = 0;
     while i + 16 <= n {
-        let x = e4m3x16_to_f32(ld(src.add(i)));
+        let x = e4m3x16_raw(ld(src.add(i)));
         let mut k = 0;
         while k < 4 {
-            st(dst.add(i + 4 * k) as *mut u8, f32x4_mul(x[k], s));
+            st(dst.add(i + 4 * k) as *mut u8, e4m3_scaled::<ONE>(x[k], f, g));
             k += 1;
         }
         i += 16;
@@ -199,15 +246,137 @@ pub unsafe fn accum_f16<const INIT: bool>(acc: *mut f32, src: *const u16, n: usi
 
 /// acc = acc + w * (decode(src) * scale).
 pub unsafe fn accum_e4m3<const INIT: bool>(acc: *mut f32, src: *const u8, n: usize, scale: f32, w: f32) -> usize {
+    match e4m3_factors(scale) {
+        (true, f, g) => accum_e4m3_loop::<INIT, true>(acc, src, n, f, g, w),
+        (false, f, g) => accum_e4m3_loop::<INIT, false>(acc, src, n, f, g, w),
+    }
+}
+
+#[inline(always)]
+unsafe fn accum_e4m3_loop<const INIT: bool, const ONE: bool>(acc: *mut f32, src: *const u8, n: usize, f: v128, g: v128, w: f32) -> usize {
     let wv = f32x4_splat(w);
-    let s = f32x4_splat(scale);
     let mut i = 0;
     while i + 16 <= n {
-        let x = e4m3x16_to_f32(ld(src.add(i)));
+        let x = e4m3x16_raw(ld(src.add(i)));
         let mut k = 0;
         while k < 4 {
-            axpy4::<INIT>(acc.add(i + 4 * k), wv, f32x4_mul(x[k], s));
+            axpy4::<INIT>(acc.add(i + 4 * k), wv, e4m3_scaled::<ONE>(x[k], f, g));
             k += 1;
+        }
+        i += 16;
+    }
+    i
+}
+
+// ---------------------------------------------------------------------------------------------
+// Block-local layout. Inside `mix_e4m3`'s tile, each full group of 16 values is kept "by byte
+// position": f32 vector k holds the values at positions k, 4 + k, 8 + k, 12 + k of the group, the
+// order in which 16 codes seen as four u32 lanes give them up with plain shifts. Decoding and
+// encoding then need no shuffles, which engines lower poorly. Values past the last full group
+// keep their places.
+
+/// 16 e4m3fn codes -> four f32x4 of raw values (see `e4m3x16_raw`) by byte position, and a mask
+/// of the NaN codes' bytes (all ones).
+#[inline(always)]
+fn e4m3x16_raw_by_pos(c: v128) -> ([v128; 4], v128) {
+    let m = splat(0x87F0_0000);
+    // Code k of each lane shifted to the top byte, then arithmetically down by 4: the fields at
+    // bits 20-26 and the sign on bit 31 (its copies on bits 27-30 are masked off).
+    let r = [
+        v128_and(i32x4_shr(i32x4_shl(c, 24), 4), m),
+        v128_and(i32x4_shr(i32x4_shl(c, 16), 4), m),
+        v128_and(i32x4_shr(i32x4_shl(c, 8), 4), m),
+        v128_and(i32x4_shr(c, 4), m),
+    ];
+    (r, i8x16_eq(v128_or(c, u8x16_splat(0x80)), u8x16_splat(0xFF)))
+}
+
+/// Sets the lanes whose code was NaN (mask from `e4m3x16_raw_by_pos`) to all ones, a NaN.
+#[inline(always)]
+fn e4m3_nan_by_pos(r: &mut [v128; 4], nan: v128) {
+    r[0] = v128_or(r[0], i32x4_shr(i32x4_shl(nan, 24), 31));
+    r[1] = v128_or(r[1], i32x4_shr(i32x4_shl(nan, 16), 31));
+    r[2] = v128_or(r[2], i32x4_shr(i32x4_shl(nan, 8), 31));
+    r[3] = v128_or(r[3], i32x4_shr(nan, 31));
+}
+
+/// acc (by byte position) = (+0 + wa * (decode(a) * sa)) + wb * (decode(b) * sb) for two E4M3
+/// runs inside one block of each, where fa and fb are the single factors of sa and sb (see
+/// `e4m3_factor`); m = the largest bit pattern of |acc| seen (see `amax_bits`), so the block's
+/// scale needs no second pass.
+pub unsafe fn mix2_e4m3_by_pos(a: *const u8, fa: f32, wa: f32, b: *const u8, fb: f32, wb: f32, acc: *mut f32, n: usize, m: &mut u32) -> usize {
+    let (fa, fb) = (f32x4_splat(fa), f32x4_splat(fb));
+    let (wa, wb) = (f32x4_splat(wa), f32x4_splat(wb));
+    let zero = f32x4_splat(0.0);
+    let abs = splat(0x7FFF_FFFF);
+    let mut mx = splat(*m);
+    let mut i = 0;
+    while i + 16 <= n {
+        let (mut x, nx) = e4m3x16_raw_by_pos(ld(a.add(i)));
+        let (mut y, ny) = e4m3x16_raw_by_pos(ld(b.add(i)));
+        // NaN codes are rare: their lanes are set only when a group has one.
+        if v128_any_true(v128_or(nx, ny)) {
+            e4m3_nan_by_pos(&mut x, nx);
+            e4m3_nan_by_pos(&mut y, ny);
+        }
+        let mut k = 0;
+        while k < 4 {
+            let r = f32x4_add(f32x4_add(zero, f32x4_mul(wa, f32x4_mul(x[k], fa))), f32x4_mul(wb, f32x4_mul(y[k], fb)));
+            st(acc.add(i + 4 * k) as *mut u8, r);
+            mx = u32x4_max(mx, v128_and(r, abs));
+            k += 1;
+        }
+        i += 16;
+    }
+    let lanes = [u32x4_extract_lane::<0>(mx), u32x4_extract_lane::<1>(mx), u32x4_extract_lane::<2>(mx), u32x4_extract_lane::<3>(mx)];
+    for v in lanes {
+        if v > *m {
+            *m = v;
+        }
+    }
+    i
+}
+
+/// codes = e4m3fn(f32(src / scale)) as `encode_e4m3_no_nan`, from values by byte position.
+pub unsafe fn encode_e4m3_no_nan_by_pos(src: *const f32, dst: *mut u8, n: usize, scale: f32) -> usize {
+    let s = f32x4_splat(scale);
+    let abs = splat(0x7FFF_FFFF);
+    let mut i = 0;
+    while i + 16 <= n {
+        let q0 = f32x4_div(ld(src.add(i) as *const u8), s);
+        let q1 = f32x4_div(ld(src.add(i + 4) as *const u8), s);
+        let q2 = f32x4_div(ld(src.add(i + 8) as *const u8), s);
+        let q3 = f32x4_div(ld(src.add(i + 12) as *const u8), s);
+        // Byte k of each u32 lane is code k of it: the signs, from bit 31 of each quotient, first.
+        let sign = v128_or(
+            v128_or(v128_and(u32x4_shr(q0, 24), splat(0x80)), v128_and(u32x4_shr(q1, 16), splat(0x8000))),
+            v128_or(v128_and(u32x4_shr(q2, 8), splat(0x80_0000)), v128_andnot(q3, abs)),
+        );
+        let a = [v128_and(q0, abs), v128_and(q1, abs), v128_and(q2, abs), v128_and(q3, abs)];
+        let c = if any_below_min_normal(&a) {
+            [e4m3_round_any(a[0]), e4m3_round_any(a[1]), e4m3_round_any(a[2]), e4m3_round_any(a[3])]
+        } else {
+            [e4m3_round_normal(a[0]), e4m3_round_normal(a[1]), e4m3_round_normal(a[2]), e4m3_round_normal(a[3])]
+        };
+        let mag = v128_or(v128_or(c[0], i32x4_shl(c[1], 8)), v128_or(i32x4_shl(c[2], 16), i32x4_shl(c[3], 24)));
+        st(dst.add(i), v128_or(mag, sign));
+        i += 16;
+    }
+    i
+}
+
+/// Puts full groups of 16 values by byte position back in their places (before a general path).
+pub unsafe fn unpermute_by_pos(p: *mut f32, n: usize) -> usize {
+    let mut i = 0;
+    while i + 16 <= n {
+        let mut g = [0f32; 16];
+        for k in 0..4 {
+            for l in 0..4 {
+                g[4 * l + k] = *p.add(i + 4 * k + l);
+            }
+        }
+        for k in 0..16 {
+            *p.add(i + k) = g[k];
         }
         i += 16;
     }
@@ -307,6 +476,87 @@ pub unsafe fn encode_e4m3(src: *const f32, dst: *mut u8, n: usize, scale: f32, n
         + u32x4_extract_lane::<1>(cnt)
         + u32x4_extract_lane::<2>(cnt)
         + u32x4_extract_lane::<3>(cnt);
+    i
+}
+
+/// f32 lanes with no NaN and none below 2^-6 in magnitude -> u32 lanes holding the e4m3fn code
+/// (see scalar::f32_to_e4m3): the normal path of `e4m3_round`, where saturation is a min, since
+/// every |x| >= 448 rounds to a code >= 0x7E on that path.
+#[inline(always)]
+fn e4m3_round_normal(a: v128) -> v128 {
+    let odd = v128_and(u32x4_shr(a, 20), splat(1));
+    let norm = u32x4_shr(i32x4_add(i32x4_add(a, splat(0x7FFFF_u32.wrapping_sub(120 << 23))), odd), 20);
+    u32x4_min(norm, splat(E4M3_MAX_CODE as u32))
+}
+
+/// The same with the subnormal path (|x| < 2^-6, zero included).
+#[inline(always)]
+fn e4m3_round_any(a: v128) -> v128 {
+    let small = i32x4_lt(a, splat(121 << 23));
+    let sub = i32x4_sub(f32x4_add(a, splat(141 << 23)), splat(141 << 23));
+    v128_bitselect(sub, e4m3_round_normal(a), small)
+}
+
+/// Is any of the 16 magnitudes (f32 bits, no NaN) below 2^-6, e4m3's smallest normal? One
+/// unsigned min per vector and a single float compare (engines lower integer compares of unsigned
+/// lanes to several instructions).
+#[inline(always)]
+fn any_below_min_normal(a: &[v128; 4]) -> bool {
+    let m = u32x4_min(u32x4_min(a[0], a[1]), u32x4_min(a[2], a[3]));
+    v128_any_true(f32x4_lt(m, splat(121 << 23)))
+}
+
+/// codes = e4m3fn(f32(src / scale)) where no quotient is NaN (the caller checked: src finite,
+/// scale > 0 and not NaN). Magnitudes below 2^-6 are rare where a block's largest value maps to
+/// 448, so each group of 16 takes the subnormal path only when it has one.
+pub unsafe fn encode_e4m3_no_nan(src: *const f32, dst: *mut u8, n: usize, scale: f32) -> usize {
+    let s = f32x4_splat(scale);
+    let abs = splat(0x7FFF_FFFF);
+    let mut i = 0;
+    while i + 16 <= n {
+        let q = [
+            f32x4_div(ld(src.add(i) as *const u8), s),
+            f32x4_div(ld(src.add(i + 4) as *const u8), s),
+            f32x4_div(ld(src.add(i + 8) as *const u8), s),
+            f32x4_div(ld(src.add(i + 12) as *const u8), s),
+        ];
+        let a = [v128_and(q[0], abs), v128_and(q[1], abs), v128_and(q[2], abs), v128_and(q[3], abs)];
+        let c = if any_below_min_normal(&a) {
+            [e4m3_round_any(a[0]), e4m3_round_any(a[1]), e4m3_round_any(a[2]), e4m3_round_any(a[3])]
+        } else {
+            [e4m3_round_normal(a[0]), e4m3_round_normal(a[1]), e4m3_round_normal(a[2]), e4m3_round_normal(a[3])]
+        };
+        let mag = u8x16_narrow_i16x8(i16x8_narrow_i32x4(c[0], c[1]), i16x8_narrow_i32x4(c[2], c[3]));
+        // Signs: each lane's sign spread over it (0 or -1), narrowed to bytes, kept as 0x80.
+        let sg = i8x16_narrow_i16x8(
+            i16x8_narrow_i32x4(i32x4_shr(q[0], 31), i32x4_shr(q[1], 31)),
+            i16x8_narrow_i32x4(i32x4_shr(q[2], 31), i32x4_shr(q[3], 31)),
+        );
+        st(dst.add(i), v128_or(mag, v128_and(sg, u8x16_splat(0x80))));
+        i += 16;
+    }
+    i
+}
+
+/// Largest f32 bit pattern of |x| over the prefix, starting from `m`: for finite values the
+/// largest |x|; above 0x7F80_0000 when a NaN is among them.
+pub unsafe fn amax_bits(src: *const f32, n: usize, m: &mut u32) -> usize {
+    let mask = splat(0x7FFF_FFFF);
+    let mut a0 = splat(*m);
+    let mut a1 = a0;
+    let mut i = 0;
+    while i + 8 <= n {
+        a0 = u32x4_max(a0, v128_and(ld(src.add(i) as *const u8), mask));
+        a1 = u32x4_max(a1, v128_and(ld(src.add(i + 4) as *const u8), mask));
+        i += 8;
+    }
+    let a = u32x4_max(a0, a1);
+    let lanes = [u32x4_extract_lane::<0>(a), u32x4_extract_lane::<1>(a), u32x4_extract_lane::<2>(a), u32x4_extract_lane::<3>(a)];
+    for v in lanes {
+        if v > *m {
+            *m = v;
+        }
+    }
     i
 }
 

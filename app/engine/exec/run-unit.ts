@@ -204,7 +204,28 @@ function makeOutput(
     computed &&
     o.out.kind === 'plain' &&
     o.pieces.every((p) => p.kind === 'move' || (p.kind === 'mix' && p.inputs.every((inp) => inp.weight === 0 || contiguous(u.bands[inp.band]!, p.nO, p.nI, inp.src, p.dst))));
-  if (tiled) {
+  // E4M3 output, each slab one mix of whole contiguous bands: mixed block by block, each block's
+  // scale and codes made from a block-sized tile instead of an accumulator for the whole stripe.
+  const slabValues = u.rows * u.cols;
+  const blocked =
+    computed &&
+    !tiled &&
+    m.mixesE4m3(o.out, u.rows, u.cols) &&
+    o.pieces.length === u.slabs &&
+    new Set(o.pieces.map((p) => p.kind === 'mix' && p.nO === u.rows && p.nI === u.cols && p.dst.at % slabValues === 0 ? p.dst.at / slabValues : -1)).size === u.slabs &&
+    o.pieces.every((p) => p.kind === 'mix' && p.nO === u.rows && p.nI === u.cols && p.dst.at % slabValues === 0 && p.inputs.every((inp) => inp.weight === 0 || contiguous(u.bands[inp.band]!, p.nO, p.nI, inp.src, p.dst)));
+  if (blocked) {
+    for (const p of o.pieces) {
+      if (p.kind !== 'mix') continue;
+      const s = p.dst.at / slabValues;
+      const inputs = p.inputs
+        .filter((inp) => inp.weight !== 0)
+        .map((inp) => ({ codec: u.bands[inp.band]!.codec, data: bandAt[inp.band]!.data, scales: bandAt[inp.band]!.scales, weight: inp.weight }));
+      const rc = m.mixE4m3(inputs, u.rows, u.cols, o.out, outData + s * slabData, outScales + s * slabScales);
+      check(rc, 'mix_e4m3');
+      bad += rc;
+    }
+  } else if (tiled) {
     const e = elementBytes(o.out);
     for (const p of o.pieces) {
       if (p.kind !== 'mix') continue;

@@ -11,7 +11,7 @@ import { codecDescriptor, dataBytes, stripeScales, type Codec } from '../formats
 import type { DiffStats } from './types.ts';
 
 /** Must equal `kernels_abi()` of the module. */
-const KERNELS_ABI = 6;
+const KERNELS_ABI = 7;
 /** wasm32 addresses 4 GiB; refuse single buffers that could not fit next to the others. */
 const MAX_BUFFER_BYTES = 2 ** 31;
 
@@ -28,10 +28,20 @@ interface Exports {
   strided_copy(src: number, dst: number, elem: number, nO: number, nI: number, sSo: number, sSi: number, dSo: number, dSi: number): number;
   accumulate_strided(src: number, sSo: number, sSi: number, acc: number, aSo: number, aSi: number, nO: number, nI: number, w: number): number;
   mix_tiled(count: number, descs: number, datas: number, scales: number, weights: number, rows: number, cols: number, outDesc: number, out: number): number;
+  mix_e4m3(count: number, descs: number, datas: number, scales: number, weights: number, rows: number, cols: number, outDesc: number, out: number, outScales: number, tile: number): number;
+  mix_e4m3_tile(): number;
   xxh64(p: number, len: number, seed: bigint): bigint;
 }
 
-const REQUIRED_FUNCTIONS = ['kernels_abi', 'alloc', 'dealloc', 'fill_zero', 'decode', 'accumulate', 'encode', 'diff', 'strided_copy', 'accumulate_strided', 'mix_tiled', 'xxh64'];
+const REQUIRED_FUNCTIONS = ['kernels_abi', 'alloc', 'dealloc', 'fill_zero', 'decode', 'accumulate', 'encode', 'diff', 'strided_copy', 'accumulate_strided', 'mix_tiled', 'mix_e4m3', 'mix_e4m3_tile', 'xxh64'];
+
+/** One input of a mix in wasm memory: its codec, data and scales pointers (0: none), and weight. */
+export interface MixInput {
+  codec: Codec;
+  data: number;
+  scales: number;
+  weight: number;
+}
 
 /** A stripe of stored values: `rows` whole rows of `cols` values in some codec. */
 export interface Stripe {
@@ -131,7 +141,33 @@ export class WasmModule {
    * out = encode(Σ f32(w_j) · decode(input_j)) over rows × cols contiguous values, straight into a
    * plain output (`mix_tiled`): inputs are [codec, data pointer, scales pointer (0: none), weight].
    */
-  mixTiled(inputs: { codec: Codec; data: number; scales: number; weight: number }[], rows: number, cols: number, out: Codec, dst: number): number {
+  mixTiled(inputs: MixInput[], rows: number, cols: number, out: Codec, dst: number): number {
+    const a = this.mixArgs(inputs);
+    return this.x.mix_tiled(inputs.length, a.descs, a.datas, a.scales, a.weights, rows, cols, this.desc('mix.out', out), dst) >>> 0;
+  }
+
+  /** Does `mixE4m3` take this output: E4M3 blocks that fit the kernel's tile? */
+  mixesE4m3(out: Codec, rows: number, cols: number): boolean {
+    return out.kind === 'fp8' && Math.min(out.blockRows, rows) * Math.min(out.blockCols, cols) <= this.x.mix_e4m3_tile();
+  }
+
+  /**
+   * The same mix into an E4M3 output with fresh block scales, block by block (`mix_e4m3`; see
+   * `mixesE4m3`): codes at `dst`, scales at `dstScales`. Returns the values E4M3 could not hold, or
+   * 0xFFFFFFFF for a codec the kernel refused.
+   */
+  mixE4m3(inputs: MixInput[], rows: number, cols: number, out: Codec, dst: number, dstScales: number): number {
+    if (out.kind !== 'fp8') return 0xffffffff;
+    const a = this.mixArgs(inputs);
+    // The kernel's tile holds at most a row of blocks, and never more than mix_e4m3_tile() values.
+    const block = Math.min(out.blockRows, rows) * Math.min(out.blockCols, cols);
+    const values = Math.min(this.x.mix_e4m3_tile(), block * Math.ceil(cols / Math.min(out.blockCols, cols)));
+    const tile = this.slot('mix.tile', Math.max(16, values * 4));
+    return this.x.mix_e4m3(inputs.length, a.descs, a.datas, a.scales, a.weights, rows, cols, this.desc('mix.out', out), dst, dstScales, tile) >>> 0;
+  }
+
+  /** The inputs of a mix as the kernels take them: descriptors, and data, scales and weight arrays. */
+  private mixArgs(inputs: MixInput[]): { descs: number; datas: number; scales: number; weights: number } {
     const k = inputs.length;
     const descs = this.slot('mix.descs', Math.max(16, 16 * k));
     const ptrs = this.slot('mix.ptrs', Math.max(16, 12 * k));
@@ -144,7 +180,7 @@ export class WasmModule {
       pv[k + j] = inp.scales;
       wv[j] = Math.fround(inp.weight);
     });
-    return this.x.mix_tiled(k, descs, ptrs, ptrs + 4 * k, ptrs + 8 * k, rows, cols, this.desc('mix.out', out), dst) >>> 0;
+    return { descs, datas: ptrs, scales: ptrs + 4 * k, weights: ptrs + 8 * k };
   }
 
   hashAt(ptr: number, len: number): bigint {
@@ -204,12 +240,25 @@ class CopyingKernels implements Kernels {
     if (weights.length !== inputs.length) throw new Error(`mix: ${inputs.length} inputs but ${weights.length} weights`);
     const m = this.module;
     const n = rows * cols;
+    inputs.forEach((s, i) => {
+      checkStripe(s, `mix input ${i}`);
+      if (s.rows !== rows || s.cols !== cols) throw new Error(`mix input ${i}: shape ${s.rows} × ${s.cols} differs from ${rows} × ${cols}`);
+    });
+    if (n > 0 && m.mixesE4m3(req.out, rows, cols)) {
+      // Block by block, as the engine mixes into E4M3 (zero weights are skipped by the kernel).
+      const placed = inputs.map((s, i) => ({ codec: s.codec, data: m.put(`in${i}`, s.data), scales: m.put(`in${i}.scales`, s.scales), weight: weights[i]! }));
+      const bytes = dataBytes(req.out, rows, cols);
+      const sc = stripeScales(req.out, rows, cols).bytes;
+      const dst = m.slot('out', bytes);
+      const scales = m.slot('out.scales', sc);
+      const rc = m.mixE4m3(placed, rows, cols, req.out, dst, scales);
+      check(rc, 'mix_e4m3');
+      return { data: m.u8(dst, bytes).slice(), scales: m.u8(scales, sc).slice(), bad: rc };
+    }
     const acc = m.slot('acc', n * 4);
     if (n > 0) {
       let first = true; // the first accumulate takes acc as +0 without reading it
       inputs.forEach((s, i) => {
-        checkStripe(s, `mix input ${i}`);
-        if (s.rows !== rows || s.cols !== cols) throw new Error(`mix input ${i}: shape ${s.rows} × ${s.cols} differs from ${rows} × ${cols}`);
         const w = weights[i]!;
         if (w === 0) return; // skipped exactly: 0 · inf would be NaN
         const data = m.put('in', s.data);
