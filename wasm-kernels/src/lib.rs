@@ -232,25 +232,35 @@ unsafe fn encode_e4m3_seg_no_nan(src: *const f32, dst: *mut u8, n: usize, scale:
     }
 }
 
-/// The scales of two E4M3 inputs and their single factors (simd::e4m3_factor) when both have
-/// one, for `mix2_e4m3_run`; None on builds without simd128 (values then stay in place).
+/// Two E4M3 inputs' scales for one block and their single factors (simd::e4m3_factor), as
+/// `mix2_e4m3_run` takes them.
+#[derive(Clone, Copy)]
+struct Pair {
+    sa: f32,
+    sb: f32,
+    fa: f32,
+    fb: f32,
+}
+
+/// The factors of two E4M3 inputs' scales for `mix2_e4m3_run` when both have single factors;
+/// None on builds without simd128 (values then stay in place).
 #[inline(always)]
-fn by_pos_factors(sa: f32, sb: f32) -> Option<(f32, f32, f32, f32)> {
+fn by_pos_factors(sa: f32, sb: f32) -> Option<Pair> {
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     if let (Some(fa), Some(fb)) = (simd::e4m3_factor(sa), simd::e4m3_factor(sb)) {
-        return Some((sa, fa, sb, fb));
+        return Some(Pair { sa, sb, fa, fb });
     }
     let _ = (sa, sb);
     None
 }
 
 /// acc[0..n] = (+0 + wa · (decode(a) · sa)) + wb · (decode(b) · sb), full groups of 16 by byte
-/// position (simd::mix2_e4m3_by_pos, with fa and fb from `by_pos_factors`), the rest in place;
+/// position (simd::mix2_e4m3_by_pos, with the factors from `by_pos_factors`), the rest in place;
 /// returns the largest bit pattern of |acc| over the run and m.
-unsafe fn mix2_e4m3_run(a: *const u8, sa: f32, fa: f32, wa: f32, b: *const u8, sb: f32, fb: f32, wb: f32, acc: *mut f32, n: usize, m: u32) -> u32 {
+unsafe fn mix2_e4m3_run(a: *const u8, wa: f32, b: *const u8, wb: f32, p: Pair, acc: *mut f32, n: usize, m: u32) -> u32 {
     let mut m = m;
-    let mut i = simd_prefix!(simd::mix2_e4m3_by_pos(a, fa, wa, b, fb, wb, acc, n, &mut m));
-    let _ = (fa, fb);
+    let mut i = simd_prefix!(simd::mix2_e4m3_by_pos(a, p.fa, wa, b, p.fb, wb, acc, n, &mut m));
+    let (sa, sb) = (p.sa, p.sb);
     while i < n {
         let x = 0.0 + wa * (e4m3_to_f32(*a.add(i)) * sa);
         let v = x + wb * (e4m3_to_f32(*b.add(i)) * sb);
@@ -941,7 +951,7 @@ pub unsafe extern "C" fn mix_e4m3(
     // Blocks side by side per group: as many as the tile holds (and the stack arrays below).
     let group = core::cmp::min(nbc, core::cmp::min(TILE, MIX_TILE / per));
     let mut bits = [0u32; TILE];
-    let mut by_pos: [Option<(f32, f32, f32, f32)>; TILE] = [None; TILE];
+    let mut by_pos: [Option<Pair>; TILE] = [None; TILE];
     let mut stored = [0f32; TILE];
     let mut nans = 0u32;
     for br in 0..nbr {
@@ -968,9 +978,9 @@ pub unsafe extern "C" fn mix_e4m3(
                 for k in 0..g {
                     let (i, w) = (r * cols + c0(k), width(k));
                     let t = tile.add(k * per + (r - r0) * bw);
-                    if let Some((sa, fa, sb, fb)) = by_pos[k] {
+                    if let Some(p) = by_pos[k] {
                         let (a, b) = (nz[0], nz[1]);
-                        bits[k] = mix2_e4m3_run(data(a).add(i), sa, fa, *weights.add(a), data(b).add(i), sb, fb, *weights.add(b), t, w, bits[k]);
+                        bits[k] = mix2_e4m3_run(data(a).add(i), *weights.add(a), data(b).add(i), *weights.add(b), p, t, w, bits[k]);
                     } else if nz.is_empty() {
                         fill_zero(t, w);
                     } else {

@@ -352,12 +352,12 @@ pub unsafe fn encode_e4m3_no_nan_by_pos(src: *const f32, dst: *mut u8, n: usize,
             v128_or(v128_and(u32x4_shr(q0, 24), splat(0x80)), v128_and(u32x4_shr(q1, 16), splat(0x8000))),
             v128_or(v128_and(u32x4_shr(q2, 8), splat(0x80_0000)), v128_andnot(q3, abs)),
         );
-        let a = [v128_and(q0, abs), v128_and(q1, abs), v128_and(q2, abs), v128_and(q3, abs)];
-        let c = if any_below_min_normal(&a) {
-            [e4m3_round_any(a[0]), e4m3_round_any(a[1]), e4m3_round_any(a[2]), e4m3_round_any(a[3])]
-        } else {
-            [e4m3_round_normal(a[0]), e4m3_round_normal(a[1]), e4m3_round_normal(a[2]), e4m3_round_normal(a[3])]
-        };
+        let c = [
+            e4m3_round_no_nan(v128_and(q0, abs)),
+            e4m3_round_no_nan(v128_and(q1, abs)),
+            e4m3_round_no_nan(v128_and(q2, abs)),
+            e4m3_round_no_nan(v128_and(q3, abs)),
+        ];
         let mag = v128_or(v128_or(c[0], i32x4_shl(c[1], 8)), v128_or(i32x4_shl(c[2], 16), i32x4_shl(c[3], 24)));
         st(dst.add(i), v128_or(mag, sign));
         i += 16;
@@ -479,36 +479,22 @@ pub unsafe fn encode_e4m3(src: *const f32, dst: *mut u8, n: usize, scale: f32, n
     i
 }
 
-/// f32 lanes with no NaN and none below 2^-6 in magnitude -> u32 lanes holding the e4m3fn code
-/// (see scalar::f32_to_e4m3): the normal path of `e4m3_round`, where saturation is a min, since
-/// every |x| >= 448 rounds to a code >= 0x7E on that path.
+/// |x| lanes (f32 bits, no NaN) -> u32 lanes holding the e4m3fn code of x's magnitude (see
+/// scalar::f32_to_e4m3), normal and subnormal alike with one float add: a is first clamped to 448
+/// (the largest code saturates), then m = 2^(e + 20) for a's exponent e, but at least 2^14, so that
+/// a + m rounds a to nearest even at e4m3's quantum there (2^(e - 3) for normals, 2^-9 below 2^-6)
+/// and the bits of (a + m) - m count those quanta: 8 + mantissa for a normal (16 when it carries),
+/// the code itself below 2^-6. The code adds 8 · (e + 6), which is (m >> 20) - 141 · 8 either way.
 #[inline(always)]
-fn e4m3_round_normal(a: v128) -> v128 {
-    let odd = v128_and(u32x4_shr(a, 20), splat(1));
-    let norm = u32x4_shr(i32x4_add(i32x4_add(a, splat(0x7FFFF_u32.wrapping_sub(120 << 23))), odd), 20);
-    u32x4_min(norm, splat(E4M3_MAX_CODE as u32))
-}
-
-/// The same with the subnormal path (|x| < 2^-6, zero included).
-#[inline(always)]
-fn e4m3_round_any(a: v128) -> v128 {
-    let small = i32x4_lt(a, splat(121 << 23));
-    let sub = i32x4_sub(f32x4_add(a, splat(141 << 23)), splat(141 << 23));
-    v128_bitselect(sub, e4m3_round_normal(a), small)
-}
-
-/// Is any of the 16 magnitudes (f32 bits, no NaN) below 2^-6, e4m3's smallest normal? One
-/// unsigned min per vector and a single float compare (engines lower integer compares of unsigned
-/// lanes to several instructions).
-#[inline(always)]
-fn any_below_min_normal(a: &[v128; 4]) -> bool {
-    let m = u32x4_min(u32x4_min(a[0], a[1]), u32x4_min(a[2], a[3]));
-    v128_any_true(f32x4_lt(m, splat(121 << 23)))
+fn e4m3_round_no_nan(a: v128) -> v128 {
+    let a = u32x4_min(a, splat(F32_448_BITS));
+    let m = u32x4_max(i32x4_add(v128_and(a, splat(0x7F80_0000)), splat(20 << 23)), splat(141 << 23));
+    let quanta = i32x4_sub(f32x4_add(a, m), m);
+    i32x4_add(quanta, i32x4_sub(u32x4_shr(m, 20), splat(141 * 8)))
 }
 
 /// codes = e4m3fn(f32(src / scale)) where no quotient is NaN (the caller checked: src finite,
-/// scale > 0 and not NaN). Magnitudes below 2^-6 are rare where a block's largest value maps to
-/// 448, so each group of 16 takes the subnormal path only when it has one.
+/// scale > 0 and not NaN).
 pub unsafe fn encode_e4m3_no_nan(src: *const f32, dst: *mut u8, n: usize, scale: f32) -> usize {
     let s = f32x4_splat(scale);
     let abs = splat(0x7FFF_FFFF);
@@ -520,12 +506,12 @@ pub unsafe fn encode_e4m3_no_nan(src: *const f32, dst: *mut u8, n: usize, scale:
             f32x4_div(ld(src.add(i + 8) as *const u8), s),
             f32x4_div(ld(src.add(i + 12) as *const u8), s),
         ];
-        let a = [v128_and(q[0], abs), v128_and(q[1], abs), v128_and(q[2], abs), v128_and(q[3], abs)];
-        let c = if any_below_min_normal(&a) {
-            [e4m3_round_any(a[0]), e4m3_round_any(a[1]), e4m3_round_any(a[2]), e4m3_round_any(a[3])]
-        } else {
-            [e4m3_round_normal(a[0]), e4m3_round_normal(a[1]), e4m3_round_normal(a[2]), e4m3_round_normal(a[3])]
-        };
+        let c = [
+            e4m3_round_no_nan(v128_and(q[0], abs)),
+            e4m3_round_no_nan(v128_and(q[1], abs)),
+            e4m3_round_no_nan(v128_and(q[2], abs)),
+            e4m3_round_no_nan(v128_and(q[3], abs)),
+        ];
         let mag = u8x16_narrow_i16x8(i16x8_narrow_i32x4(c[0], c[1]), i16x8_narrow_i32x4(c[2], c[3]));
         // Signs: each lane's sign spread over it (0 or -1), narrowed to bytes, kept as 0x80.
         let sg = i8x16_narrow_i16x8(
