@@ -953,6 +953,7 @@ pub unsafe extern "C" fn mix_e4m3(
     let mut bits = [0u32; TILE];
     let mut by_pos: [Option<Pair>; TILE] = [None; TILE];
     let mut stored = [0f32; TILE];
+    let mut fast = [false; TILE];
     let mut nans = 0u32;
     for br in 0..nbr {
         let r0 = br * oc.br;
@@ -994,34 +995,35 @@ pub unsafe extern "C" fn mix_e4m3(
             for k in 0..g {
                 let mut amax = f32::from_bits(bits[k]);
                 if bits[k] >= 0x7F80_0000 {
-                    // An infinity or a NaN: the largest |x| that is not NaN, as the scalar rule says,
-                    // and the general encoder, on values back in their places.
+                    // An infinity or a NaN: the largest |x| that is not NaN, as the scalar rule says
+                    // (in any order, so values by byte position may stay so).
                     amax = 0.0;
                     for r in 0..r1 - r0 {
-                        let t = tile.add(k * per + r * bw);
-                        if by_pos[k].is_some() {
-                            unpermute_by_pos(t, width(k));
-                        }
-                        amax = amax_seg(t, width(k), amax);
+                        amax = amax_seg(tile.add(k * per + r * bw), width(k), amax);
+                    }
+                }
+                stored[k] = store_scale(oc.scale_dtype, out_scales, br * nbc + bc0 + k, fp8_scale(amax));
+                // No quotient can be NaN where every value is finite and the stored scale is
+                // neither zero nor NaN (it is positive, perhaps +inf); elsewhere the general
+                // encoder, on values back in their places.
+                fast[k] = bits[k] < 0x7F80_0000 && stored[k] > 0.0;
+                if !fast[k] && by_pos[k].is_some() {
+                    for r in 0..r1 - r0 {
+                        unpermute_by_pos(tile.add(k * per + r * bw), width(k));
                     }
                     by_pos[k] = None;
                 }
-                stored[k] = store_scale(oc.scale_dtype, out_scales, br * nbc + bc0 + k, fp8_scale(amax));
             }
             for r in r0..r1 {
                 for k in 0..g {
                     let (i, w) = (r * cols + c0(k), width(k));
                     let t = tile.add(k * per + (r - r0) * bw);
-                    // No quotient can be NaN where every value is finite and the stored scale is
-                    // neither zero nor NaN (it is positive, perhaps +inf).
-                    if bits[k] < 0x7F80_0000 && stored[k] > 0.0 {
-                        if by_pos[k].is_some() {
-                            encode_e4m3_seg_no_nan_by_pos(t, out.add(i), w, stored[k]);
-                        } else {
-                            encode_e4m3_seg_no_nan(t, out.add(i), w, stored[k]);
-                        }
-                    } else {
+                    if !fast[k] {
                         encode_e4m3_seg(t, out.add(i), w, stored[k], &mut nans);
+                    } else if by_pos[k].is_some() {
+                        encode_e4m3_seg_no_nan_by_pos(t, out.add(i), w, stored[k]);
+                    } else {
+                        encode_e4m3_seg_no_nan(t, out.add(i), w, stored[k]);
                     }
                 }
             }

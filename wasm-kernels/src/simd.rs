@@ -269,11 +269,11 @@ unsafe fn accum_e4m3_loop<const INIT: bool, const ONE: bool>(acc: *mut f32, src:
 }
 
 // ---------------------------------------------------------------------------------------------
-// Block-local layout. Inside `mix_e4m3`'s tile, each full group of 16 values is kept "by byte
-// position": f32 vector k holds the values at positions k, 4 + k, 8 + k, 12 + k of the group, the
-// order in which 16 codes seen as four u32 lanes give them up with plain shifts. Decoding and
-// encoding then need no shuffles, which engines lower poorly. Values past the last full group
-// keep their places.
+// Block-local layout. Where `mix_e4m3` mixes two E4M3 parents, its tile keeps each full group of
+// 16 values "by byte position": f32 vector k holds the values at positions k, 4 + k, 8 + k, 12 + k
+// of the group, the order in which 16 codes seen as four u32 lanes give them up with plain shifts.
+// Decoding and encoding then need no shuffles, which engines lower poorly. Values past the last
+// full group keep their places.
 
 /// 16 e4m3fn codes -> four f32x4 of raw values (see `e4m3x16_raw`) by byte position, and a mask
 /// of the NaN codes' bytes (all ones).

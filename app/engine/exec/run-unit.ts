@@ -204,20 +204,18 @@ function makeOutput(
     computed &&
     o.out.kind === 'plain' &&
     o.pieces.every((p) => p.kind === 'move' || (p.kind === 'mix' && p.inputs.every((inp) => inp.weight === 0 || contiguous(u.bands[inp.band]!, p.nO, p.nI, inp.src, p.dst))));
-  // E4M3 output, each slab one mix of whole contiguous bands: mixed block by block, each block's
-  // scale and codes made from a block-sized tile instead of an accumulator for the whole stripe.
+  // E4M3 output, each slab one mix of whole contiguous bands: mixed a row of blocks at a time, each
+  // block's scale and codes made from a tile instead of an accumulator for the whole stripe.
   const slabValues = u.rows * u.cols;
-  const blocked =
-    computed &&
-    !tiled &&
-    m.mixesE4m3(o.out, u.rows, u.cols) &&
-    o.pieces.length === u.slabs &&
-    new Set(o.pieces.map((p) => p.kind === 'mix' && p.nO === u.rows && p.nI === u.cols && p.dst.at % slabValues === 0 ? p.dst.at / slabValues : -1)).size === u.slabs &&
-    o.pieces.every((p) => p.kind === 'mix' && p.nO === u.rows && p.nI === u.cols && p.dst.at % slabValues === 0 && p.inputs.every((inp) => inp.weight === 0 || contiguous(u.bands[inp.band]!, p.nO, p.nI, inp.src, p.dst)));
+  const slabOf = (p: Piece): number =>
+    p.kind === 'mix' && p.nO === u.rows && p.nI === u.cols && p.dst.at % slabValues === 0 && p.inputs.every((inp) => inp.weight === 0 || contiguous(u.bands[inp.band]!, p.nO, p.nI, inp.src, p.dst))
+      ? p.dst.at / slabValues
+      : -1;
+  const blocked = computed && m.mixesE4m3(o.out, u.rows, u.cols) && o.pieces.every((p) => slabOf(p) >= 0) && new Set(o.pieces.map(slabOf)).size === u.slabs && o.pieces.length === u.slabs;
   if (blocked) {
     for (const p of o.pieces) {
       if (p.kind !== 'mix') continue;
-      const s = p.dst.at / slabValues;
+      const s = slabOf(p);
       const inputs = p.inputs
         .filter((inp) => inp.weight !== 0)
         .map((inp) => ({ codec: u.bands[inp.band]!.codec, data: bandAt[inp.band]!.data, scales: bandAt[inp.band]!.scales, weight: inp.weight }));
