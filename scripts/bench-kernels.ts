@@ -18,7 +18,9 @@ const rand = () => {
 };
 
 function time(fn: () => void, reps = 7): number {
-  fn();
+  // Warm-up: V8 runs a wasm function first from its baseline compiler and swaps in the optimized
+  // code once compiled in the background; the first few calls would time the baseline.
+  for (let i = 0; i < 5; i++) fn();
   const ts: number[] = [];
   for (let i = 0; i < reps; i++) {
     const t0 = performance.now();

@@ -62,34 +62,26 @@ fn f16x8_to_f32(v: v128) -> (v128, v128) {
 }
 
 /// 16 e4m3fn codes -> four f32x4 of "raw" values: each code's value times 2^-120, exactly, with
-/// NaN codes (0x7F, 0xFF) as NaN. Sign-extending a code to 32 bits and shifting it up by 20 puts its
-/// exponent and mantissa fields on f32's low exponent bits and top mantissa bits and its sign on
-/// bit 31 (bits 27-30 get copies of the sign, cleared by the mask): an f32 of exponent e - 127
-/// where the code means e - 7, so 2^-120 times the code's value; the subnormal codes (exponent 0)
-/// land on f32 subnormals of the same mantissa, which wasm computes exactly. `e4m3_factor` turns
-/// raw values into decode(code) * scale with the scalar code's single rounding.
+/// NaN codes (0x7F, 0xFF) as NaN. A code in the top byte of a 32-bit lane, shifted arithmetically
+/// down by 4, has its exponent and mantissa fields on f32's low exponent bits and top mantissa
+/// bits and its sign on bit 31 (bits 27-30 get copies of the sign, cleared by a mask): an f32 of
+/// exponent e - 127 where the code means e - 7, so 2^-120 times the code's value; the subnormal
+/// codes (exponent 0) land on f32 subnormals of the same mantissa, which wasm computes exactly.
+/// `e4m3_factor` turns raw values into decode(code) * scale with the scalar code's single rounding.
 #[inline(always)]
 fn e4m3x16_raw(c: v128) -> [v128; 4] {
-    let lo = i16x8_extend_low_i8x16(c);
-    let hi = i16x8_extend_high_i8x16(c);
-    let m = splat(0x87F0_0000);
-    let mut r = [
-        v128_and(i32x4_shl(i32x4_extend_low_i16x8(lo), 20), m),
-        v128_and(i32x4_shl(i32x4_extend_high_i16x8(lo), 20), m),
-        v128_and(i32x4_shl(i32x4_extend_low_i16x8(hi), 20), m),
-        v128_and(i32x4_shl(i32x4_extend_high_i16x8(hi), 20), m),
-    ];
-    // NaN codes are rare: their lanes are set to all ones (a NaN) only when a group has one.
-    let nan = i8x16_eq(v128_or(c, u8x16_splat(0x80)), u8x16_splat(0xFF));
+    // Decoded by byte position with shifts, then transposed back to place with unpacks (see
+    // `e4m3x16_raw_by_pos`): fewer instructions than widening bytes, which engines do with shuffles
+    // whose masks are rebuilt on every use.
+    let (mut r, nan) = e4m3x16_raw_by_pos(c);
     if v128_any_true(nan) {
-        let nl = i16x8_extend_low_i8x16(nan);
-        let nh = i16x8_extend_high_i8x16(nan);
-        r[0] = v128_or(r[0], i32x4_extend_low_i16x8(nl));
-        r[1] = v128_or(r[1], i32x4_extend_high_i16x8(nl));
-        r[2] = v128_or(r[2], i32x4_extend_low_i16x8(nh));
-        r[3] = v128_or(r[3], i32x4_extend_high_i16x8(nh));
+        e4m3_nan_by_pos(&mut r, nan);
     }
-    r
+    let t0 = i32x4_shuffle::<0, 4, 1, 5>(r[0], r[1]);
+    let t1 = i32x4_shuffle::<0, 4, 1, 5>(r[2], r[3]);
+    let t2 = i32x4_shuffle::<2, 6, 3, 7>(r[0], r[1]);
+    let t3 = i32x4_shuffle::<2, 6, 3, 7>(r[2], r[3]);
+    [i64x2_shuffle::<0, 2>(t0, t1), i64x2_shuffle::<1, 3>(t0, t1), i64x2_shuffle::<0, 2>(t2, t3), i64x2_shuffle::<1, 3>(t2, t3)]
 }
 
 /// The one factor f with raw * f = decode(code) * scale in a single rounding (raw as made by
