@@ -7,13 +7,17 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { WHOLE, codecName, type Codec, type ScaleDtype } from '../app/engine/formats/codec.ts';
-import { createWasmKernelsFromBytes, type Encoded, type Kernels, type Stripe } from '../app/engine/kernels/wasm-kernels.ts';
+import { createWasmKernelsFromBytes, instantiateKernelsFromBytes, type Encoded, type Kernels, type Stripe, type WasmModule } from '../app/engine/kernels/wasm-kernels.ts';
 import type { DiffStats } from '../app/engine/kernels/types.ts';
 import { E2M1_VALUES, decodeRef, diffRef, e2m1ToF32, encodeRef, f32ToBf16Bits, f32ToF16Bits, mixRef, nearestE2m1 } from './reference/scalar.ts';
 
 let K: Kernels;
+/** The raw module, for kernels the engine calls on wasm memory directly (mix_tiled). */
+let M: WasmModule;
 beforeAll(async () => {
-  K = await createWasmKernelsFromBytes(new Uint8Array(readFileSync(fileURLToPath(new URL('../public/moe_kernels.wasm', import.meta.url)))));
+  const bytes = new Uint8Array(readFileSync(fileURLToPath(new URL('../public/moe_kernels.wasm', import.meta.url))));
+  K = await createWasmKernelsFromBytes(bytes);
+  M = await instantiateKernelsFromBytes(bytes);
 });
 
 function rng(seed: number): () => number {
@@ -209,6 +213,52 @@ describe('mixing into E4M3 block by block (mix_e4m3)', () => {
       for (const q of reqs) {
         const req = { rows, cols, ...q, out };
         expectSameEncoded(K.mix(req), mixRef(req), `${codecName(out)}: ${q.inputs.length} inputs, weights ${q.weights}`);
+      }
+    }
+  });
+});
+
+describe('mixing into a plain output tile by tile (mix_tiled, as the engine calls it)', () => {
+  const r = rng(91);
+  /** out = mix_tiled(inputs) through wasm memory, as run-unit.ts calls it. */
+  function mixTiled(inputs: Stripe[], weights: number[], rows: number, cols: number, out: Codec): Uint8Array {
+    const placed = inputs.map((s, i) => ({ codec: s.codec, data: M.put(`t${i}`, s.data), scales: M.put(`t${i}.scales`, s.scales), weight: weights[i]! }));
+    const bytes = mixRef({ rows, cols, inputs, weights, out }).data.length;
+    const dst = M.slot('t.out', bytes);
+    expect(M.mixTiled(placed.filter((p) => p.weight !== 0), rows, cols, out, dst)).toBe(0);
+    return M.u8(dst, bytes).slice();
+  }
+  function fp8(codec: Extract<Codec, { kind: 'fp8' }>, rows: number, cols: number, scale: (block: number) => number): Stripe {
+    const data = Uint8Array.from({ length: rows * cols }, () => Math.floor(r() * 256));
+    const nb = Math.ceil(rows / Math.min(codec.blockRows, rows)) * Math.ceil(cols / Math.min(codec.blockCols, cols));
+    return { codec, rows, cols, data, scales: scaleBytes(codec.scaleDtype, Array.from({ length: nb }, (_, b) => scale(b))) };
+  }
+  const plain = (dtype: 'BF16' | 'F16' | 'F32', rows: number, cols: number): Stripe => ({ codec: { kind: 'plain', dtype }, rows, cols, data: K.encode(values(r, rows * cols), rows, cols, { kind: 'plain', dtype }).data });
+
+  it('two FP8 parents on one grid (every code, every kind of scale, partial and wide blocks), BF16 pairs and mixed inputs equal the reference', () => {
+    const kinds = [1e-3, 3.5e-3, 300, 2 ** -149, Infinity, NaN, 0, -2, 0.5];
+    const grids = [
+      { kind: 'fp8', scaleDtype: 'F32', blockRows: 128, blockCols: 128, scaleRole: 'scale_inv' },
+      { kind: 'fp8', scaleDtype: 'BF16', blockRows: 1, blockCols: WHOLE, scaleRole: 'scale' },
+      { kind: 'fp8', scaleDtype: 'F16', blockRows: 3, blockCols: 5, scaleRole: 'scale' },
+    ] as const;
+    for (const [rows, cols] of [[130, 300], [3, 1500], [1, 17]] as const) {
+      for (const g of grids) {
+        const a = fp8(g, rows, cols, (b) => kinds[b % kinds.length]!);
+        const b = fp8(g, rows, cols, (k) => kinds[(k * 5 + 1) % kinds.length]!);
+        for (const out of ['BF16', 'F16', 'F32'] as const) {
+          for (const weights of [[0.5, 0.5], [-1.25, 0.3], [0, 1]]) {
+            const req = { rows, cols, inputs: [a, b], weights, out: { kind: 'plain', dtype: out } as Codec };
+            expectSame(mixTiled(req.inputs, weights, rows, cols, req.out), mixRef(req).data, `${codecName(g)} ${rows}x${cols} → ${out} ${weights}`);
+          }
+        }
+      }
+      const x = plain('BF16', rows, cols);
+      const y = plain('BF16', rows, cols);
+      const z = fp8(grids[0], rows, cols, () => 2e-3);
+      for (const [inputs, weights] of [[[x, y], [0.3, 0.7]], [[x, z], [0.5, 0.5]], [[x, y, z], [0.2, 0.3, 0.5]], [[plain('F16', rows, cols), plain('F32', rows, cols)], [1, -1]]] as [Stripe[], number[]][]) {
+        const req = { rows, cols, inputs, weights, out: { kind: 'plain', dtype: 'BF16' } as Codec };
+        expectSame(mixTiled(inputs, weights, rows, cols, req.out), mixRef(req).data, `${inputs.map((i) => codecName(i.codec))} ${rows}x${cols}`);
       }
     }
   });

@@ -283,6 +283,15 @@ unsafe fn encode_e4m3_seg_no_nan_by_pos(src: *const f32, dst: *mut u8, n: usize,
     }
 }
 
+/// encode_bf16 of a run whose full groups of 16 are by byte position.
+unsafe fn encode_bf16_by_pos(src: *const f32, dst: *mut u16, n: usize) {
+    let mut i = simd_prefix!(simd::encode_bf16_by_pos(src, dst, n));
+    while i < n {
+        *dst.add(i) = f32_to_bf16(*src.add(i));
+        i += 1;
+    }
+}
+
 /// Puts a run's full groups of 16 back in place from byte position.
 unsafe fn unpermute_by_pos(p: *mut f32, n: usize) {
     let _ = simd_prefix!(simd::unpermute_by_pos(p, n));
@@ -857,6 +866,35 @@ pub unsafe extern "C" fn mix_tiled(
     }
     let mut tile = [0f32; TILE];
     let t = tile.as_mut_ptr();
+    // Two E4M3 inputs on one block grid into BF16 (FP8 parents, a BF16 child): each run inside a
+    // block is mixed by byte position (see simd.rs) and packed straight into BF16.
+    if nz.len() == 2 && oc.kind == K_BF16 {
+        let (ja, jb) = (nz[0], nz[1]);
+        let (ca, cb) = (codec_at(descs.add(4 * ja)).unwrap(), codec_at(descs.add(4 * jb)).unwrap());
+        if ca.kind == K_E4M3 && cb.kind == K_E4M3 && ca.br == cb.br && ca.bc == cb.bc {
+            let (a, b) = (*datas.add(ja) as usize as *const u8, *datas.add(jb) as usize as *const u8);
+            let (sca, scb) = (*scales.add(ja) as usize as *const u8, *scales.add(jb) as usize as *const u8);
+            let (wa, wb) = (*weights.add(ja), *weights.add(jb));
+            let nbc = div_ceil(cols, ca.bc);
+            let o = out as *mut u16;
+            while i0 < n {
+                let r = i0 / cols;
+                let bc = (i0 - r * cols) / ca.bc;
+                let len = core::cmp::min(TILE, core::cmp::min(n, r * cols + core::cmp::min(cols, (bc + 1) * ca.bc)) - i0);
+                let k = (r / ca.br) * nbc + bc;
+                let (sa, sb) = (scale_at(ca.scale_dtype, sca, k), scale_at(cb.scale_dtype, scb, k));
+                if let Some(p) = by_pos_factors(sa, sb) {
+                    mix2_e4m3_run(a.add(i0), wa, b.add(i0), wb, p, t, len, 0);
+                    encode_bf16_by_pos(t, o.add(i0), len);
+                } else {
+                    accum_e4m3::<true>(t, a.add(i0), len, sa, wa);
+                    accum_e4m3::<false>(t, b.add(i0), len, sb, wb);
+                    encode_bf16(t, o.add(i0), len);
+                }
+                i0 += len;
+            }
+        }
+    }
     while i0 < n {
         let len = core::cmp::min(TILE, n - i0);
         let mut first = true;

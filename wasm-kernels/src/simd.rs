@@ -357,6 +357,28 @@ pub unsafe fn encode_e4m3_no_nan_by_pos(src: *const f32, dst: *mut u8, n: usize,
     i
 }
 
+/// bf16 of values by byte position (see `encode_bf16`), in place: the rounded values at positions
+/// 4i + k and 4i + k + 1 share a u32 lane (low, high) for k = 0 and 2, and two unpacks put those
+/// lanes in order.
+pub unsafe fn encode_bf16_by_pos(src: *const f32, dst: *mut u16, n: usize) -> usize {
+    let high = splat(0xFFFF_0000);
+    let mut i = 0;
+    while i + 16 <= n {
+        let r = [
+            bf16_round(ld(src.add(i) as *const u8)),
+            bf16_round(ld(src.add(i + 4) as *const u8)),
+            bf16_round(ld(src.add(i + 8) as *const u8)),
+            bf16_round(ld(src.add(i + 12) as *const u8)),
+        ];
+        let p = v128_or(u32x4_shr(r[0], 16), v128_and(r[1], high));
+        let q = v128_or(u32x4_shr(r[2], 16), v128_and(r[3], high));
+        st(dst.add(i) as *mut u8, i32x4_shuffle::<0, 4, 1, 5>(p, q));
+        st(dst.add(i + 8) as *mut u8, i32x4_shuffle::<2, 6, 3, 7>(p, q));
+        i += 16;
+    }
+    i
+}
+
 /// Puts full groups of 16 values by byte position back in their places (before a general path).
 pub unsafe fn unpermute_by_pos(p: *mut f32, n: usize) -> usize {
     let mut i = 0;
