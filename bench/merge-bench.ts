@@ -210,6 +210,9 @@ async function mergeRun(pair: Pair, files: string[], workers: number, out = OUT)
 /** The operating system's copy: read the donor, copy the base's shards, make the copies durable. */
 async function floorRun(pair: Pair): Promise<Measure> {
   const dir = path.join(OUT_ROOT, 'floor');
+  // As a merge starts without the floor's copy (removed below), the floor starts without the last
+  // merge's child.
+  rmSync(OUT, { recursive: true, force: true });
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   settle(pair);
