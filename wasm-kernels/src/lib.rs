@@ -67,6 +67,17 @@ macro_rules! simd_prefix {
     }};
 }
 
+/// A loop over 0..n: the SIMD prefix (`simd_prefix!`), then `body` for each element it left.
+macro_rules! elementwise {
+    ($n:expr, $simd:expr, |$i:ident| $body:expr) => {{
+        let mut $i = simd_prefix!($simd);
+        while $i < $n {
+            $body;
+            $i += 1;
+        }
+    }};
+}
+
 #[inline(always)]
 fn div_ceil(a: usize, b: usize) -> usize {
     (a + b - 1) / b
@@ -103,46 +114,26 @@ pub unsafe extern "C" fn dealloc(ptr: *mut u8, size: usize) {
 
 #[no_mangle]
 pub unsafe extern "C" fn fill_zero(p: *mut f32, n: usize) {
-    let mut i = simd_prefix!(simd::fill_zero(p, n));
-    while i < n {
-        *p.add(i) = 0.0;
-        i += 1;
-    }
+    elementwise!(n, simd::fill_zero(p, n), |i| *p.add(i) = 0.0);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Contiguous element loops (SIMD prefix + scalar tail).
 
 unsafe fn decode_bf16(src: *const u16, dst: *mut f32, n: usize) {
-    let mut i = simd_prefix!(simd::decode_bf16(src, dst, n));
-    while i < n {
-        *dst.add(i) = bf16_to_f32(*src.add(i));
-        i += 1;
-    }
+    elementwise!(n, simd::decode_bf16(src, dst, n), |i| *dst.add(i) = bf16_to_f32(*src.add(i)));
 }
 
 unsafe fn decode_f16(src: *const u16, dst: *mut f32, n: usize) {
-    let mut i = simd_prefix!(simd::decode_f16(src, dst, n));
-    while i < n {
-        *dst.add(i) = f16_to_f32(*src.add(i));
-        i += 1;
-    }
+    elementwise!(n, simd::decode_f16(src, dst, n), |i| *dst.add(i) = f16_to_f32(*src.add(i)));
 }
 
 unsafe fn decode_e4m3_scaled(src: *const u8, dst: *mut f32, n: usize, scale: f32) {
-    let mut i = simd_prefix!(simd::decode_e4m3_scaled(src, dst, n, scale));
-    while i < n {
-        *dst.add(i) = e4m3_to_f32(*src.add(i)) * scale;
-        i += 1;
-    }
+    elementwise!(n, simd::decode_e4m3_scaled(src, dst, n, scale), |i| *dst.add(i) = e4m3_to_f32(*src.add(i)) * scale);
 }
 
 unsafe fn canonicalize(p: *mut f32, n: usize) {
-    let mut i = simd_prefix!(simd::canonicalize(p, n));
-    while i < n {
-        *p.add(i) = canon_f32(*p.add(i));
-        i += 1;
-    }
+    elementwise!(n, simd::canonicalize(p, n), |i| *p.add(i) = canon_f32(*p.add(i)));
 }
 
 /// The accumulator before an update: +0 for the first input (INIT), else its stored value.
@@ -156,59 +147,31 @@ unsafe fn old<const INIT: bool>(p: *const f32) -> f32 {
 }
 
 unsafe fn accum_f32<const INIT: bool>(acc: *mut f32, src: *const f32, n: usize, w: f32) {
-    let mut i = simd_prefix!(simd::accum_f32::<INIT>(acc, src, n, w));
-    while i < n {
-        *acc.add(i) = old::<INIT>(acc.add(i)) + w * *src.add(i);
-        i += 1;
-    }
+    elementwise!(n, simd::accum_f32::<INIT>(acc, src, n, w), |i| *acc.add(i) = old::<INIT>(acc.add(i)) + w * *src.add(i));
 }
 
 unsafe fn accum_bf16<const INIT: bool>(acc: *mut f32, src: *const u16, n: usize, w: f32) {
-    let mut i = simd_prefix!(simd::accum_bf16::<INIT>(acc, src, n, w));
-    while i < n {
-        *acc.add(i) = old::<INIT>(acc.add(i)) + w * bf16_to_f32(*src.add(i));
-        i += 1;
-    }
+    elementwise!(n, simd::accum_bf16::<INIT>(acc, src, n, w), |i| *acc.add(i) = old::<INIT>(acc.add(i)) + w * bf16_to_f32(*src.add(i)));
 }
 
 unsafe fn accum_f16<const INIT: bool>(acc: *mut f32, src: *const u16, n: usize, w: f32) {
-    let mut i = simd_prefix!(simd::accum_f16::<INIT>(acc, src, n, w));
-    while i < n {
-        *acc.add(i) = old::<INIT>(acc.add(i)) + w * f16_to_f32(*src.add(i));
-        i += 1;
-    }
+    elementwise!(n, simd::accum_f16::<INIT>(acc, src, n, w), |i| *acc.add(i) = old::<INIT>(acc.add(i)) + w * f16_to_f32(*src.add(i)));
 }
 
 unsafe fn accum_e4m3<const INIT: bool>(acc: *mut f32, src: *const u8, n: usize, scale: f32, w: f32) {
-    let mut i = simd_prefix!(simd::accum_e4m3::<INIT>(acc, src, n, scale, w));
-    while i < n {
-        *acc.add(i) = old::<INIT>(acc.add(i)) + w * (e4m3_to_f32(*src.add(i)) * scale);
-        i += 1;
-    }
+    elementwise!(n, simd::accum_e4m3::<INIT>(acc, src, n, scale, w), |i| *acc.add(i) = old::<INIT>(acc.add(i)) + w * (e4m3_to_f32(*src.add(i)) * scale));
 }
 
 unsafe fn encode_bf16(src: *const f32, dst: *mut u16, n: usize) {
-    let mut i = simd_prefix!(simd::encode_bf16(src, dst, n));
-    while i < n {
-        *dst.add(i) = f32_to_bf16(*src.add(i));
-        i += 1;
-    }
+    elementwise!(n, simd::encode_bf16(src, dst, n), |i| *dst.add(i) = f32_to_bf16(*src.add(i)));
 }
 
 unsafe fn encode_f16(src: *const f32, dst: *mut u16, n: usize) {
-    let mut i = simd_prefix!(simd::encode_f16(src, dst, n));
-    while i < n {
-        *dst.add(i) = f32_to_f16(*src.add(i));
-        i += 1;
-    }
+    elementwise!(n, simd::encode_f16(src, dst, n), |i| *dst.add(i) = f32_to_f16(*src.add(i)));
 }
 
 unsafe fn encode_f32(src: *const f32, dst: *mut f32, n: usize) {
-    let mut i = simd_prefix!(simd::encode_f32(src, dst, n));
-    while i < n {
-        *dst.add(i) = canon_f32(*src.add(i));
-        i += 1;
-    }
+    elementwise!(n, simd::encode_f32(src, dst, n), |i| *dst.add(i) = canon_f32(*src.add(i)));
 }
 
 unsafe fn encode_e4m3_seg(src: *const f32, dst: *mut u8, n: usize, scale: f32, nans: &mut u32) {
@@ -225,11 +188,7 @@ unsafe fn encode_e4m3_seg(src: *const f32, dst: *mut u8, n: usize, scale: f32, n
 
 /// encode_e4m3_seg where no src / scale is NaN (see `encode_e4m3`).
 unsafe fn encode_e4m3_seg_no_nan(src: *const f32, dst: *mut u8, n: usize, scale: f32) {
-    let mut i = simd_prefix!(simd::encode_e4m3_no_nan(src, dst, n, scale));
-    while i < n {
-        *dst.add(i) = f32_to_e4m3(*src.add(i) / scale);
-        i += 1;
-    }
+    elementwise!(n, simd::encode_e4m3_no_nan(src, dst, n, scale), |i| *dst.add(i) = f32_to_e4m3(*src.add(i) / scale));
 }
 
 /// Two E4M3 inputs' scales for one block and their single factors (simd::e4m3_factor), as
@@ -276,20 +235,12 @@ unsafe fn mix2_e4m3_run(a: *const u8, wa: f32, b: *const u8, wb: f32, p: Pair, a
 
 /// encode_e4m3_seg_no_nan of a run whose full groups of 16 are by byte position.
 unsafe fn encode_e4m3_seg_no_nan_by_pos(src: *const f32, dst: *mut u8, n: usize, scale: f32) {
-    let mut i = simd_prefix!(simd::encode_e4m3_no_nan_by_pos(src, dst, n, scale));
-    while i < n {
-        *dst.add(i) = f32_to_e4m3(*src.add(i) / scale);
-        i += 1;
-    }
+    elementwise!(n, simd::encode_e4m3_no_nan_by_pos(src, dst, n, scale), |i| *dst.add(i) = f32_to_e4m3(*src.add(i) / scale));
 }
 
 /// encode_bf16 of a run whose full groups of 16 are by byte position.
 unsafe fn encode_bf16_by_pos(src: *const f32, dst: *mut u16, n: usize) {
-    let mut i = simd_prefix!(simd::encode_bf16_by_pos(src, dst, n));
-    while i < n {
-        *dst.add(i) = f32_to_bf16(*src.add(i));
-        i += 1;
-    }
+    elementwise!(n, simd::encode_bf16_by_pos(src, dst, n), |i| *dst.add(i) = f32_to_bf16(*src.add(i)));
 }
 
 /// Puts a run's full groups of 16 back in place from byte position.
@@ -823,6 +774,11 @@ unsafe fn accum_run_impl<const INIT: bool>(c: Codec, data: *const u8, sc: *const
     }
 }
 
+/// Are the `count` codec descriptors at `descs` (4 u32 each) all known?
+unsafe fn codecs_ok(count: usize, descs: *const u32) -> bool {
+    (0..count).all(|j| codec_at(descs.add(4 * j)).is_some())
+}
+
 /// out = encode(acc) where acc = +0; acc = acc + w_j · decode(input j) for each input with
 /// w_j ≠ 0, in order — the mix (and, with one input of weight 1, a conversion: +0 + 1·x = x but
 /// for −0, so conversions go through `decode` instead) of `count` contiguous rows × cols stripes
@@ -849,10 +805,8 @@ pub unsafe extern "C" fn mix_tiled(
     if !(oc.kind == K_F32 || oc.kind == K_F16 || oc.kind == K_BF16) {
         return ERR_DTYPE;
     }
-    for j in 0..count {
-        if codec_at(descs.add(4 * j)).is_none() {
-            return ERR_DTYPE;
-        }
+    if !codecs_ok(count, descs) {
+        return ERR_DTYPE;
     }
     let n = rows * cols;
     // Two BF16 inputs into BF16 (the commonest merge): the accumulator stays in registers.
@@ -958,10 +912,8 @@ pub unsafe extern "C" fn mix_e4m3(
         Some(c) if c.kind == K_E4M3 => c,
         _ => return ERR_DTYPE,
     };
-    for j in 0..count {
-        if codec_at(descs.add(4 * j)).is_none() {
-            return ERR_DTYPE;
-        }
+    if !codecs_ok(count, descs) {
+        return ERR_DTYPE;
     }
     if rows == 0 || cols == 0 {
         return 0;
