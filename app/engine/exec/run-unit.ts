@@ -198,39 +198,31 @@ function makeOutput(
   const outScales = slabScales > 0 ? m.slot('out.scales', u.slabs * slabScales) : 0;
   let bad = 0;
   const computed = o.pieces.some((p) => p.kind === 'mix' || p.kind === 'fill' || p.kind === 'convert');
+  type Mix = Extract<Piece, { kind: 'mix' }>;
+  /** Does every input of the mix with a weight cover its whole band, into a contiguous run? */
+  const wholeBands = (p: Mix): boolean => p.inputs.every((inp) => inp.weight === 0 || contiguous(u.bands[inp.band]!, p.nO, p.nI, inp.src, p.dst));
+  /** The mix's inputs with a weight, where the kernels find them. */
+  const mixInputs = (p: Mix) =>
+    p.inputs.filter((inp) => inp.weight !== 0).map((inp) => ({ codec: u.bands[inp.band]!.codec, data: bandAt[inp.band]!.data, scales: bandAt[inp.band]!.scales, weight: inp.weight }));
   // Plain output, every computed piece a mix of whole contiguous bands into a contiguous run: mixed
   // tile by tile straight into the output, the accumulator never leaving the stack.
-  const tiled =
-    computed &&
-    o.out.kind === 'plain' &&
-    o.pieces.every((p) => p.kind === 'move' || (p.kind === 'mix' && p.inputs.every((inp) => inp.weight === 0 || contiguous(u.bands[inp.band]!, p.nO, p.nI, inp.src, p.dst))));
+  const tiled = computed && o.out.kind === 'plain' && o.pieces.every((p) => p.kind === 'move' || (p.kind === 'mix' && wholeBands(p)));
   // E4M3 output, each slab one mix of whole contiguous bands: mixed a row of blocks at a time, each
   // block's scale and codes made from a tile instead of an accumulator for the whole stripe.
   const slabValues = u.rows * u.cols;
-  const slabOf = (p: Piece): number =>
-    p.kind === 'mix' && p.nO === u.rows && p.nI === u.cols && p.dst.at % slabValues === 0 && p.inputs.every((inp) => inp.weight === 0 || contiguous(u.bands[inp.band]!, p.nO, p.nI, inp.src, p.dst))
-      ? p.dst.at / slabValues
-      : -1;
-  const blocked = computed && m.mixesE4m3(o.out, u.rows, u.cols) && o.pieces.every((p) => slabOf(p) >= 0) && new Set(o.pieces.map(slabOf)).size === u.slabs && o.pieces.length === u.slabs;
+  const slabs = o.pieces.map((p) => (p.kind === 'mix' && p.nO === u.rows && p.nI === u.cols && p.dst.at % slabValues === 0 && wholeBands(p) ? p.dst.at / slabValues : -1));
+  const blocked = computed && m.mixesE4m3(o.out, u.rows, u.cols) && slabs.length === u.slabs && slabs.every((s) => s >= 0) && new Set(slabs).size === u.slabs;
   if (blocked) {
-    for (const p of o.pieces) {
-      if (p.kind !== 'mix') continue;
-      const s = slabOf(p);
-      const inputs = p.inputs
-        .filter((inp) => inp.weight !== 0)
-        .map((inp) => ({ codec: u.bands[inp.band]!.codec, data: bandAt[inp.band]!.data, scales: bandAt[inp.band]!.scales, weight: inp.weight }));
-      const rc = m.mixE4m3(inputs, u.rows, u.cols, o.out, outData + s * slabData, outScales + s * slabScales);
+    o.pieces.forEach((p, i) => {
+      if (p.kind !== 'mix') return;
+      const rc = m.mixE4m3(mixInputs(p), u.rows, u.cols, o.out, outData + slabs[i]! * slabData, outScales + slabs[i]! * slabScales);
       check(rc, 'mix_e4m3');
       bad += rc;
-    }
+    });
   } else if (tiled) {
     const e = elementBytes(o.out);
     for (const p of o.pieces) {
-      if (p.kind !== 'mix') continue;
-      const inputs = p.inputs
-        .filter((inp) => inp.weight !== 0)
-        .map((inp) => ({ codec: u.bands[inp.band]!.codec, data: bandAt[inp.band]!.data, scales: bandAt[inp.band]!.scales, weight: inp.weight }));
-      check(m.mixTiled(inputs, p.nO, p.nI, o.out, outData + p.dst.at * e), 'mix_tiled');
+      if (p.kind === 'mix') check(m.mixTiled(mixInputs(p), p.nO, p.nI, o.out, outData + p.dst.at * e), 'mix_tiled');
     }
   } else if (computed) {
     const acc = m.slot('acc', Math.max(16, n * 4));
