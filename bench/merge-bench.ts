@@ -25,14 +25,12 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, wri
 import { open } from 'node:fs/promises';
 import { cpus, freemem, totalmem } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { openNodeModelFolder } from '../app/cli/node-io.ts';
 import { buildSafetensorsHeader } from '../app/engine/formats/safetensors.ts';
 import { openModel } from '../app/engine/model/open-model.ts';
+import { bf16Pair, CACHE, fp8Pair, generatedPair, ROOT, type Pair } from './pairs.ts';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const CACHE = path.join(ROOT, '.cache/bench');
 const CLI = path.join(ROOT, 'dist/cli/moe-studio.mjs');
 const { values: opts } = parseArgs({
   options: {
@@ -104,22 +102,6 @@ function dirBytes(dir: string): number {
 }
 
 const shardsOf = (dir: string) => readdirSync(dir).filter((f) => f.endsWith('.safetensors')).map((f) => path.join(dir, f));
-
-interface Pair {
-  base: string;
-  donor: string;
-}
-
-function generatedPair(label: string, args: string[]): Pair {
-  const dir = path.join(CACHE, label);
-  const pair = path.join(dir, 'big-pair');
-  if (!existsSync(path.join(pair, 'donor', 'model.safetensors.index.json'))) {
-    rmSync(dir, { recursive: true, force: true });
-    process.stderr.write(`generating ${label} (once; kept in .cache/bench)...\n`);
-    run(process.execPath, ['--import', 'tsx', 'app/fixtures/cli.ts', dir, ...args]);
-  }
-  return { base: path.join(pair, 'base'), donor: path.join(pair, 'donor') };
-}
 
 /**
  * The same model re-saved with fused experts, as transformers ≥ 5 writes qwen3_moe: per layer
@@ -283,13 +265,13 @@ async function scenario(name: string, pair: Pair, rules: string): Promise<Row> {
   return row;
 }
 
-const bf16 = generatedPair(`bf16-${opts.size}`, ['--size', opts.size!]);
+const bf16 = bf16Pair(opts.size!);
 if (only.has('bf16')) await scenario(`BF16 Mixtral-shaped pair, α = 0.5 on every routed expert`, bf16, MIX);
 
 const extra: Record<string, unknown> = {};
 const w = Math.min(2, cores);
 if (only.has('fp8')) {
-  const fp8 = generatedPair(`fp8-${opts.size}`, ['--size', opts.size!, '--family', 'deepseek_v3', '--dtype', 'FP8']);
+  const fp8 = fp8Pair(opts.size!);
   await scenario('DeepSeek-V3-shaped FP8 pair, α = 0.5 on every routed expert (dequantize, mix, re-quantize)', fp8, MIX);
 }
 

@@ -13,23 +13,24 @@
 //      the page answers meanwhile: during the sampled and then the exact pass a key is pressed every
 //      300 ms (trusted input through the DevTools protocol); the Long Tasks API gives the longest
 //      main-thread task, the Event Timing API each key's input delay (event start → handler start).
-//   npm run bench:studio [-- --size 2GB] [-- --runs 2 (best of; default)] [-- --only merge|heatmap] [-- --json] [-- --headed]
-//                        [-- --trace FILE: a Chrome trace of one more merge and floor, for chrome://tracing or Perfetto]
+//   1-3 run for a BF16 Mixtral-shaped pair (`merge`) and for a DeepSeek-V3-shaped FP8 pair whose
+//   routed experts are re-quantized (`fp8`), each with its own floor.
+//   npm run bench:studio [-- --size 2GB] [-- --runs 2 (best of; default)] [-- --only merge,fp8,heatmap] [-- --json] [-- --headed]
+//                        [-- --trace FILE: a Chrome trace of one more merge and floor, for chrome://tracing or Perfetto,
+//                         with V8's CPU samples of every thread (FILE-fp8.json for the FP8 pair when both run)]
 // Generated models are kept in .cache/bench/ and reused. Linux only (/proc).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, loadavg, totalmem, tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { chromium, type BrowserContext, type Page } from '@playwright/test';
 import { COPY_BLOCK } from '../app/engine/exec/merge.ts';
+import { bf16Pair, CACHE, fp8Pair, ROOT } from './pairs.ts';
 import { floorWorkerSource, type FloorRequest, type FloorResult } from './studio-floor-worker.ts';
 import { pageRenderer, rendererPids, sampleRss, statusKB, type MemorySample } from './studio-proc.ts';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const CACHE = path.join(ROOT, '.cache/bench');
 const { values: opts } = parseArgs({
   options: {
     size: { type: 'string', default: '2GB' },
@@ -40,7 +41,9 @@ const { values: opts } = parseArgs({
     trace: { type: 'string' },
   },
 });
-if (opts.only !== undefined && opts.only !== 'merge' && opts.only !== 'heatmap') throw new Error('--only takes merge or heatmap');
+const SCENARIOS = ['merge', 'fp8', 'heatmap'] as const;
+const only = new Set(opts.only ? opts.only.split(',') : SCENARIOS);
+for (const o of only) if (!(SCENARIOS as readonly string[]).includes(o)) throw new Error(`--only: ${o} is not one of ${SCENARIOS.join(', ')}`);
 const runs = Math.max(1, Number(opts.runs));
 const CHILD_FOLDER = 'bench-child';
 const FLOOR_FOLDER = 'bench-floor';
@@ -58,18 +61,6 @@ function run(cmd: string, args: string[]): void {
 
 function dirBytes(dir: string): number {
   return readdirSync(dir).reduce((s, f) => s + statSync(path.join(dir, f)).size, 0);
-}
-
-/** `--size` pair, cached as `npm run bench` caches it (same folder, so the two share it). */
-function bigPair(): { base: string; donor: string } {
-  const dir = path.join(CACHE, `bf16-${opts.size}`);
-  const pair = path.join(dir, 'big-pair');
-  if (!existsSync(path.join(pair, 'donor', 'model.safetensors.index.json'))) {
-    rmSync(dir, { recursive: true, force: true });
-    log(`generating a ${opts.size} pair (once; kept in .cache/bench)...`);
-    run(process.execPath, ['--import', 'tsx', 'app/fixtures/cli.ts', dir, '--size', opts.size!]);
-  }
-  return { base: path.join(pair, 'base'), donor: path.join(pair, 'donor') };
 }
 
 function fullCountPair(): { base: string; other: string } {
@@ -278,8 +269,14 @@ async function floorOnce(page: Page, pid: number, childBytes: number, parts: num
   return { ms: res.ms, read: res.read, memory };
 }
 
-async function mergeBench(context: BrowserContext, url: string) {
-  const pair = bigPair();
+/** The merge scenarios: the pair each one merges, and how it is described. */
+const MERGES = {
+  merge: { pair: () => bf16Pair(opts.size!), scenario: () => `BF16 Mixtral-shaped pair, ${opts.size} in all, α=0.5 on every routed expert, into OPFS` },
+  fp8: { pair: () => fp8Pair(opts.size!), scenario: () => `DeepSeek-V3-shaped FP8 pair, ${opts.size} in all, α=0.5 on every routed expert (dequantize, mix, re-quantize), into OPFS` },
+};
+
+async function mergeBench(context: BrowserContext, url: string, which: keyof typeof MERGES) {
+  const pair = MERGES[which].pair();
   const page = await context.newPage();
   page.on('pageerror', (e) => log(`page error: ${e.message}`));
   // The floor's workers are served from the page's own origin: its Content-Security-Policy allows
@@ -337,8 +334,9 @@ async function mergeBench(context: BrowserContext, url: string) {
     await clearOpfs(page, FLOOR_FOLDER);
   }
   if (opts.trace) {
-    log(`tracing one more merge and floor into ${opts.trace}...`);
-    await traceWhile(page, opts.trace, async () => {
+    const file = which === 'fp8' && only.has('merge') ? opts.trace.replace(/(\.json)?$/, '-fp8.json') : opts.trace;
+    log(`tracing one more merge and floor into ${file}...`);
+    await traceWhile(page, file, async () => {
       const m = await mergeOnce(page, pid);
       await clearOpfs(page, CHILD_FOLDER);
       await floorOnce(page, pid, m.childBytes, workers);
@@ -351,7 +349,7 @@ async function mergeBench(context: BrowserContext, url: string) {
   const parentBytes = dirBytes(pair.base) + dirBytes(pair.donor);
   const summaryElapsed = /written to .* in (\S+(?: \S+s)?) \(/.exec(m.summaryText)?.[1] ?? '?';
   return {
-    scenario: `BF16 Mixtral-shaped pair, ${opts.size} in all, α=0.5 on every routed expert, into OPFS`,
+    scenario: MERGES[which].scenario(),
     kernelWorkers: workers,
     parentsGB: +(parentBytes / 1e9).toFixed(2),
     childGB: +(m.childBytes / 1e9).toFixed(2),
@@ -441,7 +439,7 @@ async function heatmapBench(context: BrowserContext, url: string) {
 /** Runs `work` under a DevTools trace of the page's renderer (its workers included) and writes it to `file`. */
 async function traceWhile(page: Page, file: string, work: () => Promise<void>): Promise<void> {
   const cdp = await page.context().newCDPSession(page);
-  const categories = ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'v8.execute', 'blink', 'toplevel'];
+  const categories = ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'v8.execute', 'blink', 'toplevel', 'disabled-by-default-v8.cpu_profiler'];
   await cdp.send('Tracing.start', { transferMode: 'ReturnAsStream', traceConfig: { includedCategories: categories } });
   await work();
   const done = new Promise<string>((resolve) => cdp.once('Tracing.tracingComplete', (e) => resolve(e.stream!)));
@@ -524,7 +522,7 @@ const server = await startPreview(port);
 const url = `http://127.0.0.1:${port}/`;
 const profile = mkdtempSync(path.join(tmpdir(), 'moe-studio-bench-'));
 let context: BrowserContext | undefined;
-let merge: Awaited<ReturnType<typeof mergeBench>> | undefined;
+const merges: Awaited<ReturnType<typeof mergeBench>>[] = [];
 let heat: Awaited<ReturnType<typeof heatmapBench>> | undefined;
 let chromeVersion = '';
 try {
@@ -539,8 +537,8 @@ try {
   await context.addInitScript('globalThis.__name = (f) => f;');
   chromeVersion = context.browser()?.version() ?? '';
   if (rendererPids().length === 0) log('warning: no renderer process found under this process: memory figures will be 0');
-  merge = opts.only === 'heatmap' ? undefined : await mergeBench(context, url);
-  heat = opts.only === 'merge' ? undefined : await heatmapBench(context, url);
+  for (const which of ['merge', 'fp8'] as const) if (only.has(which)) merges.push(await mergeBench(context, url, which));
+  heat = only.has('heatmap') ? await heatmapBench(context, url) : undefined;
   if (!chromeVersion) {
     const p = await context.newPage();
     chromeVersion = /Chrome\/(\S+)/.exec(await p.evaluate(() => navigator.userAgent))?.[1] ?? '';
@@ -555,22 +553,25 @@ try {
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Chromium ${chromeVersion}, headless; load average at start ${loadStart}`;
 const totalSeconds = +((Date.now() - started) / 1000).toFixed(1);
 if (opts.json) {
-  process.stdout.write(JSON.stringify({ machine, merge, heatmap: heat, totalSeconds }, null, 2) + '\n');
+  process.stdout.write(JSON.stringify({ machine, merges, heatmap: heat, totalSeconds }, null, 2) + '\n');
 } else {
-  const r = merge;
   const h = heat;
   const resp = (x: Responsiveness) =>
     `${x.seconds} s: ${x.longTasks} long tasks (${x.tasksOver100ms} over 100 ms), longest ${x.longestTaskMs} ms; ${x.keysAnswered} of ${x.keysPressed} keys answered, worst input delay ${x.worstInputDelayMs} ms`;
   process.stdout.write(
     `machine: ${machine}\n\n` +
-      (r
-        ? `${r.scenario}\n  parents ${r.parentsGB} GB, child ${r.childGB} GB; ${r.kernelWorkers} kernel worker(s), as many floor workers\n` +
-      `  copy-only floor ${r.floorSeconds} s (${r.floorGBps} GB/s read+written), page RSS peak ${r.floorPeakRssMB} MB (${r.floorStartRssMB} MB at start)\n` +
-      `  merge           ${r.mergeSeconds} s (${r.mergeGBps} GB/s read+written), page RSS peak ${r.mergePeakRssMB} MB (${r.mergeStartRssMB} MB at start; VmHWM ${r.mergeHwmMB} MB); summary says ${r.mergeSummaryElapsed}\n` +
-      `  merge / floor   ${r.mergeOverFloor}\n` +
-      `  page RSS with both parents open, idle: ${r.idleRssMB} MB\n` +
-      (runs > 1 ? `  all runs: merge ${r.mergeSecondsAll.join(', ')} s; floor ${r.floorSecondsAll.join(', ')} s\n` : '') + '\n'
-        : '') +
+      merges
+        .map(
+          (r) =>
+            `${r.scenario}\n  parents ${r.parentsGB} GB, child ${r.childGB} GB; ${r.kernelWorkers} kernel worker(s), as many floor workers\n` +
+            `  copy-only floor ${r.floorSeconds} s (${r.floorGBps} GB/s read+written), page RSS peak ${r.floorPeakRssMB} MB (${r.floorStartRssMB} MB at start)\n` +
+            `  merge           ${r.mergeSeconds} s (${r.mergeGBps} GB/s read+written), page RSS peak ${r.mergePeakRssMB} MB (${r.mergeStartRssMB} MB at start; VmHWM ${r.mergeHwmMB} MB); summary says ${r.mergeSummaryElapsed}\n` +
+            `  merge / floor   ${r.mergeOverFloor}\n` +
+            `  page RSS with both parents open, idle: ${r.idleRssMB} MB\n` +
+            (runs > 1 ? `  all runs: merge ${r.mergeSecondsAll.join(', ')} s; floor ${r.floorSecondsAll.join(', ')} s\n` : '') +
+            '\n',
+        )
+        .join('') +
       (h
         ? `${h.scenario}\n` +
           `  base opened and drawn      ${h.baseOpenedSeconds} s (from its drop)\n` +
