@@ -4,7 +4,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import { existsSync, readFileSync, statSync, readdirSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { createKernelPool, type KernelPool } from '../app/engine/kernels/pool.ts';
+import { createKernelPool, type KernelEndpoint, type KernelPool } from '../app/engine/kernels/pool.ts';
 import { localEndpoint } from '../app/engine/kernels/bridge.ts';
 import { instantiateKernelsFromBytes } from '../app/engine/kernels/wasm-kernels.ts';
 import { openModel } from '../app/engine/model/open-model.ts';
@@ -90,6 +90,73 @@ output: {dtype: f32}
       });
     }
   }
+});
+
+describe('shards side by side', () => {
+  it('each shard computed beside others keeps to its own runner, and the child is byte for byte the one made a shard at a time', async () => {
+    const dir = dirs['mixtral-pair']!;
+    const file = writeRecipe(dir, 'lanes.yaml', `
+parents: {base: ./base, instruct: ./instruct}
+rules:
+  - select: {kind: routed_expert}
+    weights: {base: 0.5, instruct: 0.5}
+output: {shard_size: 60KB}
+`);
+    const { parents, recipe } = await open(file);
+    const plan = await planMerge(recipe, parents);
+    expect(plan.shards.length).toBeGreaterThan(4);
+    const wasm = new Uint8Array(readFileSync(path.join(ROOT, 'public/moe_kernels.wasm')));
+    /**
+     * Two runners that count batches sent while another shard's batch was under way (shards side
+     * by side), and batches sent while the same shard's batch was under way on the other runner
+     * (two writers of one file).
+     */
+    const watched = async () => {
+      const under = [new Map<number, number>(), new Map<number, number>()];
+      const seen = { sideBySide: 0, twoWriters: 0, batches: 0 };
+      const endpoints = await Promise.all(
+        [0, 1].map(async (runner): Promise<KernelEndpoint> => {
+          const e = localEndpoint(await instantiateKernelsFromBytes(wasm));
+          return {
+            ...e,
+            run: async (units) => {
+              const files = [...new Set(units.flatMap((u) => (u.kind === 'stripe' ? [u.data.file] : u.kind === 'copy' ? u.parts.map((p) => p.to.file) : u.kind === 'bytes' ? [u.to.file] : [])))];
+              seen.batches++;
+              const other = under[1 - runner]!;
+              if (files.some((f) => other.has(f))) seen.twoWriters++;
+              if ([...under[0]!.keys(), ...under[1]!.keys()].some((f) => !files.includes(f))) seen.sideBySide++;
+              for (const f of files) under[runner]!.set(f, (under[runner]!.get(f) ?? 0) + 1);
+              try {
+                // A turn of the event loop, as a worker's reply takes: other batches are sent meanwhile.
+                await new Promise((r) => setTimeout(r, 1));
+                return await e.run(units);
+              } finally {
+                for (const f of files) if (under[runner]!.set(f, under[runner]!.get(f)! - 1).get(f) === 0) under[runner]!.delete(f);
+              }
+            },
+          };
+        }),
+      );
+      return { pool: createKernelPool(endpoints, { inProcess: true }), seen };
+    };
+    const side = await watched();
+    const a = path.join(dir, 'engine-lanes');
+    await executeMerge(plan, openNodeOutputFolder(a), side.pool, { chunkElements: 97 });
+    const one = await watched();
+    const b = path.join(dir, 'engine-lanes-one');
+    await executeMerge(plan, openNodeOutputFolder(b), one.pool, { chunkElements: 97, shardsInFlight: 1 });
+
+    for (const f of filesIn(b)) expect(Buffer.compare(readFileSync(path.join(a, f)), readFileSync(path.join(b, f))), f).toBe(0);
+    expect(filesIn(a)).toEqual(filesIn(b));
+    expect(compareChild(await expectedChild(file), readChild(a).tensors)).toEqual([]);
+    // A shard at a time: both runners write the shard under way.
+    expect(one.seen.sideBySide).toBe(0);
+    expect(one.seen.twoWriters).toBeGreaterThan(one.seen.batches / 3);
+    // Side by side: two shards under way, each on its own runner but at the end, where the last
+    // shard takes both.
+    expect(side.seen.sideBySide).toBeGreaterThan(side.seen.batches / 3);
+    expect(side.seen.twoWriters).toBeLessThan(one.seen.twoWriters / 3);
+  });
 });
 
 describe('nothing half-done looks done', () => {
@@ -192,7 +259,8 @@ output: {shard_size: 300KB}
     const dir = dirs['deepseek-v3-fp8-pair']!;
     const { parents, recipe } = await open(writeRecipe(dir, 'fail.yaml', yaml));
     const plan = await planMerge(recipe, parents);
-    const failingAt = (outDir: string, failAt: number): OutputFolder => {
+    /** Fails the `failAt`-th write to a shard (`shard`: only to that one). */
+    const failingAt = (outDir: string, failAt: number, shard = 'model-'): OutputFolder => {
       const real = openNodeOutputFolder(outDir);
       let writes = 0;
       return Object.assign(Object.create(Object.getPrototypeOf(real)), real, {
@@ -200,11 +268,11 @@ output: {shard_size: 300KB}
           const file = await real.create(f);
           return {
             write: async (b: Uint8Array) => {
-              if (f.startsWith('model-') && ++writes === failAt) throw new Error('ENOSPC: no space left on device');
+              if (f.startsWith(shard) && ++writes === failAt) throw new Error('ENOSPC: no space left on device');
               return file.write(b);
             },
             writeAt: async (p: number, b: Uint8Array) => {
-              if (f.startsWith('model-') && ++writes === failAt) throw new Error('ENOSPC: no space left on device');
+              if (f.startsWith(shard) && ++writes === failAt) throw new Error('ENOSPC: no space left on device');
               return file.writeAt(p, b);
             },
             close: () => file.close(),
@@ -213,8 +281,9 @@ output: {shard_size: 300KB}
         },
       });
     };
-    // In the first shard: nothing is complete, nothing stays, not even the folders the merge made.
-    await expect(executeMerge(plan, failingAt(path.join(dir, 'engine-fail', 'nested'), 5), pool, { chunkElements: 1000 })).rejects.toThrow(/ENOSPC/);
+    // In the first shard: nothing is complete (the shards computed beside it are not finished
+    // before it), nothing stays, not even the folders the merge made.
+    await expect(executeMerge(plan, failingAt(path.join(dir, 'engine-fail', 'nested'), 5, plan.shards[0]!.file), pool, { chunkElements: 1000 })).rejects.toThrow(/ENOSPC/);
     expect(existsSync(path.join(dir, 'engine-fail'))).toBe(false);
     // Later: the completed shards stay (temporary names) with the journal; the error says so.
     const later = path.join(dir, 'engine-fail-later');

@@ -1,7 +1,7 @@
 // Hands units to the pool: small ones batched into one message, a few batches in flight per
 // runner, results taken as they come (every unit writes at its own offsets, so order does not
 // matter). The first failure stops new work; what is in flight settles before it is reported.
-import type { KernelPool } from '../kernels/pool.ts';
+import type { KernelPool, Lane } from '../kernels/pool.ts';
 import type { FileTable } from './files.ts';
 import { unitInputBytes, type Unit, type UnitResult } from './units.ts';
 
@@ -10,8 +10,10 @@ const BATCH_BYTES = 4 * 1024 * 1024;
 const BATCH_UNITS = 256;
 
 export interface DispatchOptions {
-  /** Batches in flight; default two per runner. */
-  window?: number;
+  /** Batches in flight, asked before each batch is sent (streams side by side share the pool); default two per runner. */
+  window?: number | (() => number);
+  /** The runners these units prefer (see `Lane`). */
+  lane?: Lane;
   /** Throws to stop (a cancel); checked before each batch is sent. */
   check?: () => void;
 }
@@ -23,13 +25,14 @@ export async function runUnits(
   onResult: (unit: Unit, result: UnitResult) => void | Promise<void>,
   opts: DispatchOptions = {},
 ): Promise<void> {
-  const window = Math.max(1, opts.window ?? pool.size * 2);
+  const w = opts.window ?? pool.size * 2;
+  const window = () => Math.max(1, typeof w === 'number' ? w : w());
   const inFlight = new Set<Promise<void>>();
   let failure: { error: unknown } | undefined;
   const submit = (batch: Unit[]) => {
     const p = (async () => {
       await files.inline(batch, pool);
-      const results = await pool.run(batch);
+      const results = await pool.run(batch, opts.lane);
       for (let i = 0; i < batch.length; i++) await onResult(batch[i]!, results[i]!);
     })().catch((error: unknown) => {
       failure ??= { error };
@@ -46,7 +49,7 @@ export async function runUnits(
       bytes += unitInputBytes(u);
       if (bytes < BATCH_BYTES && batch.length < BATCH_UNITS) continue;
       opts.check?.();
-      while (inFlight.size >= window) await Promise.race(inFlight);
+      while (inFlight.size >= window()) await Promise.race(inFlight);
       if (failure) break;
       submit(batch);
       batch = [];
@@ -54,7 +57,7 @@ export async function runUnits(
     }
     if (!failure && batch.length > 0) {
       opts.check?.();
-      while (inFlight.size >= window) await Promise.race(inFlight);
+      while (inFlight.size >= window()) await Promise.race(inFlight);
       if (!failure) submit(batch);
     }
   } catch (e) {

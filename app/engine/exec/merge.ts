@@ -17,7 +17,7 @@
 //    it did not create (with overwrite: the earlier child's files, index first).
 import { codecName, sameCodec } from '../formats/codec.ts';
 import { LOCK_FILE, MoeError, type ByteSource, type LockOwner, type OutputFile, type OutputFolder, type OutputLock } from '../io.ts';
-import type { KernelPool } from '../kernels/pool.ts';
+import type { KernelPool, Lane } from '../kernels/pool.ts';
 import { addStats, emptyStats, type DiffStats } from '../kernels/types.ts';
 import { CARD_FILE, INDEX_FILE, RECIPE_FILE, indexBytes } from '../plan/plan.ts';
 import { itemName, wholeOf } from '../model/items.ts';
@@ -81,6 +81,8 @@ export interface MergeOptions {
   owner?: LockOwner;
   /** Batches of units in flight; defaults to twice the pool size. */
   window?: number;
+  /** Shards computed side by side (each preferring its own runners); by default as many as runners, at most `SHARDS_IN_FLIGHT`. */
+  shardsInFlight?: number;
   /** Values per stripe (tests use tiny stripes to cross stripe and block boundaries). */
   chunkElements?: number;
   /** Bytes of a shard written between two flushes to disk (tests use a few KB); 32 MiB by default. */
@@ -143,6 +145,19 @@ export class MergeInterrupted extends Error {
 
 /** Bytes of a shard written between two flushes (where the platform has them). */
 const FLUSH_EVERY = 32 * 1024 * 1024;
+
+/**
+ * Shards computed side by side at most, by default. Writers of one file take turns on its lock
+ * (the page cache's copy is the one step that does not run in parallel), so a few files at once
+ * let writing scale with cores; more would only lose more work to an interruption (a shard is
+ * kept for resume once whole).
+ */
+export const SHARDS_IN_FLIGHT = 4;
+
+/** How many shards to compute side by side with this pool. */
+function shardLanes(pool: KernelPool, opts: MergeOptions): number {
+  return Math.max(1, Math.min(pool.size, opts.shardsInFlight ?? SHARDS_IN_FLIGHT));
+}
 
 /** Every file is written under this suffix and renamed when the whole child is complete. */
 export const TMP_SUFFIX = '.partial';
@@ -240,8 +255,15 @@ export async function executeMerges(jobs: MergeJob[], pool: KernelPool, opts: Me
     });
   }
   const locks: OutputLock[] = [];
-  // The shards written before the one being written, made durable and journaled meanwhile.
+  const lanes = shardLanes(pool, opts);
+  // The shards computed before, made durable and journaled in order meanwhile.
   let finishing: Promise<void> | undefined;
+  /** Shards being computed, by lane: settled (never rejected) when done. */
+  const busyLanes = new Map<number, Promise<void>>();
+  /** Each started shard's finishing, settled (never rejected) in order; how many have settled. */
+  const links: Promise<void>[] = [];
+  let linksSettled = 0;
+  let failure: { error: unknown } | undefined;
   try {
     for (const st of states) {
       const fingerprint = await planFingerprint(st.plan, pool);
@@ -255,7 +277,7 @@ export async function executeMerges(jobs: MergeJob[], pool: KernelPool, opts: Me
       }
       checkCancel();
       st.kept = await startOrResume(st, await st.out.list(), fingerprint, opts);
-      await checkFreeSpace(st.plan, st.out, st.kept);
+      await checkFreeSpace(st.plan, st.out, st.kept, lanes);
     }
     await opts.pause?.('started');
     checkCancel();
@@ -267,6 +289,16 @@ export async function executeMerges(jobs: MergeJob[], pool: KernelPool, opts: Me
     const groups = together ? [states] : states.map((st) => [st]);
     for (const group of groups) {
       const shards = group[0]!.plan.shards.length;
+      // Up to `lanes` shards are computed side by side, each preferring its own runners (see
+      // `Lane`), so a shard's file has fewer writers and no runner waits for a shard to drain.
+      // Shards still finish one at a time, in order (flushed, checked, journaled, while later ones
+      // are computed), so the journal only ever grows by whole shards, in order; a failure to
+      // compute or finish one stops the run from starting another, and is raised once those
+      // under way have settled.
+      const stop = () => {
+        checkCancel();
+        if (failure) throw failure.error;
+      };
       for (let i = 0; i < shards; i++) {
         const todo: RunState[] = [];
         for (const st of group) {
@@ -281,14 +313,37 @@ export async function executeMerges(jobs: MergeJob[], pool: KernelPool, opts: Me
           } else todo.push(st);
         }
         if (todo.length === 0) continue;
-        const written = await writeShards(todo, i);
-        // Shard i is flushed to disk, checked and journaled while shard i + 1 is computed: the
-        // disk's write-back overlaps the workers' reads and arithmetic instead of stalling them.
-        // One shard finishes at a time, in order, so the journal only ever grows by whole shards;
-        // a failure to finish one stops the run once the shard after it is computed.
-        await finishing;
+        while (busyLanes.size >= lanes) await Promise.race(busyLanes.values());
+        // Shards computed but not yet finished stay few (each keeps its file open) when finishing
+        // is slower than computing (a slow disk's flushes).
+        while (links.length - linksSettled >= 2 * lanes) await links[linksSettled];
+        stop();
+        let lane = 0;
+        while (busyLanes.has(lane)) lane++;
+        // Streams side by side share the pool's window.
+        const window = () => Math.ceil(todo[0]!.window / Math.max(1, busyLanes.size));
+        const computed = writeShards(todo, i, { lane: { index: lane, of: lanes }, window, stop });
+        busyLanes.set(
+          lane,
+          computed.then(
+            () => void busyLanes.delete(lane),
+            (error: unknown) => {
+              failure ??= { error };
+              busyLanes.delete(lane);
+            },
+          ),
+        );
+        const before = finishing;
         finishing = (async () => {
-          const recs = await finishShards(written);
+          // Every shard before this one settles first, finished or failed, whatever became of
+          // this one: a failed run cleans up only once nothing is finishing.
+          const made = await computed.then(
+            (written) => ({ written }),
+            (error: unknown) => ({ error }),
+          );
+          await before;
+          if ('error' in made) throw made.error;
+          const recs = await finishShards(made.written);
           for (const [k, st] of todo.entries()) {
             const shard = st.plan.shards[i]!;
             st.onDisk.set(shard.file, tmpName(st.out, shard.file));
@@ -299,11 +354,21 @@ export async function executeMerges(jobs: MergeJob[], pool: KernelPool, opts: Me
             checkCancel();
           }
         })();
-        // Its failure is raised where it is awaited (below, or before the next shard finishes).
-        finishing.catch(() => {});
+        // Its failure stops the loop above, and is raised below.
+        links.push(
+          finishing.then(
+            () => void linksSettled++,
+            (error: unknown) => {
+              failure ??= { error };
+              linksSettled++;
+            },
+          ),
+        );
       }
+      await Promise.all(busyLanes.values());
     }
-    await finishing;
+    await finishing?.catch(() => {});
+    if (failure) throw failure.error;
     checkCancel();
 
     const reports: MergeReport[] = [];
@@ -311,7 +376,9 @@ export async function executeMerges(jobs: MergeJob[], pool: KernelPool, opts: Me
     emit();
     return reports;
   } catch (e) {
-    // A shard still finishing completes (and is kept for resume) or fails before anything is removed.
+    // Shards still computed settle, and those finishing complete (kept for resume) or fail,
+    // before anything is removed.
+    await Promise.all(busyLanes.values());
     await finishing?.catch(() => {});
     // Shards computed but not finished: their writers close before their files are removed.
     await pool.closeFiles(files.outputIds()).catch(() => {});
@@ -474,11 +541,13 @@ async function startOrResume(
   return kept;
 }
 
-async function checkFreeSpace(plan: MergePlan, out: OutputFolder, kept: Map<string, unknown>): Promise<void> {
+async function checkFreeSpace(plan: MergePlan, out: OutputFolder, kept: Map<string, unknown>, lanes: number): Promise<void> {
   const free = await out.freeBytes?.();
-  // A shard may need twice its size while written (the browser writes a swap file first).
-  const toWrite = plan.totalBytes - plan.shards.filter((s) => kept.has(s.file)).reduce((n, s) => n + s.bytes, 0);
-  const need = toWrite + plan.shards.reduce((m, s) => Math.max(m, s.bytes), 0);
+  // A shard may need twice its size while written (the browser writes a swap file first), and
+  // `lanes` shards are written at once.
+  const left = plan.shards.filter((s) => !kept.has(s.file));
+  const toWrite = left.reduce((n, s) => n + s.bytes, 0);
+  const need = toWrite + left.map((s) => s.bytes).sort((a, b) => b - a).slice(0, lanes).reduce((n, b) => n + b, 0);
   if (free !== undefined && free < need) {
     throw new MoeError(`not enough free space: the child needs ${need} bytes while written, ${free} are free`, out.name);
   }
@@ -709,14 +778,22 @@ function zipUnits(lists: Unit[][]): Unit[] {
   return out;
 }
 
+/** How a shard is computed beside others: its runners, its share of the window, what stops it. */
+interface ShardSide {
+  lane: Lane;
+  window: () => number;
+  /** Throws when the run is cancelled or another shard failed. */
+  stop: () => void;
+}
+
 /**
  * Shard `index` of each child (several children of a sweep laid out alike), written by the units
  * that make it, each at its own offsets, under temporary names; returned with every unit done, for
  * `finishShards`.
  */
-async function writeShards(states: RunState[], index: number): Promise<ShardTarget[]> {
-  const { pool, files, checkCancel } = states[0]!;
-  checkCancel();
+async function writeShards(states: RunState[], index: number, side: ShardSide): Promise<ShardTarget[]> {
+  const { pool, files } = states[0]!;
+  side.stop();
   const targets: ShardTarget[] = [];
   const byFile = new Map<number, ShardTarget>();
   try {
@@ -781,7 +858,7 @@ async function writeShards(states: RunState[], index: number): Promise<ShardTarg
         if (left === 1) t.st.progress.tensorsDone++;
       }
       states[0]!.emit();
-    }, { window: states[0]!.window, check: checkCancel });
+    }, { window: side.window, check: side.stop, lane: side.lane });
   } catch (e) {
     await closeTargets(targets);
     throw e;

@@ -22,6 +22,17 @@ export interface KernelEndpoint {
   hashMany(parts: Uint8Array[]): Promise<bigint[]>;
 }
 
+/**
+ * Which runners a stream of batches prefers: those whose index is `index` modulo `of`. Shards
+ * written side by side each take a lane, so that each file has as few writers as possible (a
+ * file's writes into the page cache take turns on its lock); a batch still goes elsewhere when
+ * another runner has less in flight than every runner of its lane.
+ */
+export interface Lane {
+  index: number;
+  of: number;
+}
+
 export interface KernelPool {
   readonly size: number;
   /** Whether the runners read this file themselves; if not, units carry the bytes they read. */
@@ -30,8 +41,11 @@ export interface KernelPool {
   writes(file: OutputFile): boolean;
   openFiles(files: RunFile[]): Promise<void>;
   closeFiles(ids: number[]): Promise<void>;
-  /** Runs units (a batch) on the endpoint with the fewest in flight; ties go to the lowest index. */
-  run(units: Unit[]): Promise<UnitResult[]>;
+  /**
+   * Runs units (a batch) on the endpoint with the fewest in flight, ties to the lowest index; with
+   * a lane, on the lane's endpoint with the fewest in flight unless another has fewer.
+   */
+  run(units: Unit[], lane?: Lane): Promise<UnitResult[]>;
   hashMany(parts: Uint8Array[]): Promise<bigint[]>;
   close(): Promise<void>;
 }
@@ -45,9 +59,16 @@ export interface PoolOptions {
 export function createKernelPool(endpoints: KernelEndpoint[], opts: PoolOptions = {}): KernelPool {
   if (endpoints.length === 0) throw new Error('a kernel pool needs at least one endpoint');
   const busy = endpoints.map(() => 0);
-  const pick = async <T>(call: (e: KernelEndpoint) => Promise<T>): Promise<T> => {
+  const pick = async <T>(call: (e: KernelEndpoint) => Promise<T>, lane?: Lane): Promise<T> => {
     let best = 0;
     for (let i = 1; i < busy.length; i++) if (busy[i]! < busy[best]!) best = i;
+    if (lane && lane.of > 1) {
+      let own = -1;
+      for (let i = lane.index % lane.of; i < busy.length; i += lane.of) if (own < 0 || busy[i]! < busy[own]!) own = i;
+      // Another runner takes the batch only when it has fewer in flight: one stream alone keeps
+      // every runner busy, and streams side by side each keep their own.
+      if (own >= 0 && busy[own]! <= busy[best]!) best = own;
+    }
     busy[best]!++;
     try {
       return await call(endpoints[best]!);
@@ -65,7 +86,7 @@ export function createKernelPool(endpoints: KernelEndpoint[], opts: PoolOptions 
     closeFiles: async (ids) => {
       await Promise.all(endpoints.map((e) => e.closeFiles(ids)));
     },
-    run: (units) => pick((e) => e.run(units)),
+    run: (units, lane) => pick((e) => e.run(units), lane),
     hashMany: (parts) => pick((e) => e.hashMany(parts)),
     close: opts.close ?? (async () => {}),
   };
