@@ -355,7 +355,7 @@ output: {shard_size: 300KB}
     }
   });
 
-  it('refuses when the output folder lacks the space the child needs, creating nothing', async () => {
+  it("refuses when the output folder lacks the space the child needs, creating nothing; the child's size is enough where files are written in place", async () => {
     const dir = dirs['mixtral-pair']!;
     const { parents, recipe } = await open(writeRecipe(dir, 'space.yaml', 'parents: {base: ./base}\n'));
     const plan = await planMerge(recipe, parents);
@@ -363,5 +363,18 @@ output: {shard_size: 300KB}
     const tiny: OutputFolder = Object.assign(Object.create(Object.getPrototypeOf(real)), real, { freeBytes: async () => 1000 });
     await expect(executeMerge(plan, tiny, pool)).rejects.toThrow(/not enough free space/);
     expect(existsSync(path.join(dir, 'engine-space'))).toBe(false);
+    // Just the child's size is enough where files are written in place; where each takes its size
+    // twice while written (the browser's swap files), the shards written at once must fit again.
+    const exact: OutputFolder = Object.assign(Object.create(Object.getPrototypeOf(real)), real, { freeBytes: async () => plan.totalBytes });
+    await executeMerge(plan, exact, pool);
+    expect(compareChild(await expectedChild(path.join(dir, 'space.yaml')), readChild(path.join(dir, 'engine-space')).tensors)).toEqual([]);
+    const swapping = (outDir: string) => {
+      const r = openNodeOutputFolder(outDir);
+      return Object.assign(Object.create(Object.getPrototypeOf(r)), r, { freeBytes: async () => plan.totalBytes, swapsWhileWriting: true }) as OutputFolder;
+    };
+    await expect(executeMerge(plan, swapping(path.join(dir, 'engine-space-swap')), pool)).rejects.toThrow(
+      new RegExp(`needs ${plan.totalBytes + Math.max(...plan.shards.map((s) => s.bytes))} bytes while written, ${plan.totalBytes} are free`),
+    );
+    expect(existsSync(path.join(dir, 'engine-space-swap'))).toBe(false);
   });
 });

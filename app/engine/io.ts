@@ -119,6 +119,11 @@ export interface OutputFolder {
   overlaps(parent: ModelFolder): Promise<boolean>;
   /** Free bytes where the platform can tell. */
   freeBytes?(): Promise<number | undefined>;
+  /**
+   * Whether a file being written takes its size twice until it is closed (the browser's writable
+   * streams write a swap file first); absent: no.
+   */
+  readonly swapsWhileWriting?: boolean;
 }
 
 /** The largest single read a ByteSource serves. */

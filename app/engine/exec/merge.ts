@@ -543,11 +543,12 @@ async function startOrResume(
 
 async function checkFreeSpace(plan: MergePlan, out: OutputFolder, kept: Map<string, unknown>, lanes: number): Promise<void> {
   const free = await out.freeBytes?.();
-  // A shard may need twice its size while written (the browser writes a swap file first), and
-  // `lanes` shards are written at once.
   const left = plan.shards.filter((s) => !kept.has(s.file));
-  const toWrite = left.reduce((n, s) => n + s.bytes, 0);
-  const need = toWrite + left.map((s) => s.bytes).sort((a, b) => b - a).slice(0, lanes).reduce((n, b) => n + b, 0);
+  const toWrite = plan.totalBytes - plan.shards.filter((s) => kept.has(s.file)).reduce((n, s) => n + s.bytes, 0);
+  // Where a file takes its size twice while written (a swap file), the `lanes` largest shards
+  // being written at once may.
+  const swap = out.swapsWhileWriting ? left.map((s) => s.bytes).sort((a, b) => b - a).slice(0, lanes).reduce((n, b) => n + b, 0) : 0;
+  const need = toWrite + swap;
   if (free !== undefined && free < need) {
     throw new MoeError(`not enough free space: the child needs ${need} bytes while written, ${free} are free`, out.name);
   }

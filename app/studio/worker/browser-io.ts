@@ -404,6 +404,10 @@ export class HandleOutputFolder implements OutputFolder {
     const path = await parent.handle.resolve(h).catch(() => null);
     return path !== null;
   }
+  /** Writable streams write a swap file first; sync access handles (OPFS, in a worker) write in place. */
+  get swapsWhileWriting(): boolean {
+    return !(this.isOpfs && syncHandlesAvailable());
+  }
   async freeBytes(): Promise<number | undefined> {
     if (!this.isOpfs) return undefined;
     const est = await navigator.storage.estimate();
