@@ -265,8 +265,7 @@ async function scenario(name: string, pair: Pair, rules: string): Promise<Row> {
   return row;
 }
 
-const bf16 = bf16Pair(opts.size!);
-if (only.has('bf16')) await scenario(`BF16 Mixtral-shaped pair, α = 0.5 on every routed expert`, bf16, MIX);
+if (only.has('bf16')) await scenario(`BF16 Mixtral-shaped pair, α = 0.5 on every routed expert`, bf16Pair(opts.size!), MIX);
 
 const extra: Record<string, unknown> = {};
 const w = Math.min(2, cores);
@@ -295,6 +294,7 @@ if (only.has('sweep')) {
   // A 3-child sweep against three merges, in turn. The three merges run one after another, each
   // child kept (as the sweep keeps its three) until all are written: deleting each child before the
   // next would hand the next merge the memory it freed.
+  const bf16 = bf16Pair(opts.size!);
   const lam = [0.25, 0.5, 0.75].map((l) => recipe(path.join(CACHE, `lambda-${l}.yaml`), bf16, `  - select: {kind: routed_expert}\n    weights: {base: ${1 - l}, donor: ${l}}\n`));
   let sweep: Measure | undefined;
   let three = Infinity;

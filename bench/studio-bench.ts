@@ -269,10 +269,10 @@ async function floorOnce(page: Page, pid: number, childBytes: number, parts: num
   return { ms: res.ms, read: res.read, memory };
 }
 
-/** The merge scenarios: the pair each one merges, and how it is described. */
+/** The merge scenarios: the pair each one merges (generated on first use), and how it is described. */
 const MERGES = {
-  merge: { pair: () => bf16Pair(opts.size!), scenario: () => `BF16 Mixtral-shaped pair, ${opts.size} in all, α=0.5 on every routed expert, into OPFS` },
-  fp8: { pair: () => fp8Pair(opts.size!), scenario: () => `DeepSeek-V3-shaped FP8 pair, ${opts.size} in all, α=0.5 on every routed expert (dequantize, mix, re-quantize), into OPFS` },
+  merge: { pair: () => bf16Pair(opts.size!), scenario: `BF16 Mixtral-shaped pair, ${opts.size} in all, α=0.5 on every routed expert, into OPFS` },
+  fp8: { pair: () => fp8Pair(opts.size!), scenario: `DeepSeek-V3-shaped FP8 pair, ${opts.size} in all, α=0.5 on every routed expert (dequantize, mix, re-quantize), into OPFS` },
 };
 
 async function mergeBench(context: BrowserContext, url: string, which: keyof typeof MERGES) {
@@ -349,7 +349,7 @@ async function mergeBench(context: BrowserContext, url: string, which: keyof typ
   const parentBytes = dirBytes(pair.base) + dirBytes(pair.donor);
   const summaryElapsed = /written to .* in (\S+(?: \S+s)?) \(/.exec(m.summaryText)?.[1] ?? '?';
   return {
-    scenario: MERGES[which].scenario(),
+    scenario: MERGES[which].scenario,
     kernelWorkers: workers,
     parentsGB: +(parentBytes / 1e9).toFixed(2),
     childGB: +(m.childBytes / 1e9).toFixed(2),
