@@ -8,9 +8,13 @@
 // shards, `cp` the base's next to the output, then `sync` the copies: cp uses copy_file_range, the
 // fastest path the platform has, and the merge also makes its child durable before naming it) —
 // and the merge at each worker count, best of `runs`, with peak RSS; merge / floor, and the same
-// with the CLI's fixed start-up (the same merge on tiny tensors) taken out of the merge. Whatever is
-// compared is measured in turn, run by run (floor, 1 worker, 2 workers, floor, ...), so that a slow
-// spell of a shared machine falls on all of it. `--only` runs some scenarios (`--quick`: bf16).
+// with the CLI's fixed start-up (the same merge on tiny tensors) taken out of the merge. Each run's
+// CPU time too (the CLI's own, threads included; the floor's through `times`): a merge cannot take
+// less than its CPU time over the machine's cores, so that share against the floor tells where the
+// cores, not the pipeline, bound merge / floor; and the CLI's line on where its workers' time went
+// (reading, computing, writing, checksums). Whatever is compared is measured in turn, run by run
+// (floor, 1 worker, 2 workers, floor, ...), so that a slow spell of a shared machine falls on all
+// of it. `--only` runs some scenarios (`--quick`: bf16).
 // Scenarios: a BF16 Mixtral-shaped pair, α = 0.5 on every routed expert; a DeepSeek-V3-shaped FP8
 // pair re-quantizing every routed expert; one expert mixed inside fused tensors against the same
 // merge on the per-expert layout; a 3-child λ sweep against three merges, each keeping its child
@@ -48,19 +52,32 @@ const SCENARIOS = ['bf16', 'fp8', 'fused', 'sweep', 'memory'] as const;
 const only = new Set(opts.only ? opts.only.split(',') : opts.quick ? ['bf16'] : SCENARIOS);
 for (const o of only) if (!(SCENARIOS as readonly string[]).includes(o)) throw new Error(`--only: ${o} is not one of ${SCENARIOS.join(', ')}`);
 const cores = cpus().length;
-const workerCounts = opts.workers ? opts.workers.split(',').map(Number) : Array.from({ length: Math.min(cores, 8) }, (_, i) => i + 1);
+// Every worker count from 1 to the machine's cores, unless told (`--workers 1,2,4,8,16`).
+const workerCounts = opts.workers ? opts.workers.split(',').map(Number) : Array.from({ length: cores }, (_, i) => i + 1);
 
 interface Measure {
   ms: number;
   peakRssMB: number;
+  /** CPU time, user and system, of the process and its threads (the CLI's `cpu:` line, the floor's `times`). */
+  cpuMs: number;
+  stdout: string;
   stderr: string;
+}
+
+/** CPU milliseconds from a run's stderr: the CLI's own `cpu: user U ms, system S ms`, or the last `times` line (children: 0m1.5s 0m0.3s). */
+function cpuOf(stderr: string): number {
+  const cli = /^cpu: user (\d+) ms, system (\d+) ms$/m.exec(stderr);
+  if (cli) return Number(cli[1]) + Number(cli[2]);
+  const times = [...stderr.matchAll(/^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$/gm)].pop();
+  return times ? (Number(times[1]) * 60 + Number(times[2]) + Number(times[3]) * 60 + Number(times[4])) * 1000 : NaN;
 }
 
 /** Runs a command, sampling its peak resident memory (VmHWM, all threads) until it exits. */
 function measured(cmd: string, args: string[], env: Record<string, string> = {}): Promise<Measure> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+    const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    let stdout = '';
     let stderr = '';
     let peakKB = 0;
     const timer = setInterval(() => {
@@ -69,12 +86,13 @@ function measured(cmd: string, args: string[], env: Record<string, string> = {})
         if (m) peakKB = Math.max(peakKB, Number(m[1]));
       } catch {}
     }, 20);
+    child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
     child.on('exit', (code) => {
       clearInterval(timer);
       const ms = performance.now() - started;
       if (code !== 0) reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}: ${stderr.slice(-2000)}`));
-      else resolve({ ms, peakRssMB: peakKB / 1024, stderr });
+      else resolve({ ms, peakRssMB: peakKB / 1024, cpuMs: cpuOf(stderr), stdout, stderr });
     });
   });
 }
@@ -186,7 +204,7 @@ const OUT = path.join(OUT_ROOT, 'out');
 async function mergeRun(pair: Pair, files: string[], workers: number, out = OUT): Promise<Measure> {
   rmSync(out, { recursive: true, force: true });
   settle(pair);
-  return measured(process.execPath, [CLI, 'merge', ...files, '-o', out, '--workers', String(workers)], { MOE_STUDIO_REPORT_IO: '1' });
+  return measured(process.execPath, [CLI, 'merge', ...files, '-o', out, '--workers', String(workers)], { MOE_STUDIO_REPORT_USAGE: '1' });
 }
 
 /** The operating system's copy: read the donor, copy the base's shards, make the copies durable. */
@@ -198,7 +216,8 @@ async function floorRun(pair: Pair): Promise<Measure> {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   settle(pair);
-  const script = `cat ${quoted(shardsOf(pair.donor))} > /dev/null & cp ${quoted(shardsOf(pair.base))} '${dir}/'; wait; sync '${dir}'/*`;
+  // `times` (POSIX) ends with the CPU time of the shell's children: cat, cp and sync.
+  const script = `cat ${quoted(shardsOf(pair.donor))} > /dev/null & cp ${quoted(shardsOf(pair.base))} '${dir}/'; wait; sync '${dir}'/*; times >&2`;
   const m = await measured('/bin/sh', ['-c', script]);
   rmSync(dir, { recursive: true, force: true });
   return m;
@@ -235,7 +254,19 @@ interface Row {
   parentsGB: number;
   childGB: number;
   floorSeconds: number;
-  merges: { workers: number; seconds: number; peakRssMB: number; overFloor: number; overFloorWithoutStartup: number }[];
+  floorCpuSeconds: number;
+  merges: {
+    workers: number;
+    seconds: number;
+    peakRssMB: number;
+    overFloor: number;
+    overFloorWithoutStartup: number;
+    cpuSeconds: number;
+    /** The merge's CPU time less start-up's, spread over every core, against the floor: no faster merge / floor with this much work. */
+    cpuOverCoresOverFloor: number;
+    /** The CLI's line on where its workers' time went. */
+    runners: string;
+  }[];
 }
 const rows: Row[] = [];
 
@@ -258,9 +289,25 @@ async function scenario(name: string, pair: Pair, rules: string): Promise<Row> {
   }
   const merges: Row['merges'] = workerCounts.map((w) => {
     const m = bestMerge.get(w)!;
-    return { workers: w, seconds: s(m.ms), peakRssMB: Math.round(m.peakRssMB), overFloor: +(m.ms / floor!.ms).toFixed(2), overFloorWithoutStartup: +((m.ms - startup.ms) / floor!.ms).toFixed(2) };
+    return {
+      workers: w,
+      seconds: s(m.ms),
+      peakRssMB: Math.round(m.peakRssMB),
+      overFloor: +(m.ms / floor!.ms).toFixed(2),
+      overFloorWithoutStartup: +((m.ms - startup.ms) / floor!.ms).toFixed(2),
+      cpuSeconds: s(m.cpuMs),
+      cpuOverCoresOverFloor: +((m.cpuMs - startup.cpuMs) / cores / floor!.ms).toFixed(2),
+      runners: /^\d+ workers? .*$/m.exec(m.stdout)?.[0] ?? '',
+    };
   });
-  const row = { scenario: name, parentsGB: +((dirBytes(pair.base) + dirBytes(pair.donor)) / 1e9).toFixed(2), childGB: +(childBytes / 1e9).toFixed(2), floorSeconds: s(floor!.ms), merges };
+  const row = {
+    scenario: name,
+    parentsGB: +((dirBytes(pair.base) + dirBytes(pair.donor)) / 1e9).toFixed(2),
+    childGB: +(childBytes / 1e9).toFixed(2),
+    floorSeconds: s(floor!.ms),
+    floorCpuSeconds: s(floor!.cpuMs),
+    merges,
+  };
   rows.push(row);
   return row;
 }
@@ -334,14 +381,15 @@ rmSync(OUT, { recursive: true, force: true });
 if (opts.out) rmSync(OUT_ROOT, { recursive: true, force: true });
 
 if (opts.json) {
-  process.stdout.write(JSON.stringify({ machine, memoryNote, startupSeconds: s(startup.ms), rows, ...extra }, null, 2) + '\n');
+  process.stdout.write(JSON.stringify({ machine, memoryNote, startupSeconds: s(startup.ms), startupCpuSeconds: s(startup.cpuMs), rows, ...extra }, null, 2) + '\n');
 } else {
-  const out: string[] = [`machine: ${machine}`, memoryNote, `start-up (same merge, tiny tensors): ${s(startup.ms)} s`, ''];
+  const out: string[] = [`machine: ${machine}`, memoryNote, `start-up (same merge, tiny tensors): ${s(startup.ms)} s, CPU ${s(startup.cpuMs)} s`, ''];
   for (const r of rows) {
     out.push(`${r.scenario}: parents ${r.parentsGB} GB, child ${r.childGB} GB`);
-    out.push(`  floor (cat donor, cp base, sync): ${r.floorSeconds} s`);
+    out.push(`  floor (cat donor, cp base, sync): ${r.floorSeconds} s, CPU ${r.floorCpuSeconds} s`);
     for (const m of r.merges) {
       out.push(`  merge, ${m.workers} worker${m.workers > 1 ? 's' : ''}: ${m.seconds} s, peak RSS ${m.peakRssMB} MB, merge / floor ${m.overFloor} (${m.overFloorWithoutStartup} without start-up)`);
+      out.push(`    CPU ${m.cpuSeconds} s: over ${cores} cores, without start-up's, ${m.cpuOverCoresOverFloor} × the floor; ${m.runners}`);
     }
     out.push('');
   }

@@ -54,6 +54,11 @@ rules:
     from: instruct
 `);
     expect(stdout).toMatch(/wrote \d+ files/);
+    // Where the workers' time went, in shares that add up to about 100.
+    const shares = /^\d+ workers? busy \d+% of [\d.]+s: (computing|reading|writing|checksums) (\d+)%, (?:\w+ (\d+)%, ){2}\w+ (\d+)%$/m.exec(stdout);
+    expect(shares, stdout).not.toBeNull();
+    const pct = [...shares![0].split(': ')[1]!.matchAll(/(\d+)%/g)].map((x) => Number(x[1]));
+    expect(Math.abs(pct.reduce((a, b) => a + b, 0) - 100)).toBeLessThanOrEqual(2);
     const card = readFileSync(path.join(out, 'README.md'), 'utf8');
     const fm = frontMatter(card);
     expect(fm.base_model).toEqual(['./base', './instruct']);
@@ -316,13 +321,16 @@ describe('a sweep: several children in one pass', () => {
       writeRecipe(dir, `lambda-${l}.yaml`, `parents: {v3: ./v3, r1: ./r1}\nrules:\n  - select: {kind: routed_expert}\n    weights: {v3: ${1 - l}, r1: ${l}}\n`),
     );
     const sweepDir = path.join(dir, 'out-sweep');
-    const env = { ...process.env, MOE_STUDIO_REPORT_IO: '1' };
+    const env = { ...process.env, MOE_STUDIO_REPORT_USAGE: '1' };
     const readOf = (stderr: string) => Number(/io: read (\d+) bytes/.exec(stderr)![1]);
     const cli = (args: string[]) => runCli(args, undefined, env);
     const sweep = cli(['merge', ...recipes, '-o', sweepDir, '--workers', '2']);
     expect(sweep.stderr).not.toContain('error');
     expect(sweep.status).toBe(0);
     expect(filesIn(sweepDir)).toEqual(['lambda-0.25', 'lambda-0.5', 'lambda-0.75']);
+    // One pass: its workers' time said once; the process's CPU time with the usage report.
+    expect(sweep.stdout.match(/^2 workers busy /gm)).toHaveLength(1);
+    expect(sweep.stderr).toMatch(/^cpu: user \d+ ms, system \d+ ms$/m);
     let singleRead = 0;
     for (const [k, l] of [0.25, 0.5, 0.75].entries()) {
       const one = path.join(dir, `out-lambda-${l}`);

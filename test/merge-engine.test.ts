@@ -86,6 +86,11 @@ output: {dtype: f32}
         const out = openNodeOutputFolder(outDir);
         const report = await executeMerge(plan, out, pool, { chunkElements, window: 5 });
         expect(report.totalBytes).toBe(report.files.reduce((s, f) => s + f.bytes, 0));
+        // The runners' time: every part counted, no runner busier than the merge was long.
+        const t = report.runnerTime;
+        for (const v of Object.values(t)) expect(v).toBeGreaterThanOrEqual(0);
+        expect(t.read + t.compute + t.hash + t.write).toBeGreaterThan(0);
+        expect(t.read + t.compute + t.hash + t.write).toBeLessThanOrEqual(report.elapsedMs * pool.size);
         expect(compareChild(await expectedChild(file), readChild(outDir).tensors)).toEqual([]);
       });
     }

@@ -1,9 +1,11 @@
 // How a runner reads a unit's ranges: all at once, a queued unit's File slices fetched ahead (the
-// studio's workers), and never leaving a read running when its unit has failed.
+// studio's workers), and never leaving a read running when its unit has failed; and where its
+// time on a unit goes.
 import { readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { prefetchUnit, runUnit, type RunnerFiles } from '../app/engine/exec/run-unit.ts';
-import type { CopyUnit } from '../app/engine/exec/units.ts';
+import type { CopyUnit, StripeUnit } from '../app/engine/exec/units.ts';
+import { runnerTimeText } from '../app/engine/report/format.ts';
 import { instantiateKernelsFromBytes, type WasmModule } from '../app/engine/kernels/wasm-kernels.ts';
 import { BrowserWorkerFiles } from '../app/studio/worker/worker-files.ts';
 
@@ -124,5 +126,59 @@ describe('reading a unit', () => {
       runUnit(m, files, unit).finally(() => events.push('unit ended')),
     ).rejects.toThrow(/EIO/);
     expect(events).toEqual(['read 0 failed', 'read 1 landed', 'unit ended']);
+  });
+});
+
+/** Holds the thread for `ms` (a synchronous read or write, as the CLI's workers make). */
+function hold(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until);
+}
+
+describe("a runner's time on a unit", () => {
+  it('counts reading, writing and hashing where they happen and computing as the rest, adding up to the unit', async () => {
+    const data = bytes(4096, 5);
+    const files: RunnerFiles = {
+      read: (_f, o, n, dst) => {
+        hold(30);
+        dst().set(data.subarray(o, o + n));
+      },
+      write: async () => {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        return true;
+      },
+    };
+    const copy: CopyUnit = { kind: 'copy', tensor: 't', parts: [{ from: { file: 0, offset: 0, length: 4096 }, to: { file: 1, offset: 0, length: 4096 } }] };
+    const t0 = performance.now();
+    const r = await runUnit(m, files, copy);
+    const wall = performance.now() - t0;
+    const t = r.time!;
+    expect(t.read).toBeGreaterThanOrEqual(30);
+    expect(t.write).toBeGreaterThanOrEqual(19);
+    expect(t.hash).toBeGreaterThanOrEqual(0);
+    expect(t.compute).toBeLessThan(10);
+    expect(t.read + t.compute + t.hash + t.write).toBeLessThanOrEqual(wall + 0.01);
+    expect(t.read + t.compute + t.hash + t.write).toBeGreaterThan(wall - 5);
+
+    // A mix of 1M BF16 values: its kernels are computing, not reading (instant here) or writing.
+    const n = 1024 * 1024;
+    const quick: RunnerFiles = { read: (_f, _o, len, dst) => void dst().fill(0x3f, 0, len), write: () => true };
+    const bf16 = { kind: 'plain', dtype: 'BF16' } as const;
+    const band = (file: number) => ({ codec: bf16, rows: 1024, cols: 1024, data: { file, offset: 0, length: 2 * n } });
+    const mix: StripeUnit = {
+      kind: 'stripe', tensor: 'mix', rows: 1024, cols: 1024, slabs: 1, out: bf16,
+      bands: [band(0), band(1)],
+      pieces: [{ kind: 'mix', nO: 1024, nI: 1024, dst: { at: 0, so: 1024, si: 1 }, inputs: [0, 1].map((b) => ({ band: b, weight: 0.5, src: { at: 0, so: 1024, si: 1 } })) }],
+      data: { file: 2, offset: 0, length: 2 * n },
+    };
+    const mt = (await runUnit(m, quick, mix)).time!;
+    expect(mt.compute).toBeGreaterThan(0);
+  });
+
+  it('is said as shares of the busy time, largest first, and how busy the runners were', () => {
+    const t = { read: 300, compute: 500, hash: 50, write: 150 };
+    expect(runnerTimeText(t, 1000, 2)).toBe('2 workers busy 50% of 1.0s: computing 50%, reading 30%, writing 15%, checksums 5%');
+    expect(runnerTimeText(t, 1000, 1)).toBe('1 worker busy 100% of 1.0s: computing 50%, reading 30%, writing 15%, checksums 5%');
+    expect(runnerTimeText({ read: 0, compute: 0, hash: 0, write: 0 }, 10, 0)).toBe('the kernels (in-process): no units run');
   });
 });

@@ -17,7 +17,7 @@ import { isHubRef, openHubFolder, parseHubRef, type HubFolder, type HubStats } f
 import type { ModelFolder } from '../engine/io.ts';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { progressLine } from './progress.ts';
-import { formatBytes, formatDuration } from '../engine/report/format.ts';
+import { formatBytes, formatDuration, runnerTimeText } from '../engine/report/format.ts';
 import { formatDiffTable, summarizeDiff, formatKindSummary } from './diff-report.ts';
 import { readRoutingArg, routingCompare, routingShow, type RoutingOptions } from './routing.ts';
 import { CONTRAST_METRICS, RATE_METRICS, type ContrastMetric, type RateMetric } from '../engine/routing/stats.ts';
@@ -208,12 +208,15 @@ function startPool(workers: number): { ready: Promise<KernelPool>; close: () => 
 }
 
 /**
- * With MOE_STUDIO_REPORT_IO set, the process's own I/O counters (Linux /proc/self/io: bytes read
- * and written through system calls, worker threads included) go to stderr: the benchmark checks
- * with them that a sweep reads each parent byte once.
+ * With MOE_STUDIO_REPORT_USAGE set, the process's resource usage, worker threads included, goes to
+ * stderr: its CPU time (user, system) and the bytes it read and wrote through system calls (Linux
+ * /proc/self/io). The benchmark checks with them that a sweep reads each parent byte once, and
+ * sets a merge's CPU time against the machine's cores: no merge takes less than that share.
  */
-function reportIo(): void {
-  if (!process.env['MOE_STUDIO_REPORT_IO']) return;
+function reportUsage(): void {
+  if (!process.env['MOE_STUDIO_REPORT_USAGE']) return;
+  const cpu = process.cpuUsage();
+  process.stderr.write(`cpu: user ${Math.round(cpu.user / 1000)} ms, system ${Math.round(cpu.system / 1000)} ms\n`);
   try {
     const io = readFileSync('/proc/self/io', 'utf8');
     const get = (k: string) => Number(new RegExp(`^${k}: (\\d+)`, 'm').exec(io)?.[1] ?? NaN);
@@ -231,13 +234,13 @@ function childName(recipeFile: string): string {
 async function merge(recipePaths: string[], outDir: string, workers: number, mode: { overwrite: boolean; resume: boolean }): Promise<number> {
   const pool = startPool(workers);
   try {
-    return await mergeWith(pool.ready, recipePaths, outDir, mode);
+    return await mergeWith(pool.ready, workers, recipePaths, outDir, mode);
   } finally {
     await pool.close();
   }
 }
 
-async function mergeWith(poolReady: Promise<KernelPool>, recipePaths: string[], outDir: string, mode: { overwrite: boolean; resume: boolean }): Promise<number> {
+async function mergeWith(poolReady: Promise<KernelPool>, workers: number, recipePaths: string[], outDir: string, mode: { overwrite: boolean; resume: boolean }): Promise<number> {
   const sweep = recipePaths.length > 1;
   const recipes = await Promise.all(
     recipePaths.map(async (p) => {
@@ -310,9 +313,12 @@ async function mergeWith(poolReady: Promise<KernelPool>, recipePaths: string[], 
           lines.push(`threshold rms_diff < ${recipe.threshold.below}: ${report.thresholdKept} of ${report.threshold.length} tensors kept from ${plan.base}`);
         }
       });
+      // The children of a sweep were made in one pass: its time is said once.
+      const last = reports[reports.length - 1];
+      if (last) lines.push(runnerTimeText(last.runnerTime, last.elapsedMs, workers));
       process.stdout.write(lines.join('\n') + '\n');
       reportHub([...opened.values()].map((p) => p.folder));
-      reportIo();
+      reportUsage();
       return 0;
     } catch (e) {
       bar.done();

@@ -33,7 +33,7 @@ import {
   JOURNAL_FILE, JOURNAL_FORMAT, emptyShardReport, encodeSpans, fingerprintChange, planFingerprint, readJournal, rootChecksum, verifyShard, writeJournal,
   type Journal, type ShardRecord, type ShardReport,
 } from './journal.ts';
-import type { Span, StripeOutput, StripeUnit, Unit } from './units.ts';
+import { addRunnerTime, noRunnerTime, type RunnerTime, type Span, type StripeOutput, type StripeUnit, type Unit } from './units.ts';
 
 export { COPY_BLOCK };
 
@@ -109,6 +109,12 @@ export interface MergeReport {
   assembled: number;
   threshold: ThresholdDecision[];
   thresholdKept: number;
+  /**
+   * The kernel runners' time on this run's units, summed over runners (a sweep's children share
+   * one run, and each reports all of it): which of reading, computing, hashing and writing bounds
+   * a merge on this machine.
+   */
+  runnerTime: RunnerTime;
 }
 
 /** Completed shards a stopped merge leaves for `resume`. */
@@ -185,6 +191,8 @@ interface RunState {
   open: Set<OutputFile>;
   journal: Journal | undefined;
   progress: MergeProgress;
+  /** The runners' time on the run's units (one object, shared by a sweep's children). */
+  runnerTime: RunnerTime;
   checkCancel: () => void;
   emit: () => void;
 }
@@ -242,6 +250,7 @@ export async function executeMerges(jobs: MergeJob[], pool: KernelPool, opts: Me
   }
   const owner: LockOwner = opts.owner ?? { tool: 'moe-studio', started: new Date().toISOString() };
   const files = new FileTable();
+  const runnerTime = noRunnerTime();
   const states: RunState[] = [];
   for (const { plan, out } of jobs) {
     const progress: MergeProgress = {
@@ -251,7 +260,7 @@ export async function executeMerges(jobs: MergeJob[], pool: KernelPool, opts: Me
     total.tensorsTotal += plan.tensors.length;
     states.push({
       plan, out, pool, files, ids: files.bound(plan.parents), window: opts.window ?? pool.size * 2, chunkElements: opts.chunkElements ?? CHUNK_ELEMENTS, flushEvery: opts.flushEvery ?? FLUSH_EVERY,
-      written: new Set(), open: new Set(), journal: undefined, progress, checkCancel, emit, kept: new Map(), onDisk: new Map(), totals: emptyShardReport(),
+      written: new Set(), open: new Set(), journal: undefined, progress, runnerTime, checkCancel, emit, kept: new Map(), onDisk: new Map(), totals: emptyShardReport(),
     });
   }
   const locks: OutputLock[] = [];
@@ -447,6 +456,7 @@ async function finishChild(st: RunState, opts: MergeOptions, started: number): P
     assembled: totals.assembled,
     threshold,
     thresholdKept,
+    runnerTime: { ...st.runnerTime },
   };
 }
 
@@ -833,6 +843,7 @@ async function writeShards(states: RunState[], index: number, side: ShardSide): 
       }
     }
     await runUnits(pool, files, units(), async (u, r) => {
+      if (r.time) addRunnerTime(targets[0]!.st.runnerTime, r.time);
       for (const w of r.written) {
         const t = byFile.get(w.file);
         if (!t) throw new Error(`internal: a unit wrote file ${w.file}, which no shard of this pass is`);

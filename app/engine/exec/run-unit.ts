@@ -3,7 +3,7 @@
 // wrote. The same code runs in a worker that reaches the files itself and in-process.
 import { dataBytes, stripeScales, type Codec } from '../formats/codec.ts';
 import type { WasmModule } from '../kernels/wasm-kernels.ts';
-import type { Band, Piece, Place, Span, StripeOutput, StripeUnit, Unit, UnitResult, Written } from './units.ts';
+import { noRunnerTime, type Band, type Piece, type Place, type RunnerTime, type Span, type StripeOutput, type StripeUnit, type Unit, type UnitResult, type Written } from './units.ts';
 
 /** How a runner reaches the run's files. */
 export interface RunnerFiles {
@@ -79,11 +79,37 @@ export function prefetchUnit(files: RunnerFiles, u: Unit): void {
   for (const g of readGroups(unitSpans(u))) if (!g.inline && g.end > g.offset) files.prefetch(g.file, g.offset, g.end - g.offset);
 }
 
+/** A unit's RunnerTime: reading, hashing and writing timed where they happen, computing the rest. */
+class Clock {
+  private readonly started = performance.now();
+  readonly time = noRunnerTime();
+
+  /** Adds the time since `from` to `what`. */
+  add(what: 'read' | 'hash' | 'write', from: number): void {
+    this.time[what] += performance.now() - from;
+  }
+
+  finish(): RunnerTime {
+    const t = this.time;
+    t.compute = Math.max(0, performance.now() - this.started - t.read - t.hash - t.write);
+    return t;
+  }
+}
+
 /**
  * Reads every span into one buffer of wasm memory; returns each span's address. Spans carrying
  * their bytes are copied in; the others are read, nearby ranges of one file together.
  */
-async function readSpans(m: WasmModule, files: RunnerFiles, spans: Span[], slot = 'read'): Promise<number[]> {
+async function readSpans(m: WasmModule, files: RunnerFiles, spans: Span[], clock: Clock): Promise<number[]> {
+  const from = performance.now();
+  try {
+    return await readAll(m, files, spans);
+  } finally {
+    clock.add('read', from);
+  }
+}
+
+async function readAll(m: WasmModule, files: RunnerFiles, spans: Span[]): Promise<number[]> {
   const groups = readGroups(spans);
   let total = 0;
   const at: number[] = [];
@@ -91,7 +117,7 @@ async function readSpans(m: WasmModule, files: RunnerFiles, spans: Span[], slot 
     at.push(total);
     total += Math.ceil((g.end - g.offset) / 16) * 16;
   }
-  const base = m.slot(slot, Math.max(16, total));
+  const base = m.slot('read', Math.max(16, total));
   const out = new Array<number>(spans.length);
   // All reads at once: where they are asynchronous (File slices in the browser), one parent's
   // bytes arrive while the other's are being fetched. Nothing grows wasm memory meanwhile.
@@ -114,10 +140,14 @@ async function readSpans(m: WasmModule, files: RunnerFiles, spans: Span[], slot 
   return out;
 }
 
-async function writeOut(m: WasmModule, files: RunnerFiles, to: Span, ptr: number, written: Written[]): Promise<void> {
+async function writeOut(m: WasmModule, files: RunnerFiles, to: Span, ptr: number, written: Written[], clock: Clock): Promise<void> {
   const len = to.length;
+  let from = performance.now();
   const hash = m.hashAt(ptr, len);
+  clock.add('hash', from);
+  from = performance.now();
   const done = len === 0 ? true : await files.write(to.file, to.offset, m.u8(ptr, len));
+  clock.add('write', from);
   const w: Written = { file: to.file, offset: to.offset, length: len, hash };
   if (!done) w.bytes = m.u8(ptr, len).slice();
   written.push(w);
@@ -138,8 +168,8 @@ function elementBytes(c: Codec): number {
   return n;
 }
 
-async function runStripe(m: WasmModule, files: RunnerFiles, u: StripeUnit): Promise<UnitResult> {
-  const addr = await readSpans(m, files, bandSpans(u.bands));
+async function runStripe(m: WasmModule, files: RunnerFiles, u: StripeUnit, clock: Clock): Promise<UnitResult> {
+  const addr = await readSpans(m, files, bandSpans(u.bands), clock);
   const bandAt: { data: number; scales: number }[] = [];
   let k = 0;
   for (const b of u.bands) bandAt.push({ data: addr[k++]!, scales: b.scales ? addr[k++]! : 0 });
@@ -177,8 +207,8 @@ async function runStripe(m: WasmModule, files: RunnerFiles, u: StripeUnit): Prom
   for (const o of outputs) {
     const made = makeOutput(m, u, o, bandAt, decodedAt);
     bad += made.bad;
-    await writeOut(m, files, o.data, made.data, written);
-    if (o.scales) await writeOut(m, files, o.scales, made.scales, written);
+    await writeOut(m, files, o.data, made.data, written, clock);
+    if (o.scales) await writeOut(m, files, o.scales, made.scales, written, clock);
   }
   return { written, bad };
 }
@@ -296,8 +326,8 @@ function moveRows(m: WasmModule, u: StripeUnit, o: StripeOutput, p: Extract<Piec
   }
 }
 
-async function runCopy(m: WasmModule, files: RunnerFiles, u: Extract<Unit, { kind: 'copy' }>): Promise<UnitResult> {
-  const addr = await readSpans(m, files, u.parts.map((p) => p.from));
+async function runCopy(m: WasmModule, files: RunnerFiles, u: Extract<Unit, { kind: 'copy' }>, clock: Clock): Promise<UnitResult> {
+  const addr = await readSpans(m, files, u.parts.map((p) => p.from), clock);
   // Destinations that follow each other are written as one range.
   const runs: { to: Span; parts: number[] }[] = [];
   u.parts.forEach((p, i) => {
@@ -320,13 +350,13 @@ async function runCopy(m: WasmModule, files: RunnerFiles, u: Extract<Unit, { kin
         o += len;
       }
     }
-    await writeOut(m, files, r.to, ptr, written);
+    await writeOut(m, files, r.to, ptr, written, clock);
   }
   return { written, bad: 0 };
 }
 
-async function runDiff(m: WasmModule, files: RunnerFiles, u: Extract<Unit, { kind: 'diff' }>): Promise<UnitResult> {
-  const addr = await readSpans(m, files, bandSpans(u.bands));
+async function runDiff(m: WasmModule, files: RunnerFiles, u: Extract<Unit, { kind: 'diff' }>, clock: Clock): Promise<UnitResult> {
+  const addr = await readSpans(m, files, bandSpans(u.bands), clock);
   const at: { data: number; scales: number }[] = [];
   let k = 0;
   for (const b of u.bands) at.push({ data: addr[k++]!, scales: b.scales ? addr[k++]! : 0 });
@@ -360,17 +390,24 @@ async function runDiff(m: WasmModule, files: RunnerFiles, u: Extract<Unit, { kin
 }
 
 export async function runUnit(m: WasmModule, files: RunnerFiles, u: Unit): Promise<UnitResult> {
+  const clock = new Clock();
+  const r = await runTimed(m, files, u, clock);
+  r.time = clock.finish();
+  return r;
+}
+
+async function runTimed(m: WasmModule, files: RunnerFiles, u: Unit, clock: Clock): Promise<UnitResult> {
   switch (u.kind) {
     case 'stripe':
-      return runStripe(m, files, u);
+      return runStripe(m, files, u, clock);
     case 'copy':
-      return runCopy(m, files, u);
+      return runCopy(m, files, u, clock);
     case 'diff':
-      return runDiff(m, files, u);
+      return runDiff(m, files, u, clock);
     case 'bytes': {
       const ptr = m.put('out', u.bytes);
       const written: Written[] = [];
-      await writeOut(m, files, u.to, ptr, written);
+      await writeOut(m, files, u.to, ptr, written, clock);
       return { written, bad: 0 };
     }
   }

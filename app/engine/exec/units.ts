@@ -118,6 +118,31 @@ export interface UnitResult {
   /** Values the output codec could not hold (NaN; ±inf for MXFP4 and INT4). */
   bad: number;
   stats?: DiffStats;
+  /** Where the runner's time on the unit went. */
+  time?: RunnerTime;
+}
+
+/**
+ * A runner's time on units, in milliseconds: waiting for their inputs to land in wasm memory, the
+ * kernels and the code around them, hashing what they wrote (the journal's checksums), writing it
+ * (or handing it back to the coordinator). Reads in the browser overlap the unit before; what is
+ * counted is the wait that is left.
+ */
+export interface RunnerTime {
+  read: number;
+  compute: number;
+  hash: number;
+  write: number;
+}
+
+export const noRunnerTime = (): RunnerTime => ({ read: 0, compute: 0, hash: 0, write: 0 });
+
+/** Adds `b` into `a`. */
+export function addRunnerTime(a: RunnerTime, b: RunnerTime): void {
+  a.read += b.read;
+  a.compute += b.compute;
+  a.hash += b.hash;
+  a.write += b.write;
 }
 
 /** Bytes of input a unit reads: what its in-flight memory is sized by. */

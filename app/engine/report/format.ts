@@ -1,4 +1,5 @@
 // Numbers as people read them, shared by the engine's messages, the CLI and the studio.
+import type { RunnerTime } from '../exec/units.ts';
 
 const UNITS = ['B', 'KB', 'MB', 'GB', 'TB', 'PB'];
 
@@ -36,4 +37,25 @@ export function rangeText(xs: readonly number[]): string {
     i = j + 1;
   }
   return parts.join(', ') || 'none';
+}
+
+/**
+ * Where a merge's time in its kernel runners went: how busy they were over the merge, and each
+ * part's share of their busy time, largest first ("2 workers busy 93% of 1.5s: computing 44%,
+ * reading 31%, writing 19%, checksums 6%"). Reading the largest share tells whether the disk or
+ * the cores bound this merge.
+ */
+export function runnerTimeText(t: RunnerTime, elapsedMs: number, runners: number): string {
+  const busy = t.read + t.compute + t.hash + t.write;
+  const who = runners > 0 ? `${runners} worker${runners > 1 ? 's' : ''}` : 'the kernels (in-process)';
+  const over = elapsedMs > 0 ? ` busy ${Math.round((100 * busy) / (elapsedMs * Math.max(1, runners)))}% of ${formatDuration(elapsedMs)}` : '';
+  if (!(busy > 0)) return `${who}: no units run`;
+  const parts: [string, number][] = [
+    ['computing', t.compute],
+    ['reading', t.read],
+    ['writing', t.write],
+    ['checksums', t.hash],
+  ];
+  parts.sort((a, b) => b[1] - a[1]);
+  return `${who}${over}: ${parts.map(([k, v]) => `${k} ${Math.round((100 * v) / busy)}%`).join(', ')}`;
 }

@@ -238,6 +238,8 @@ export interface MergeResult {
   folder: string;
   /** The engine's report, as plain data. */
   report: unknown;
+  /** Where the kernel workers' time went (reading, computing, writing, checksums), in words. */
+  runners?: string;
   warnings: string[];
 }
 

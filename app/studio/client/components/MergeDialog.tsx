@@ -515,6 +515,11 @@ function Summary({ r, opfs }: { r: MergeResult; opfs?: string | undefined }) {
     <div className="summary" data-testid="merge-summary">
       <b>Done.</b> {formatBytes(r.bytesWritten)} in {r.files.length} files written to “{r.folder}” in {formatDuration(r.elapsedMs)} (
       {formatBytes(r.bytesWritten / Math.max(0.001, r.elapsedMs / 1000))}/s){r.resumedShards > 0 ? `, ${r.resumedShards} shards kept from the interrupted merge` : ''}.
+      {r.runners && (
+        <div className="muted small" data-testid="merge-runners">
+          {r.runners}.
+        </div>
+      )}
       {opfs !== undefined && (
         <div className="row take-home">
           <span className="muted small">It is in this browser's storage. Take it home:</span>
