@@ -8,7 +8,10 @@
 //      studio, in 16 MiB slices) and write a file of the child's size into OPFS with synchronous
 //      access handles at their offsets (see studio-floor-worker.ts); no arithmetic;
 //   3. the page's peak memory during each (summed VmRSS of the browser's renderer processes,
-//      sampled every 50 ms from /proc: the page's workers live in its renderer);
+//      sampled every 50 ms from /proc: the page's workers live in its renderer), and the CPU time
+//      of all the browser's processes across each (from /proc): spread over every core against the
+//      floor, the least merge / floor that much work allows; and the summary's line on where the
+//      kernel workers' time went;
 //   4. time to the first heatmap on a DeepSeek-V3-sized pair (~92,000 tensors per parent), and how
 //      the page answers meanwhile: during the sampled and then the exact pass a key is pressed every
 //      300 ms (trusted input through the DevTools protocol); the Long Tasks API gives the longest
@@ -29,7 +32,7 @@ import { chromium, type BrowserContext, type Page } from '@playwright/test';
 import { COPY_BLOCK } from '../app/engine/exec/merge.ts';
 import { bf16Pair, CACHE, fp8Pair, ROOT } from './pairs.ts';
 import { floorWorkerSource, type FloorRequest, type FloorResult } from './studio-floor-worker.ts';
-import { pageRenderer, rendererPids, sampleRss, statusKB, type MemorySample } from './studio-proc.ts';
+import { pageRenderer, rendererPids, sampleRss, statusKB, treeCpuMs, type MemorySample } from './studio-proc.ts';
 
 const { values: opts } = parseArgs({
   options: {
@@ -180,6 +183,8 @@ async function sampledDone(page: Page, timeout = 180_000): Promise<void> {
 
 interface MergeMeasure {
   ms: number;
+  /** CPU time of the browser's processes across the merge (see treeCpuMs). */
+  cpuMs: number;
   summaryText: string;
   childBytes: number;
   memory: MemorySample;
@@ -187,6 +192,7 @@ interface MergeMeasure {
 
 interface FloorMeasure {
   ms: number;
+  cpuMs: number;
   read: number;
   memory: MemorySample;
 }
@@ -220,8 +226,10 @@ async function mergeOnce(page: Page, pid: number): Promise<MergeMeasure> {
     obs.observe(document.body, { subtree: true, childList: true, characterData: true });
   });
   const mem = sampleRss(pid, 50);
+  const cpu0 = treeCpuMs();
   await page.getByTestId('run-merge').click();
   await page.waitForFunction(() => (window as unknown as { __bench: { done?: number } }).__bench.done !== undefined, null, { timeout: 600_000, polling: 100 });
+  const cpuMs = treeCpuMs() - cpu0;
   const memory = mem.stop();
   const t = await page.evaluate(() => (window as unknown as { __bench: { click: number; done: number } }).__bench);
   const summaryText = (await page.getByTestId('merge-summary').textContent()) ?? '';
@@ -229,12 +237,13 @@ async function mergeOnce(page: Page, pid: number): Promise<MergeMeasure> {
   const files = await opfsFiles(page, CHILD_FOLDER);
   if (files.some((f) => f.name.endsWith('.partial'))) throw new Error('the merge left .partial files');
   await page.getByRole('dialog', { name: 'Merge' }).getByLabel('Close').click();
-  return { ms: t.done - t.click, summaryText: summaryText.replace(/\s+/g, ' ').trim(), childBytes: files.reduce((s, f) => s + f.size, 0), memory };
+  return { ms: t.done - t.click, cpuMs, summaryText: summaryText.replace(/\s+/g, ' ').trim(), childBytes: files.reduce((s, f) => s + f.size, 0), memory };
 }
 
 async function floorOnce(page: Page, pid: number, childBytes: number, parts: number): Promise<FloorMeasure> {
   await clearOpfs(page, FLOOR_FOLDER);
   const mem = sampleRss(pid, 50);
+  const cpu0 = treeCpuMs();
   const t0 = Date.now();
   const res = await page.evaluate(
     async ({ childBytes, block, folder, parts, workerPath }) => {
@@ -263,10 +272,11 @@ async function floorOnce(page: Page, pid: number, childBytes: number, parts: num
     },
     { childBytes, block: COPY_BLOCK, folder: FLOOR_FOLDER, parts, workerPath: FLOOR_WORKER_PATH },
   );
+  const cpuMs = treeCpuMs() - cpu0;
   const memory = mem.stop();
   if (!res.ok) throw new Error(`copy floor failed after ${Date.now() - t0} ms: ${res.error}`);
   if (res.written !== childBytes) throw new Error(`copy floor wrote ${res.written} bytes, not ${childBytes}`);
-  return { ms: res.ms, read: res.read, memory };
+  return { ms: res.ms, cpuMs, read: res.read, memory };
 }
 
 /** The merge scenarios: the pair each one merges (generated on first use), and how it is described. */
@@ -359,6 +369,12 @@ async function mergeBench(context: BrowserContext, url: string, which: keyof typ
     floorSeconds: +(f.ms / 1000).toFixed(2),
     floorSecondsAll: floors.map((x) => +(x.ms / 1000).toFixed(2)),
     mergeOverFloor: +(m.ms / f.ms).toFixed(2),
+    // CPU time of the browser's processes, and the merge's spread over every core against the
+    // floor: merge / floor cannot be lower with this much work.
+    mergeCpuSeconds: +(m.cpuMs / 1000).toFixed(2),
+    floorCpuSeconds: +(f.cpuMs / 1000).toFixed(2),
+    mergeCpuOverCoresOverFloor: +(m.cpuMs / cpus().length / f.ms).toFixed(2),
+    mergeRunners: /\d+ workers? busy \d+% of [\d.]+s: [a-z ,%\d]*%/.exec(m.summaryText)?.[0] ?? '',
     mergeGBps: +((parentBytes + m.childBytes) / 1e6 / m.ms).toFixed(2),
     floorGBps: +((f.read + m.childBytes) / 1e6 / f.ms).toFixed(2),
     idleRssMB: Math.round(idleMB),
@@ -567,6 +583,8 @@ if (opts.json) {
             `  copy-only floor ${r.floorSeconds} s (${r.floorGBps} GB/s read+written), page RSS peak ${r.floorPeakRssMB} MB (${r.floorStartRssMB} MB at start)\n` +
             `  merge           ${r.mergeSeconds} s (${r.mergeGBps} GB/s read+written), page RSS peak ${r.mergePeakRssMB} MB (${r.mergeStartRssMB} MB at start; VmHWM ${r.mergeHwmMB} MB); summary says ${r.mergeSummaryElapsed}\n` +
             `  merge / floor   ${r.mergeOverFloor}\n` +
+            `  CPU of the browser's processes: floor ${r.floorCpuSeconds} s, merge ${r.mergeCpuSeconds} s (over ${cpus().length} cores, ${r.mergeCpuOverCoresOverFloor} × the floor)\n` +
+            `  ${r.mergeRunners}\n` +
             `  page RSS with both parents open, idle: ${r.idleRssMB} MB\n` +
             (runs > 1 ? `  all runs: merge ${r.mergeSecondsAll.join(', ')} s; floor ${r.floorSecondsAll.join(', ')} s\n` : '') +
             '\n',

@@ -1,4 +1,5 @@
-// Resident memory of the Chromium renderer processes a benchmark launched, from /proc (Linux).
+// Resident memory and CPU time of the Chromium processes a benchmark launched, from /proc (Linux).
+import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 
 interface ProcInfo {
@@ -24,21 +25,41 @@ function procs(): ProcInfo[] {
   return out;
 }
 
-/** Renderer processes (`--type=renderer`) descending from `root` (default: this process). */
-export function rendererPids(root = process.pid): number[] {
+/** Processes descending from `root` (default: this process). */
+function descendants(root = process.pid): ProcInfo[] {
   const all = procs();
   const children = new Map<number, ProcInfo[]>();
   for (const p of all) children.set(p.ppid, [...(children.get(p.ppid) ?? []), p]);
-  const found: number[] = [];
+  const found: ProcInfo[] = [];
   const stack = [root];
   while (stack.length > 0) {
     const pid = stack.pop()!;
     for (const c of children.get(pid) ?? []) {
-      if (c.cmdline.includes('--type=renderer')) found.push(c.pid);
+      found.push(c);
       stack.push(c.pid);
     }
   }
-  return found.sort((a, b) => a - b);
+  return found;
+}
+
+/** Renderer processes (`--type=renderer`) descending from `root` (default: this process). */
+export function rendererPids(root = process.pid): number[] {
+  return descendants(root)
+    .filter((c) => c.cmdline.includes('--type=renderer'))
+    .map((c) => c.pid)
+    .sort((a, b) => a - b);
+}
+
+/** Clock ticks per second of /proc's CPU times. */
+const TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
+
+/**
+ * CPU time, user and system, of every process descending from `root` (the browser this benchmark
+ * launched: its own process, renderers, GPU and utility processes), in milliseconds: the CPU a
+ * merge or a floor costs is the difference across it.
+ */
+export function treeCpuMs(root = process.pid): number {
+  return (descendants(root).reduce((n, p) => n + cpuTicks(p.pid), 0) * 1000) / TICKS;
 }
 
 /** User + system CPU time of a process, in clock ticks (0 once it is gone). */

@@ -1,13 +1,16 @@
 // How a runner reads a unit's ranges: all at once, a queued unit's File slices fetched ahead (the
 // studio's workers), and never leaving a read running when its unit has failed; and where its
 // time on a unit goes.
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { prefetchUnit, runUnit, type RunnerFiles } from '../app/engine/exec/run-unit.ts';
 import type { CopyUnit, StripeUnit } from '../app/engine/exec/units.ts';
 import { runnerTimeText } from '../app/engine/report/format.ts';
 import { instantiateKernelsFromBytes, type WasmModule } from '../app/engine/kernels/wasm-kernels.ts';
 import { BrowserWorkerFiles } from '../app/studio/worker/worker-files.ts';
+import { NodeWorkerFiles } from '../app/cli/worker-files.ts';
 
 let m: WasmModule;
 beforeAll(async () => {
@@ -180,5 +183,30 @@ describe("a runner's time on a unit", () => {
     expect(runnerTimeText(t, 1000, 2)).toBe('2 workers busy 50% of 1.0s: computing 50%, reading 30%, writing 15%, checksums 5%');
     expect(runnerTimeText(t, 1000, 1)).toBe('1 worker busy 100% of 1.0s: computing 50%, reading 30%, writing 15%, checksums 5%');
     expect(runnerTimeText({ read: 0, compute: 0, hash: 0, write: 0 }, 10, 0)).toBe('the kernels (in-process): no units run');
+  });
+});
+
+describe("the CLI's worker files", () => {
+  it('write a range larger than one write call at its offset, byte for byte, and read it back', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'moe-wf-'));
+    try {
+      const file = path.join(dir, 'out.bin');
+      writeFileSync(file, new Uint8Array(100));
+      const files = new NodeWorkerFiles();
+      files.open([{ id: 7, ref: file, write: true }]);
+      // 5 MiB and 3 bytes: three calls of at most 2 MiB, the last a partial one.
+      const data = bytes((5 << 20) + 3, 9);
+      expect(files.write(7, 1000, data)).toBe(true);
+      const back = new Uint8Array(data.length);
+      files.read(7, 1000, data.length, () => back);
+      files.close([7]);
+      const onDisk = readFileSync(file);
+      expect(onDisk.length).toBe(1000 + data.length);
+      expect(onDisk.subarray(0, 100).every((b) => b === 0)).toBe(true);
+      expect(Buffer.from(onDisk.subarray(1000)).equals(Buffer.from(data))).toBe(true);
+      expect(Buffer.from(back).equals(Buffer.from(data))).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

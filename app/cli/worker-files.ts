@@ -6,6 +6,16 @@ import { MoeError } from '../engine/io.ts';
 import type { FileRef, WorkerFiles } from '../engine/kernels/bridge.ts';
 import { ioReason } from './node-io.ts';
 
+/**
+ * The most one write system call is given. Buffered writes to a file hold its inode lock for the
+ * whole call, and on Linux a second writer of the same file spins on that lock while the holder
+ * runs: with two workers writing 8–16 MiB copies into one shard, writing took 2–2.5× as long as in
+ * 2 MiB calls, most of it system time (a fused-expert merge, `npm run bench -- --only fused`; 4 MiB
+ * was already slower, 1 MiB no faster). The studio's 16 MiB writes through sync access handles
+ * showed no such difference (its workers mostly wait for File slices), so it writes as it did.
+ */
+const WRITE_CHUNK = 2 << 20;
+
 export class NodeWorkerFiles implements WorkerFiles {
   private readonly refs = new Map<number, { path: string; write: boolean }>();
   private readonly fds = new Map<number, number>();
@@ -65,7 +75,7 @@ export class NodeWorkerFiles implements WorkerFiles {
     while (done < src.length) {
       let n: number;
       try {
-        n = writeSync(fd, src, done, src.length - done, offset + done);
+        n = writeSync(fd, src, done, Math.min(src.length - done, WRITE_CHUNK), offset + done);
       } catch (e) {
         throw new MoeError(`write failed: ${ioReason(e)}`, path);
       }
