@@ -301,6 +301,11 @@ export function MergeDialog() {
                     </li>
                   ))}
                 </ul>
+                {sweepDone[0]?.runners && (
+                  <div className="muted small" data-testid="merge-runners">
+                    {sweepDone[0].runners} (one pass for every child).
+                  </div>
+                )}
               </div>
             )}
           </div>
