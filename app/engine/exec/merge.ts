@@ -709,6 +709,7 @@ async function decideThreshold(state: RunState, tensors: number[], kept: Set<Pla
   const index = new Map(units.map((u, i) => [u, i]));
   await runUnits(pool, files, units, (u, r) => {
     stats[index.get(u)!] = r.stats!;
+    if (r.time) addRunnerTime(state.runnerTime, r.time);
   }, { window: state.window, check: state.checkCancel });
   for (const g of groups) {
     let worst = 0;
