@@ -844,7 +844,7 @@ async function writeShards(states: RunState[], index: number, side: ShardSide): 
       }
     }
     await runUnits(pool, files, units(), async (u, r) => {
-      if (r.time) addRunnerTime(targets[0]!.st.runnerTime, r.time);
+      if (r.time) addRunnerTime(states[0]!.runnerTime, r.time);
       for (const w of r.written) {
         const t = byFile.get(w.file);
         if (!t) throw new Error(`internal: a unit wrote file ${w.file}, which no shard of this pass is`);
