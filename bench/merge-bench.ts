@@ -369,11 +369,13 @@ if (only.has('sweep')) {
 
 if (only.has('memory')) {
   // Peak RSS does not grow with tensor size.
-  const memory: { tensor: string; seconds: number; peakRssMB: number }[] = [];
+  const memory: { tensor: string; seconds: number; peakRssMB: number; workerKernelsMB: number }[] = [];
   for (const [label, side] of [['2 MB', 1024], ['200 MB', 10240], ['2 GB', 32768]] as const) {
     const pair = await oneTensorPair(`one-tensor-${side}`, side, side);
     const m = await best(runs, () => mergeRun(pair, [recipe(path.join(CACHE, 'mem.yaml'), pair, MIX)], w));
-    memory.push({ tensor: label, seconds: s(m.ms), peakRssMB: Math.round(m.peakRssMB) });
+    // The CLI's own figure: the most WASM memory one worker held (its "memory:" line).
+    const kernels = Number(/held at most ([\d.]+) MB for its kernels/.exec(m.stdout)?.[1] ?? NaN);
+    memory.push({ tensor: label, seconds: s(m.ms), peakRssMB: Math.round(m.peakRssMB), workerKernelsMB: kernels });
   }
   extra.memory = memory;
 }
@@ -403,7 +405,9 @@ if (opts.json) {
   }
   if (extra.memory) {
     out.push('one BF16 tensor per parent, α = 0.5 (peak RSS must not grow with tensor size):');
-    for (const m of extra.memory as { tensor: string; seconds: number; peakRssMB: number }[]) out.push(`  ${m.tensor.padEnd(7)} ${m.seconds} s, peak RSS ${m.peakRssMB} MB`);
+    for (const m of extra.memory as { tensor: string; seconds: number; peakRssMB: number; workerKernelsMB: number }[]) {
+      out.push(`  ${m.tensor.padEnd(7)} ${m.seconds} s, peak RSS ${m.peakRssMB} MB, each worker's kernels ${m.workerKernelsMB} MB`);
+    }
   }
   process.stdout.write(out.join('\n') + '\n');
 }

@@ -57,8 +57,8 @@ test('builds an MEA recipe, selects experts into a rule, and merges into browser
   if (await overwrite.count()) await overwrite.check();
   await page.getByTestId('run-merge').click();
   await expect(page.getByTestId('merge-summary')).toContainText('Done.', { timeout: 60_000 });
-  // Where the kernel workers' time went.
-  await expect(page.getByTestId('merge-runners')).toHaveText(/^\d+ workers? busy \d+% of [\d.]+s: (\w+ \d+%, ){3}\w+ \d+%\.$/);
+  // Where the kernel workers' time went, and the memory each held for its kernels.
+  await expect(page.getByTestId('merge-runners')).toHaveText(/^\d+ workers? busy \d+% of [\d.]+s: (\w+ \d+%, ){3}\w+ \d+%; (each of \d+ workers|the worker) held at most [\d.]+ [KMG]B for its kernels\.$/);
   await page.screenshot({ path: info.outputPath('merged-1280x800.png') });
 
   const files = await page.evaluate(async () => {

@@ -116,7 +116,7 @@ test('a λ sweep writes one child per value into browser storage, each equal to 
   await page.getByTestId('run-merge').click();
   await expect(page.getByTestId('merge-summary')).toContainText('Done. 2 children', { timeout: 60_000 });
   // One pass made both children: its workers' time is said once.
-  await expect(page.getByTestId('merge-runners')).toHaveText(/^\d+ workers? busy \d+% of [\d.]+s: (\w+ \d+%, ){3}\w+ \d+% \(one pass for every child\)\.$/);
+  await expect(page.getByTestId('merge-runners')).toHaveText(/^\d+ workers? busy \d+% of [\d.]+s: (\w+ \d+%, ){3}\w+ \d+%; (each of \d+ workers|the worker) held at most [\d.]+ [KMG]B for its kernels \(one pass for every child\)\.$/);
   await snap(page, info, 'sweep-done');
   expect(await listOpfs(page, 'sweep-e2e')).toEqual(['lambda-0.25', 'lambda-1']);
 

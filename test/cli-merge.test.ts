@@ -59,6 +59,11 @@ rules:
     expect(shares, stdout).not.toBeNull();
     const pct = [...shares![0].split(': ')[1]!.matchAll(/(\d+)%/g)].map((x) => Number(x[1]));
     expect(Math.abs(pct.reduce((a, b) => a + b, 0) - 100)).toBeLessThanOrEqual(2);
+    // The memory it took: the process's peak, and each worker's kernel memory, a part of it.
+    const mem = /^memory: peak ([\d.]+) MB resident; (?:each of \d+ workers|the worker) held at most ([\d.]+) MB for its kernels$/m.exec(stdout);
+    expect(mem, stdout).not.toBeNull();
+    expect(Number(mem![2])).toBeGreaterThan(1);
+    expect(Number(mem![1])).toBeGreaterThan(Number(mem![2]));
     const card = readFileSync(path.join(out, 'README.md'), 'utf8');
     const fm = frontMatter(card);
     expect(fm.base_model).toEqual(['./base', './instruct']);
@@ -330,6 +335,7 @@ describe('a sweep: several children in one pass', () => {
     expect(filesIn(sweepDir)).toEqual(['lambda-0.25', 'lambda-0.5', 'lambda-0.75']);
     // One pass: its workers' time said once; the process's CPU time with the usage report.
     expect(sweep.stdout.match(/^2 workers busy /gm)).toHaveLength(1);
+    expect(sweep.stdout.match(/^memory: /gm)).toHaveLength(1);
     expect(sweep.stderr).toMatch(/^cpu: user \d+ ms, system \d+ ms$/m);
     let singleRead = 0;
     for (const [k, l] of [0.25, 0.5, 0.75].entries()) {

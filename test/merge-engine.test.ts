@@ -1,7 +1,8 @@
 // The engine in-process: chunk boundaries (tiny chunks across FP8 stripes), cancellation and
 // failures mid-merge (nothing that looks complete is left), and parents that are only ever read.
 import { describe, it, expect, beforeAll } from 'vitest';
-import { existsSync, readFileSync, statSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { createKernelPool, type KernelEndpoint, type KernelPool } from '../app/engine/kernels/pool.ts';
@@ -12,6 +13,7 @@ import type { Model } from '../app/engine/model/types.ts';
 import { parseRecipe } from '../app/engine/recipe/parse.ts';
 import { planMerge } from '../app/engine/plan/plan.ts';
 import { executeMerge, MergeCancelled, MergeInterrupted } from '../app/engine/exec/merge.ts';
+import { buildSafetensorsHeader } from '../app/engine/formats/safetensors.ts';
 import type { OutputFolder } from '../app/engine/io.ts';
 import { openNodeModelFolder, openNodeOutputFolder } from '../app/cli/node-io.ts';
 import { compareChild, expectedChild, readChild } from './support/reference-merge.ts';
@@ -381,5 +383,46 @@ output: {shard_size: 300KB}
       new RegExp(`needs ${plan.totalBytes + Math.max(...plan.shards.map((s) => s.bytes))} bytes while written, ${plan.totalBytes} are free`),
     );
     expect(existsSync(path.join(dir, 'engine-space-swap'))).toBe(false);
+  });
+});
+
+describe("the runners' memory", () => {
+  /** A pair holding one BF16 expert tensor of rows × 1024 (the bench's one-tensor model), under `dir`. */
+  function oneTensorPair(dir: string, rows: number): void {
+    const cols = 1024;
+    for (const [i, side] of ['base', 'donor'].entries()) {
+      const d = path.join(dir, side);
+      mkdirSync(d, { recursive: true });
+      writeFileSync(path.join(d, 'config.json'), JSON.stringify({ model_type: 'one_tensor_moe', num_hidden_layers: 1, hidden_size: cols, num_local_experts: 1 }));
+      const name = 'model.layers.0.mlp.experts.0.down_proj.weight';
+      const { header } = buildSafetensorsHeader([{ name, dtype: 'BF16', shape: [rows, cols], length: rows * cols * 2 }], { format: 'pt' });
+      const data = new Uint16Array(rows * cols);
+      for (let k = 0; k < data.length; k++) data[k] = 0x3c00 | ((k * 7 + i) & 0x7f); // finite values near 2^-7
+      writeFileSync(path.join(d, 'model.safetensors'), Buffer.concat([header, new Uint8Array(data.buffer)]));
+    }
+  }
+
+  it("is what the runner's WASM memory holds, and the stripe sets it, not the tensor: 1 M values or 4 M take the same", async () => {
+    const wasm = new Uint8Array(readFileSync(path.join(ROOT, 'public/moe_kernels.wasm')));
+    const held: number[] = [];
+    for (const rows of [1024, 4096]) {
+      const dir = mkdtempSync(path.join(tmpdir(), 'moe-memory-'));
+      try {
+        oneTensorPair(dir, rows);
+        const { parents, recipe } = await open(writeRecipe(dir, 'mix.yaml', 'parents: {base: ./base, donor: ./donor}\nrules:\n  - select: {kind: routed_expert}\n    weights: {base: 0.5, donor: 0.5}\n'));
+        const m = await instantiateKernelsFromBytes(wasm);
+        const one = createKernelPool([localEndpoint(m)], { inProcess: true });
+        const report = await executeMerge(await planMerge(recipe, parents), openNodeOutputFolder(path.join(dir, 'child')), one);
+        expect(report.mixed).toBe(1);
+        expect(report.runnerMemory).toBe(m.x.memory.buffer.byteLength);
+        held.push(report.runnerMemory);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+    // A million values per stripe: 2 MB of BF16 from each parent and 2 MB out, besides the module's own.
+    expect(held[1]).toBe(held[0]);
+    expect(held[0]).toBeGreaterThan(4 << 20);
+    expect(held[0]).toBeLessThan(64 << 20);
   });
 });

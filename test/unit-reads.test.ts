@@ -7,7 +7,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { prefetchUnit, runUnit, type RunnerFiles } from '../app/engine/exec/run-unit.ts';
 import type { CopyUnit, StripeUnit } from '../app/engine/exec/units.ts';
-import { runnerTimeText } from '../app/engine/report/format.ts';
+import { runnerMemoryText, runnerTimeText } from '../app/engine/report/format.ts';
 import { instantiateKernelsFromBytes, type WasmModule } from '../app/engine/kernels/wasm-kernels.ts';
 import { BrowserWorkerFiles } from '../app/studio/worker/worker-files.ts';
 import { NodeWorkerFiles } from '../app/cli/worker-files.ts';
@@ -183,6 +183,13 @@ describe("a runner's time on a unit", () => {
     expect(runnerTimeText(t, 1000, 2)).toBe('2 workers busy 50% of 1.0s: computing 50%, reading 30%, writing 15%, checksums 5%');
     expect(runnerTimeText(t, 1000, 1)).toBe('1 worker busy 100% of 1.0s: computing 50%, reading 30%, writing 15%, checksums 5%');
     expect(runnerTimeText({ read: 0, compute: 0, hash: 0, write: 0 }, 10, 0)).toBe('the kernels (in-process): no units run');
+  });
+
+  it("says the most memory one runner held for its kernels", () => {
+    expect(runnerMemoryText(8_585_216, 2)).toBe('each of 2 workers held at most 8.6 MB for its kernels');
+    expect(runnerMemoryText(22_200_000, 1)).toBe('the worker held at most 22.2 MB for its kernels');
+    expect(runnerMemoryText(1_200_000, 0)).toBe('the kernels (in-process) held at most 1.2 MB');
+    expect(runnerMemoryText(0, 2)).toBe('no kernel memory used');
   });
 });
 

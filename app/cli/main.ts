@@ -17,7 +17,7 @@ import { isHubRef, openHubFolder, parseHubRef, type HubFolder, type HubStats } f
 import type { ModelFolder } from '../engine/io.ts';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { progressLine } from './progress.ts';
-import { formatBytes, formatDuration, runnerTimeText } from '../engine/report/format.ts';
+import { formatBytes, formatDuration, runnerMemoryText, runnerTimeText } from '../engine/report/format.ts';
 import { formatDiffTable, summarizeDiff, formatKindSummary } from './diff-report.ts';
 import { readRoutingArg, routingCompare, routingShow, type RoutingOptions } from './routing.ts';
 import { CONTRAST_METRICS, RATE_METRICS, type ContrastMetric, type RateMetric } from '../engine/routing/stats.ts';
@@ -315,7 +315,11 @@ async function mergeWith(poolReady: Promise<KernelPool>, workers: number, recipe
       });
       // The children of a sweep were made in one pass: its time is said once.
       const last = reports[reports.length - 1];
-      if (last) lines.push(runnerTimeText(last.runnerTime, last.elapsedMs, workers));
+      if (last) {
+        lines.push(runnerTimeText(last.runnerTime, last.elapsedMs, workers));
+        // maxRSS is the process's, worker threads included (they share its memory), in KiB.
+        lines.push(`memory: peak ${formatBytes(process.resourceUsage().maxRSS * 1024)} resident; ${runnerMemoryText(last.runnerMemory, workers)}`);
+      }
       process.stdout.write(lines.join('\n') + '\n');
       reportHub([...opened.values()].map((p) => p.folder));
       reportUsage();

@@ -33,7 +33,7 @@ import {
   JOURNAL_FILE, JOURNAL_FORMAT, emptyShardReport, encodeSpans, fingerprintChange, planFingerprint, readJournal, rootChecksum, verifyShard, writeJournal,
   type Journal, type ShardRecord, type ShardReport,
 } from './journal.ts';
-import { addRunnerTime, noRunnerTime, type RunnerTime, type Span, type StripeOutput, type StripeUnit, type Unit } from './units.ts';
+import { addRunnerUse, noRunnerUse, type RunnerTime, type RunnerUse, type Span, type StripeOutput, type StripeUnit, type Unit } from './units.ts';
 
 export { COPY_BLOCK };
 
@@ -115,6 +115,12 @@ export interface MergeReport {
    * a merge on this machine.
    */
   runnerTime: RunnerTime;
+  /**
+   * The most WASM memory one kernel runner held, in bytes: the working memory each runner keeps,
+   * sized by the largest unit (stripes of CHUNK_ELEMENTS values, copies of COPY_BLOCK bytes), not
+   * by the model.
+   */
+  runnerMemory: number;
 }
 
 /** Completed shards a stopped merge leaves for `resume`. */
@@ -191,8 +197,8 @@ interface RunState {
   open: Set<OutputFile>;
   journal: Journal | undefined;
   progress: MergeProgress;
-  /** The runners' time on the run's units (one object, shared by a sweep's children). */
-  runnerTime: RunnerTime;
+  /** What the run's units took of the runners (one object, shared by a sweep's children). */
+  runners: RunnerUse;
   checkCancel: () => void;
   emit: () => void;
 }
@@ -250,7 +256,7 @@ export async function executeMerges(jobs: MergeJob[], pool: KernelPool, opts: Me
   }
   const owner: LockOwner = opts.owner ?? { tool: 'moe-studio', started: new Date().toISOString() };
   const files = new FileTable();
-  const runnerTime = noRunnerTime();
+  const runners = noRunnerUse();
   const states: RunState[] = [];
   for (const { plan, out } of jobs) {
     const progress: MergeProgress = {
@@ -260,7 +266,7 @@ export async function executeMerges(jobs: MergeJob[], pool: KernelPool, opts: Me
     total.tensorsTotal += plan.tensors.length;
     states.push({
       plan, out, pool, files, ids: files.bound(plan.parents), window: opts.window ?? pool.size * 2, chunkElements: opts.chunkElements ?? CHUNK_ELEMENTS, flushEvery: opts.flushEvery ?? FLUSH_EVERY,
-      written: new Set(), open: new Set(), journal: undefined, progress, runnerTime, checkCancel, emit, kept: new Map(), onDisk: new Map(), totals: emptyShardReport(),
+      written: new Set(), open: new Set(), journal: undefined, progress, runners, checkCancel, emit, kept: new Map(), onDisk: new Map(), totals: emptyShardReport(),
     });
   }
   const locks: OutputLock[] = [];
@@ -456,7 +462,8 @@ async function finishChild(st: RunState, opts: MergeOptions, started: number): P
     assembled: totals.assembled,
     threshold,
     thresholdKept,
-    runnerTime: { ...st.runnerTime },
+    runnerTime: { ...st.runners.time },
+    runnerMemory: st.runners.memory,
   };
 }
 
@@ -709,7 +716,7 @@ async function decideThreshold(state: RunState, tensors: number[], kept: Set<Pla
   const index = new Map(units.map((u, i) => [u, i]));
   await runUnits(pool, files, units, (u, r) => {
     stats[index.get(u)!] = r.stats!;
-    if (r.time) addRunnerTime(state.runnerTime, r.time);
+    addRunnerUse(state.runners, r);
   }, { window: state.window, check: state.checkCancel });
   for (const g of groups) {
     let worst = 0;
@@ -844,7 +851,7 @@ async function writeShards(states: RunState[], index: number, side: ShardSide): 
       }
     }
     await runUnits(pool, files, units(), async (u, r) => {
-      if (r.time) addRunnerTime(states[0]!.runnerTime, r.time);
+      addRunnerUse(states[0]!.runners, r);
       for (const w of r.written) {
         const t = byFile.get(w.file);
         if (!t) throw new Error(`internal: a unit wrote file ${w.file}, which no shard of this pass is`);

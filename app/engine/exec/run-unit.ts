@@ -393,6 +393,7 @@ export async function runUnit(m: WasmModule, files: RunnerFiles, u: Unit): Promi
   const clock = new Clock();
   const r = await runTimed(m, files, u, clock);
   r.time = clock.finish();
+  r.memory = m.x.memory.buffer.byteLength;
   return r;
 }
 

@@ -120,6 +120,11 @@ export interface UnitResult {
   stats?: DiffStats;
   /** Where the runner's time on the unit went. */
   time?: RunnerTime;
+  /**
+   * Bytes of WASM memory the runner holds after the unit: its working memory, which grows to the
+   * largest unit it has run (a stripe's inputs, outputs and scratch) and is kept for the next.
+   */
+  memory?: number;
 }
 
 /**
@@ -138,11 +143,25 @@ export interface RunnerTime {
 export const noRunnerTime = (): RunnerTime => ({ read: 0, compute: 0, hash: 0, write: 0 });
 
 /** Adds `b` into `a`. */
-export function addRunnerTime(a: RunnerTime, b: RunnerTime): void {
+function addRunnerTime(a: RunnerTime, b: RunnerTime): void {
   a.read += b.read;
   a.compute += b.compute;
   a.hash += b.hash;
   a.write += b.write;
+}
+
+/** What a run's units took of their runners: time summed over runners, and the most WASM memory one held. */
+export interface RunnerUse {
+  time: RunnerTime;
+  memory: number;
+}
+
+export const noRunnerUse = (): RunnerUse => ({ time: noRunnerTime(), memory: 0 });
+
+/** Adds a unit's result into `use`. */
+export function addRunnerUse(use: RunnerUse, r: UnitResult): void {
+  if (r.time) addRunnerTime(use.time, r.time);
+  if (r.memory !== undefined && r.memory > use.memory) use.memory = r.memory;
 }
 
 /** Bytes of input a unit reads: what its in-flight memory is sized by. */

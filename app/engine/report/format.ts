@@ -59,3 +59,16 @@ export function runnerTimeText(t: RunnerTime, elapsedMs: number, runners: number
   parts.sort((a, b) => b[1] - a[1]);
   return `${who}${over}: ${parts.map(([k, v]) => `${k} ${Math.round((100 * v) / busy)}%`).join(', ')}`;
 }
+
+/**
+ * The kernel runners' working memory: the most WASM memory one held ("each of 2 workers held at
+ * most 38 MB for its kernels"). The largest unit sets it (a stripe's inputs, outputs and scratch),
+ * not the model, so it says what a merge of any size takes per worker.
+ */
+export function runnerMemoryText(bytes: number, runners: number): string {
+  if (!(bytes > 0)) return 'no kernel memory used';
+  const size = formatBytes(bytes);
+  if (runners > 1) return `each of ${runners} workers held at most ${size} for its kernels`;
+  if (runners === 1) return `the worker held at most ${size} for its kernels`;
+  return `the kernels (in-process) held at most ${size}`;
+}

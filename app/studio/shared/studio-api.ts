@@ -238,7 +238,7 @@ export interface MergeResult {
   folder: string;
   /** The engine's report, as plain data. */
   report: unknown;
-  /** Where the kernel workers' time went (reading, computing, writing, checksums), in words. */
+  /** Where the kernel workers' time went (reading, computing, writing, checksums) and the most memory one held, in words. */
   runners?: string;
   warnings: string[];
 }

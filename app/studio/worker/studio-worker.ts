@@ -7,7 +7,7 @@ import { itemsOf, type ModelItem } from '../../engine/model/items.ts';
 import { openModel } from '../../engine/model/open-model.ts';
 import { codecName } from '../../engine/formats/codec.ts';
 import { formatSummary, summarizeModel } from '../../engine/model/inspect.ts';
-import { runnerTimeText } from '../../engine/report/format.ts';
+import { runnerMemoryText, runnerTimeText } from '../../engine/report/format.ts';
 import { checkCompatibility } from '../../engine/model/compat.ts';
 import { parseRecipe, parseRecipeFile, recipeToYaml } from '../../engine/recipe/parse.ts';
 import type { Recipe } from '../../engine/recipe/schema.ts';
@@ -245,7 +245,7 @@ async function runMerges(
           files: report.files.map((f) => ({ name: f.name, bytes: f.bytes, what: plan.files.find((p) => p.name === f.name)?.what ?? 'copy' })),
           folder: out.name,
           report: plain(report),
-          runners: runnerTimeText(report.runnerTime, report.elapsedMs, pool?.size ?? 0),
+          runners: `${runnerTimeText(report.runnerTime, report.elapsedMs, pool?.size ?? 0)}; ${runnerMemoryText(report.runnerMemory, pool?.size ?? 0)}`,
           warnings: [...plan.warnings],
         };
       }),
