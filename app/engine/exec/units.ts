@@ -122,7 +122,8 @@ export interface UnitResult {
   time?: RunnerTime;
   /**
    * Bytes of WASM memory the runner holds after the unit: its working memory, which grows to the
-   * largest unit it has run (a stripe's inputs, outputs and scratch) and is kept for the next.
+   * largest unit it has run (a stripe's inputs, outputs and scratch, or a copy's block) and is kept
+   * for the next.
    */
   memory?: number;
 }
