@@ -374,7 +374,8 @@ async function mergeBench(context: BrowserContext, url: string, which: keyof typ
     mergeCpuSeconds: +(m.cpuMs / 1000).toFixed(2),
     floorCpuSeconds: +(f.cpuMs / 1000).toFixed(2),
     mergeCpuOverCoresOverFloor: +(m.cpuMs / cpus().length / f.ms).toFixed(2),
-    mergeRunners: /\d+ workers? busy \d+% of [\d.]+s: [a-z ,%\d]*%/.exec(m.summaryText)?.[0] ?? '',
+    // The summary's worker line: where their time went, and the most memory one held for its kernels.
+    mergeRunners: /\d+ workers? busy \d+% of [\d.]+s: [a-z ,%\d]*%(?:; [a-z\d ]+held at most [\d.]+ [KMG]B for its kernels)?/.exec(m.summaryText)?.[0] ?? '',
     mergeGBps: +((parentBytes + m.childBytes) / 1e6 / m.ms).toFixed(2),
     floorGBps: +((f.read + m.childBytes) / 1e6 / f.ms).toFixed(2),
     idleRssMB: Math.round(idleMB),
