@@ -10,7 +10,7 @@ import { FLOAT_DTYPES, type FloatDtype } from '../app/engine/formats/dtype.ts';
 import type { DiffStats } from '../app/engine/kernels/types.ts';
 import { createWasmKernels, createWasmKernelsFromBytes, type Encoded as StripeEncoded, type Kernels, type Stripe } from '../app/engine/kernels/wasm-kernels.ts';
 import type { Codec } from '../app/engine/formats/codec.ts';
-import { xxh64Ref } from './reference/xxh64.ts';
+import { xxh3Ref } from './reference/xxh3.ts';
 import {
   BF16_MAX,
   ELEMENT_BYTES,
@@ -382,7 +382,7 @@ describe('wasm module', () => {
     const mod = await WA.compile(wasmBytes);
     expect(WA.Module.imports(mod)).toEqual([]);
     const names = WA.Module.exports(mod).map((e) => `${e.kind}:${e.name}`);
-    for (const f of ['alloc', 'dealloc', 'fill_zero', 'decode', 'accumulate', 'encode', 'diff', 'xxh64', 'kernels_abi']) {
+    for (const f of ['alloc', 'dealloc', 'fill_zero', 'decode', 'accumulate', 'encode', 'diff', 'xxh3', 'kernels_abi']) {
       expect(names).toContain(`function:${f}`);
     }
     expect(names).toContain('memory:memory');
@@ -399,24 +399,44 @@ describe('wasm module', () => {
 
 // ---- checksums ------------------------------------------------------------------------------
 
-describe('xxh64', () => {
-  const ascii = (t: string) => new TextEncoder().encode(t);
-  it('gives the published XXH64 values (seed 0)', () => {
-    expect(K.hash(new Uint8Array(0))).toBe(0xef46db3751d8e999n);
-    expect(K.hash(ascii('a'))).toBe(0xd24ec4f1a98c6e5bn);
-    expect(K.hash(ascii('abc'))).toBe(0x44bc2cf5ad770999n);
-    expect(xxh64Ref(new Uint8Array(0))).toBe(0xef46db3751d8e999n);
-    expect(xxh64Ref(ascii('abc'))).toBe(0x44bc2cf5ad770999n);
+describe('xxh3', () => {
+  /** The xxHash sanity check's test buffer (cli/xsum_sanity_check.c, XSUM_fillTestBuffer). */
+  const testBuffer = (len: number) => {
+    const out = new Uint8Array(len);
+    let gen = 2654435761n;
+    for (let i = 0; i < len; i++) {
+      out[i] = Number(gen >> 56n);
+      gen = (gen * 11400714785074694797n) & ((1n << 64n) - 1n);
+    }
+    return out;
+  };
+
+  it("gives the xxHash sanity check's published XXH3-64 values (seed 0) in every length class", () => {
+    // cli/xsum_sanity_check.c, XSUM_XXH3_testdata: empty, 1-3, 4-8, 9-16, 17-128, 129-240, one
+    // block with an overlapping last stripe, a block at a stripe boundary, 2 blocks, 2 blocks and a
+    // partial one, 3 blocks.
+    const published: [number, bigint][] = [
+      [0, 0x2d06800538d394c2n], [1, 0xc44bdff4074eecdbn], [6, 0x27b56a84cd2d7325n], [12, 0xa713daf0dfbb77e7n],
+      [24, 0xa3fe70bf9d3510ebn], [48, 0x397da259ecba1f11n], [80, 0xbcdefbbb2c47c90an], [195, 0xcd94217ee362ec3an],
+      [403, 0xcdeb804d65c6dea4n], [512, 0x617e49599013cb6bn], [2048, 0xdd59e2c3a5f038e0n], [2099, 0xc6b9d9b3fc9ac765n],
+      [2240, 0x6e73a90539cf2948n], [2367, 0xcb37aeb9e5d361edn],
+    ];
+    const buf = testBuffer(2367);
+    for (const [len, want] of published) {
+      expect(K.hash(buf.subarray(0, len)), `length ${len}`).toBe(want);
+      expect(xxh3Ref(buf.subarray(0, len)), `reference, length ${len}`).toBe(want);
+    }
   });
 
-  it('equals the BigInt reference on every length 0-300 and at every alignment', () => {
+  it('equals the BigInt reference on every length 0-300, around the block sizes, and at every alignment', () => {
     const rnd = mulberry32(77);
-    const buf = new Uint8Array(400);
+    const buf = new Uint8Array(5000);
     for (let i = 0; i < buf.length; i++) buf[i] = Math.floor(rnd() * 256);
-    for (let len = 0; len <= 300; len++) {
+    const lengths = [...Array.from({ length: 301 }, (_, i) => i), 1023, 1024, 1025, 1087, 1088, 1089, 2047, 2048, 2049, 3071, 3072, 3073, 4095, 4096, 4097, 4993];
+    for (const len of lengths) {
       const start = len % 7;
       const view = buf.subarray(start, start + len);
-      expect(K.hash(view)).toBe(xxh64Ref(view));
+      expect(K.hash(view), `length ${len}`).toBe(xxh3Ref(view));
     }
   });
 
@@ -425,8 +445,8 @@ describe('xxh64', () => {
     const buf = new Uint8Array(1 << 20);
     for (let i = 0; i < buf.length; i++) buf[i] = Math.floor(rnd() * 256);
     const h = K.hash(buf);
-    expect(h).toBe(xxh64Ref(buf));
-    for (const at of [0, 31, 32, 1000, buf.length - 1]) {
+    expect(h).toBe(xxh3Ref(buf));
+    for (const at of [0, 31, 32, 1000, 1024, buf.length - 65, buf.length - 1]) {
       buf[at]! ^= 1;
       expect(K.hash(buf)).not.toBe(h);
       buf[at]! ^= 1;

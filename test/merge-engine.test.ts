@@ -13,6 +13,7 @@ import type { Model } from '../app/engine/model/types.ts';
 import { parseRecipe } from '../app/engine/recipe/parse.ts';
 import { planMerge } from '../app/engine/plan/plan.ts';
 import { executeMerge, MergeCancelled, MergeInterrupted } from '../app/engine/exec/merge.ts';
+import { JOURNAL_FILE, JOURNAL_FORMAT } from '../app/engine/exec/journal.ts';
 import { buildSafetensorsHeader } from '../app/engine/formats/safetensors.ts';
 import type { OutputFolder } from '../app/engine/io.ts';
 import { openNodeModelFolder, openNodeOutputFolder } from '../app/cli/node-io.ts';
@@ -260,6 +261,31 @@ output: {shard_size: 300KB}
     expect(notices.join('\n')).toContain(`shard ${plan.shards[1]!.file} of the interrupted merge is written again: its checksum differs`);
     expect(compareChild(await expectedChild(file), readChild(outDir).tensors)).toEqual([]);
     expect(filesIn(outDir).some((f) => f.endsWith('.partial') || f.startsWith('.moe-studio'))).toBe(false);
+  });
+
+  it("refuses an earlier version's journal (XXH64 checksums) naming its format; overwrite starts over", async () => {
+    const dir = dirs['deepseek-v3-fp8-pair']!;
+    const file = writeRecipe(dir, 'resume-old.yaml', yaml);
+    const { parents, recipe } = await open(file);
+    const plan = await planMerge(recipe, parents);
+    const outDir = path.join(dir, 'engine-resume-old');
+    const controller = new AbortController();
+    await executeMerge(plan, openNodeOutputFolder(outDir), pool, {
+      signal: controller.signal,
+      pause: async (point) => {
+        if (point === `shard-complete:${plan.shards[0]!.file}`) controller.abort();
+      },
+    }).catch(() => {});
+    const journalFile = path.join(outDir, JOURNAL_FILE);
+    const journal = JSON.parse(readFileSync(journalFile, 'utf8'));
+    expect(journal.format).toBe(JOURNAL_FORMAT);
+    writeFileSync(journalFile, JSON.stringify({ ...journal, format: 'moe-studio.journal/1' }));
+    await expect(executeMerge(plan, openNodeOutputFolder(outDir), pool, { resume: true })).rejects.toThrow(
+      /is not a resume journal of this version \(format "moe-studio.journal\/1", expected moe-studio.journal\/2\); use overwrite to start over/,
+    );
+    const report = await executeMerge(plan, openNodeOutputFolder(outDir), pool, { overwrite: true });
+    expect(report.resumedShards).toBe(0);
+    expect(compareChild(await expectedChild(file), readChild(outDir).tensors)).toEqual([]);
   });
 
   it('a write failure (disk full) removes what was written and writes no index: the folder it made goes, or completed shards stay for resume', async () => {

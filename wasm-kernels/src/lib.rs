@@ -13,7 +13,7 @@
 //! - diff: f64 sums over the pairs where both values are finite.
 //! - strided_copy: elements moved between two strided 2-D views, byte for byte (expert regions);
 //!   accumulate_strided: the mix's acc = acc + w · x between two strided f32 views.
-//! - xxh64: the XXH64 checksum of a byte range (resume journals).
+//! - xxh3: the XXH3-64 checksum of a byte range (resume journals; `xxh3.rs`).
 //!
 //! A stripe is `rows × cols` values of one tensor (its first row starts a block of the codec).
 //! Codecs (a descriptor of 4 u32 in memory: kind, scale dtype, block rows, block cols):
@@ -36,6 +36,8 @@
 //! inputs in, calls a kernel with pointers and takes results out.
 
 mod scalar;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod xxh3;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd;
 
@@ -89,7 +91,7 @@ fn div_ceil(a: usize, b: usize) -> usize {
 /// Version of this ABI; the TypeScript wrapper refuses a module with another.
 #[no_mangle]
 pub extern "C" fn kernels_abi() -> u32 {
-    7
+    8
 }
 
 /// Allocates `size` bytes, 16-byte aligned; 0 when memory cannot grow.
@@ -1110,91 +1112,4 @@ pub unsafe extern "C" fn accumulate_strided(
         }
     }
     0
-}
-
-// ---------------------------------------------------------------------------------------------
-// Checksums.
-
-const XXH_P1: u64 = 0x9E37_79B1_85EB_CA87;
-const XXH_P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
-const XXH_P3: u64 = 0x1656_67B1_9E37_79F9;
-const XXH_P4: u64 = 0x85EB_CA77_C2B2_AE63;
-const XXH_P5: u64 = 0x27D4_EB2F_1656_67C5;
-
-#[inline(always)]
-unsafe fn read_u64(p: *const u8) -> u64 {
-    u64::from_le(core::ptr::read_unaligned(p as *const u64))
-}
-
-#[inline(always)]
-unsafe fn read_u32(p: *const u8) -> u32 {
-    u32::from_le(core::ptr::read_unaligned(p as *const u32))
-}
-
-#[inline(always)]
-fn xxh_round(acc: u64, input: u64) -> u64 {
-    acc.wrapping_add(input.wrapping_mul(XXH_P2))
-        .rotate_left(31)
-        .wrapping_mul(XXH_P1)
-}
-
-#[inline(always)]
-fn xxh_merge(acc: u64, v: u64) -> u64 {
-    (acc ^ xxh_round(0, v)).wrapping_mul(XXH_P1).wrapping_add(XXH_P4)
-}
-
-/// XXH64 of `len` bytes at `p` with `seed` (the xxHash specification): the checksum of a span of
-/// a child's shard, recorded in the resume journal and checked against the file on resume.
-#[no_mangle]
-pub unsafe extern "C" fn xxh64(p: *const u8, len: usize, seed: u64) -> u64 {
-    let end = p.add(len);
-    let mut q = p;
-    let mut h: u64;
-    if len >= 32 {
-        let mut v1 = seed.wrapping_add(XXH_P1).wrapping_add(XXH_P2);
-        let mut v2 = seed.wrapping_add(XXH_P2);
-        let mut v3 = seed;
-        let mut v4 = seed.wrapping_sub(XXH_P1);
-        let limit = end.sub(32);
-        while q <= limit {
-            v1 = xxh_round(v1, read_u64(q));
-            v2 = xxh_round(v2, read_u64(q.add(8)));
-            v3 = xxh_round(v3, read_u64(q.add(16)));
-            v4 = xxh_round(v4, read_u64(q.add(24)));
-            q = q.add(32);
-        }
-        h = v1
-            .rotate_left(1)
-            .wrapping_add(v2.rotate_left(7))
-            .wrapping_add(v3.rotate_left(12))
-            .wrapping_add(v4.rotate_left(18));
-        h = xxh_merge(h, v1);
-        h = xxh_merge(h, v2);
-        h = xxh_merge(h, v3);
-        h = xxh_merge(h, v4);
-    } else {
-        h = seed.wrapping_add(XXH_P5);
-    }
-    h = h.wrapping_add(len as u64);
-    while (end as usize) - (q as usize) >= 8 {
-        h ^= xxh_round(0, read_u64(q));
-        h = h.rotate_left(27).wrapping_mul(XXH_P1).wrapping_add(XXH_P4);
-        q = q.add(8);
-    }
-    if (end as usize) - (q as usize) >= 4 {
-        h ^= (read_u32(q) as u64).wrapping_mul(XXH_P1);
-        h = h.rotate_left(23).wrapping_mul(XXH_P2).wrapping_add(XXH_P3);
-        q = q.add(4);
-    }
-    while q < end {
-        h ^= (*q as u64).wrapping_mul(XXH_P5);
-        h = h.rotate_left(11).wrapping_mul(XXH_P1);
-        q = q.add(1);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(XXH_P2);
-    h ^= h >> 29;
-    h = h.wrapping_mul(XXH_P3);
-    h ^= h >> 32;
-    h
 }

@@ -3,8 +3,8 @@
 // starting over.
 //
 // It records a fingerprint of what made the child (the engine, the recipe, the parents' files and
-// headers, the planned shards) and, per completed shard, its size and a checksum: the XXH64 of the
-// concatenated XXH64s of the spans it was written in (the span lengths are recorded too, so a
+// headers, the planned shards) and, per completed shard, its size and a checksum: the XXH3-64 of
+// the concatenated XXH3-64s of the spans it was written in (the span lengths are recorded too, so a
 // verifier needs nothing but the file). A resumed merge keeps a shard only when the fingerprint is
 // unchanged and the shard on disk has that size, the planned header and that checksum.
 import { MoeError, writeWhole, type ByteSource, type OutputFolder } from '../io.ts';
@@ -14,7 +14,8 @@ import type { MergePlan, PlannedShard } from '../plan/types.ts';
 import { recipeToYaml } from '../recipe/parse.ts';
 
 export const JOURNAL_FILE = '.moe-studio-journal.json';
-export const JOURNAL_FORMAT = 'moe-studio.journal/1';
+/** Format 2: XXH3-64 checksums (format 1, XXH64, is refused: its checksums are not computed any more). */
+export const JOURNAL_FORMAT = 'moe-studio.journal/2';
 /**
  * What makes the bytes of a planned child: bumped whenever the same plan would produce other
  * bytes (arithmetic, layout), so shards from an older engine are never kept.
@@ -47,7 +48,7 @@ export interface ShardRecord {
   bytes: number;
   /** Span lengths in file order, run-length encoded: [length, how many]. */
   spans: [number, number][];
-  /** XXH64 over the spans' XXH64s (little-endian), hex. */
+  /** XXH3-64 over the spans' XXH3-64s (little-endian), hex. */
   checksum: string;
   report: ShardReport;
 }
@@ -92,7 +93,7 @@ function parentText(model: Model): string {
 }
 
 /**
- * A parent's identity for caches: the XXH64 of its shard files (names, sizes, identities) and every
+ * A parent's identity for caches: the XXH3-64 of its shard files (names, sizes, identities) and every
  * tensor's header entry. Any change to a shard or a header changes it.
  */
 export async function parentFingerprint(model: Model, pool: KernelPool): Promise<string> {

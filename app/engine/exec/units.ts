@@ -104,7 +104,7 @@ export interface DiffUnit {
 
 export type Unit = StripeUnit | CopyUnit | BytesUnit | DiffUnit;
 
-/** A range a unit wrote, with the XXH64 of its bytes; `bytes` when the runner could not write the file itself. */
+/** A range a unit wrote, with the XXH3-64 of its bytes; `bytes` when the runner could not write the file itself. */
 export interface Written {
   file: number;
   offset: number;

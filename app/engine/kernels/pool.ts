@@ -18,7 +18,7 @@ export interface KernelEndpoint {
   /** Closes the endpoint's own handles of these files (before the coordinator finishes them). */
   closeFiles(ids: number[]): Promise<void>;
   run(units: Unit[]): Promise<UnitResult[]>;
-  /** XXH64 of each buffer, in one call (the buffers may be handed over). */
+  /** XXH3-64 of each buffer, in one call (the buffers may be handed over). */
   hashMany(parts: Uint8Array[]): Promise<bigint[]>;
 }
 

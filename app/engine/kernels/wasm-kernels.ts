@@ -11,7 +11,7 @@ import { codecDescriptor, dataBytes, stripeScales, type Codec } from '../formats
 import type { DiffStats } from './types.ts';
 
 /** Must equal `kernels_abi()` of the module. */
-const KERNELS_ABI = 7;
+const KERNELS_ABI = 8;
 /** wasm32 addresses 4 GiB; refuse single buffers that could not fit next to the others. */
 const MAX_BUFFER_BYTES = 2 ** 31;
 
@@ -30,10 +30,10 @@ interface Exports {
   mix_tiled(count: number, descs: number, datas: number, scales: number, weights: number, rows: number, cols: number, outDesc: number, out: number): number;
   mix_e4m3(count: number, descs: number, datas: number, scales: number, weights: number, rows: number, cols: number, outDesc: number, out: number, outScales: number, tile: number): number;
   mix_e4m3_tile(): number;
-  xxh64(p: number, len: number, seed: bigint): bigint;
+  xxh3(p: number, len: number): bigint;
 }
 
-const REQUIRED_FUNCTIONS = ['kernels_abi', 'alloc', 'dealloc', 'fill_zero', 'decode', 'accumulate', 'encode', 'diff', 'strided_copy', 'accumulate_strided', 'mix_tiled', 'mix_e4m3', 'mix_e4m3_tile', 'xxh64'];
+const REQUIRED_FUNCTIONS = ['kernels_abi', 'alloc', 'dealloc', 'fill_zero', 'decode', 'accumulate', 'encode', 'diff', 'strided_copy', 'accumulate_strided', 'mix_tiled', 'mix_e4m3', 'mix_e4m3_tile', 'xxh3'];
 
 /** One input of a mix in wasm memory: its codec, data and scales pointers (0: none), and weight. */
 export interface MixInput {
@@ -80,7 +80,7 @@ export interface Kernels {
   mix(req: MixRequest): Encoded;
   /** Difference statistics of b against a (same shape). */
   diff(a: Stripe, b: Stripe): DiffStats;
-  /** XXH64 (seed 0) of the bytes: the checksum of a written span, for resume journals. */
+  /** XXH3-64 (seed 0) of the bytes: the checksum of a written span, for resume journals. */
   hash(bytes: Uint8Array): bigint;
   /** The raw module, for callers that work in wasm memory themselves. */
   readonly module: WasmModule;
@@ -184,7 +184,7 @@ export class WasmModule {
   }
 
   hashAt(ptr: number, len: number): bigint {
-    return BigInt.asUintN(64, this.x.xxh64(ptr, len, 0n));
+    return BigInt.asUintN(64, this.x.xxh3(ptr, len));
   }
 }
 
