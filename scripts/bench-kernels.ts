@@ -2,7 +2,7 @@
 // in the same module and the same run, and the scalar reference (not a test).
 //   npx tsx scripts/bench-kernels.ts [elements]
 // GB/s counts the bytes a kernel touches: a 2×BF16 → BF16 mix reads 4 and writes 2 bytes per
-// value; memcpy of n bytes reads n and writes n.
+// value; memcpy of n bytes reads n and writes n; the checksum reads the 2 bytes of each value.
 import { readFileSync } from 'node:fs';
 import type { Codec } from '../app/engine/formats/codec.ts';
 import { instantiateKernelsFromBytes } from '../app/engine/kernels/wasm-kernels.ts';
@@ -79,6 +79,9 @@ const fp8acc = time(() => {
   m.x.encode(m.desc('o', FP8), acc, rows, cols, fout, fsc);
 });
 results.push(['mix 2×FP8 → FP8, accumulate + encode', fp8acc, n * 3]);
+// The journal's checksum of every written span, over the BF16 output (2 bytes a value, read once).
+const hash = time(() => m.hashAt(out, n * 2));
+results.push(['XXH3-64 checksum of the BF16 output', hash, n * 2]);
 
 console.log(`node ${process.version}; ${n} values (${rows}×${cols}), one thread`);
 for (const [name, s, bytes] of results) {
