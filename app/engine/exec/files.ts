@@ -88,6 +88,11 @@ export class FileTable implements SourceIds {
 
   /** Reads, for the pool, the spans of files its runners cannot read themselves, touching ones in one read. */
   async inline(units: Unit[], pool: KernelPool): Promise<void> {
+    // Where the runners read every file themselves (the CLI, the studio's Files), a batch needs
+    // nothing here: skip walking its units.
+    let needed = false;
+    for (const src of this.sources.values()) if (!pool.reads(src)) needed = true;
+    if (!needed) return;
     const byFile = new Map<number, Span[]>();
     const want = (s: Span) => {
       if (s.bytes || s.length === 0) return;
