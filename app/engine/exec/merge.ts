@@ -117,8 +117,8 @@ export interface MergeReport {
   runnerTime: RunnerTime;
   /**
    * The most WASM memory one kernel runner held, in bytes: the working memory each runner keeps,
-   * sized by the largest unit (stripes of CHUNK_ELEMENTS values, copies of COPY_BLOCK bytes), not
-   * by the model.
+   * sized by its units (stripes of CHUNK_ELEMENTS values, copies of COPY_BLOCK bytes) and the order
+   * it ran them in, not by the model.
    */
   runnerMemory: number;
 }

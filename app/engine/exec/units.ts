@@ -121,9 +121,9 @@ export interface UnitResult {
   /** Where the runner's time on the unit went. */
   time?: RunnerTime;
   /**
-   * Bytes of WASM memory the runner holds after the unit: its working memory, which grows to the
-   * largest unit it has run (a stripe's inputs, outputs and scratch, or a copy's block) and is kept
-   * for the next.
+   * Bytes of WASM memory the runner holds after the unit: its working memory, grown to hold the
+   * units it has run (a stripe's inputs, outputs and scratch, a copy's block) and kept for the next
+   * (WASM memory never shrinks).
    */
   memory?: number;
 }

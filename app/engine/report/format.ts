@@ -62,8 +62,8 @@ export function runnerTimeText(t: RunnerTime, elapsedMs: number, runners: number
 
 /**
  * The kernel runners' working memory: the most WASM memory one held ("each of 2 workers held at
- * most 38 MB for its kernels"). The largest unit sets it (a stripe's inputs, outputs and scratch, or
- * a copy's block), not the model, so it says what a merge of any size takes per worker.
+ * most 38 MB for its kernels"). The units set it (a stripe's inputs, outputs and scratch, a copy's
+ * block), not the model, so it says what a merge of any size takes per worker.
  */
 export function runnerMemoryText(bytes: number, runners: number): string {
   if (!(bytes > 0)) return 'no kernel memory used';
