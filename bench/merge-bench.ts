@@ -2,7 +2,7 @@
 // bytes, measured in the same run (not a timed test; see README "Figures").
 //
 //   npm run bench [-- --size 2.3GB] [-- --runs 3] [-- --workers 1,2] [-- --json] [-- --quick] [-- --out DIR]
-//                 [-- --only bf16,fp8,fused,sweep,memory]
+//                 [-- --only bf16,fp8,fused,sweep,memory,tensors]
 //
 // For each scenario: the floor — the operating system copying the bytes (`cat` the donor's
 // shards, `cp` the base's next to the output, then `sync` the copies: cp uses copy_file_range, the
@@ -19,7 +19,8 @@
 // pair re-quantizing every routed expert; one expert mixed inside fused tensors against the same
 // merge on the per-expert layout; a 3-child λ sweep against three merges, each keeping its child
 // as the sweep does (time, and bytes read by the process: each parent byte once); one tensor of
-// 2 MB, 200 MB and 2 GB (peak RSS stays flat). Every timed run starts with its parents in the page
+// 2 MB, 200 MB and 2 GB (peak RSS stays flat); DeepSeek-V3's full tensor layout at tiny shapes with
+// 256 experts against 32 (the coordinator's time per tensor stays flat). Every timed run starts with its parents in the page
 // cache. Generated parents are kept in .cache/bench/ and reused; children and the floor's copies
 // are written there too, or under `--out DIR` (another disk, or /dev/shm to leave the disk out).
 // Free memory at the start is printed: writing gigabytes into a page cache already full of other
@@ -48,7 +49,7 @@ const { values: opts } = parseArgs({
   },
 });
 const runs = Math.max(1, Number(opts.runs));
-const SCENARIOS = ['bf16', 'fp8', 'fused', 'sweep', 'memory'] as const;
+const SCENARIOS = ['bf16', 'fp8', 'fused', 'sweep', 'memory', 'tensors'] as const;
 const only = new Set(opts.only ? opts.only.split(',') : opts.quick ? ['bf16'] : SCENARIOS);
 for (const o of only) if (!(SCENARIOS as readonly string[]).includes(o)) throw new Error(`--only: ${o} is not one of ${SCENARIOS.join(', ')}`);
 const cores = cpus().length;
@@ -379,6 +380,24 @@ if (only.has('memory')) {
   }
   extra.memory = memory;
 }
+if (only.has('tensors')) {
+  // What the coordinator does per tensor (opening both parents' headers, planning, one unit or
+  // more per tensor, the index) must not grow with the number of tensors: DeepSeek-V3's full
+  // layout (58 MoE layers, 163 and 160 shards) at tiny shapes with 256 experts, about 91,000
+  // tensors per parent, against the same with 32. The child is one shard of all of them, α = 0.5
+  // on every routed expert; start-up is taken out, and what is left is divided by the tensors.
+  const sizes: { experts: number; tensorsPerParent: number; seconds: number; usPerTensor: number }[] = [];
+  for (const experts of [32, 256]) {
+    const dir = path.join(CACHE, `full-count-${experts}`);
+    const manifest = path.join(dir, 'deepseek-v3-full', 'fixture-manifest.json');
+    if (!existsSync(manifest)) run(process.execPath, ['--import', 'tsx', 'app/fixtures/cli.ts', dir, '--full-count', '--experts', String(experts)]);
+    const tensors = (JSON.parse(readFileSync(manifest, 'utf8')) as { parents: { v3: { tensors: number } } }).parents.v3.tensors;
+    const pair = { base: path.join(dir, 'deepseek-v3-full', 'v3'), donor: path.join(dir, 'deepseek-v3-full', 'r1') };
+    const m = await best(runs, () => mergeRun(pair, [recipe(path.join(CACHE, `tensors-${experts}.yaml`), pair, MIX)], w));
+    sizes.push({ experts, tensorsPerParent: tensors, seconds: s(m.ms), usPerTensor: Math.round((1000 * (m.ms - startup.ms)) / tensors) });
+  }
+  extra.tensors = { workers: w, sizes, perTensorRatio: +(sizes[1]!.usPerTensor / sizes[0]!.usPerTensor).toFixed(2) };
+}
 rmSync(OUT, { recursive: true, force: true });
 if (opts.out) rmSync(OUT_ROOT, { recursive: true, force: true });
 
@@ -402,6 +421,12 @@ if (opts.json) {
   if (extra.sweep) {
     const w = extra.sweep as Record<string, number>;
     out.push(`3-child λ sweep, ${w.workers} workers: ${w.sweepSeconds} s against ${w.threeMergesSeconds} s for three merges (${w.sweepOverThree}); read ${w.sweepReadGB} GB against ${w.threeMergesReadGB} GB (parents: ${w.parentsGB} GB)`);
+  }
+  if (extra.tensors) {
+    const t = extra.tensors as { workers: number; sizes: { experts: number; tensorsPerParent: number; seconds: number; usPerTensor: number }[]; perTensorRatio: number };
+    out.push(`DeepSeek-V3's full layout at tiny shapes, α = 0.5 on every routed expert, ${t.workers} workers (time per tensor must not grow):`);
+    for (const z of t.sizes) out.push(`  ${String(z.experts).padStart(3)} experts, ${z.tensorsPerParent} tensors per parent: ${z.seconds} s, ${z.usPerTensor} µs per tensor without start-up`);
+    out.push(`  per tensor, 256 experts / 32: ${t.perTensorRatio}`);
   }
   if (extra.memory) {
     out.push('one BF16 tensor per parent, α = 0.5 (peak RSS must not grow with tensor size):');

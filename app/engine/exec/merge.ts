@@ -832,6 +832,9 @@ async function writeShards(states: RunState[], index: number, side: ShardSide): 
       kept.set(t, set);
     }
     const tensorLists = targets.map((t) => [...new Set(t.shard.entries.map((e) => e.tensor))]);
+    // Where each tensor's stored parts go in its shard: one map per shard, not one per tensor (a
+    // shard of n tensors would cost n² otherwise).
+    const where = targets.map((t) => placements(t.shard, t.id));
     function* units(): Generator<Unit> {
       // The header belongs to the plan: sent as a copy, since units may be handed to a worker.
       for (const t of targets) yield { kind: 'bytes', tensor: t.shard.file, to: { file: t.id, offset: 0, length: t.shard.header.length }, bytes: t.shard.header.slice() };
@@ -840,7 +843,7 @@ async function writeShards(states: RunState[], index: number, side: ShardSide): 
         const lists = targets.map((t, j) => {
           const ti = tensorLists[j]![k]!;
           const tensor = t.st.plan.tensors[ti]!;
-          const list = compileTensor(t.st.ids, tensor, placements(t.shard, t.id).get(ti)!, { chunkElements: t.st.chunkElements, kept: kept.get(t)! });
+          const list = compileTensor(t.st.ids, tensor, where[j]!.get(ti)!, { chunkElements: t.st.chunkElements, kept: kept.get(t)! });
           t.report[madeOf(tensor, kept.get(t)!)]++;
           t.byName.set(tensor.name, tensor);
           t.remaining.set(tensor.name, list.length);
