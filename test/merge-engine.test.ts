@@ -100,6 +100,31 @@ output: {dtype: f32}
   }
 });
 
+describe("the coordinator's work per tensor", () => {
+  it("reads a shard's entries a bounded number of times per entry, not once per tensor (a shard of n tensors cost n²)", async () => {
+    const dir = dirs['deepseek-v3-fp8-pair']!;
+    const file = writeRecipe(dir, 'one-shard.yaml', 'parents: {v3: ./v3, r1: ./r1}\nrules:\n  - select: {kind: routed_expert}\n    weights: {v3: 0.5, r1: 0.5}\n');
+    const { parents, recipe } = await open(file);
+    const plan = await planMerge(recipe, parents);
+    expect(plan.shards).toHaveLength(1);
+    const shard = plan.shards[0]!;
+    const n = shard.entries.length;
+    expect(n).toBeGreaterThan(200);
+    // Every read of an entry by index (iteration, map, indexing) is counted.
+    let reads = 0;
+    (shard as { entries: unknown[] }).entries = new Proxy(shard.entries, {
+      get(target, key, receiver) {
+        if (typeof key === 'string' && /^\d+$/.test(key)) reads++;
+        return Reflect.get(target, key, receiver);
+      },
+    });
+    const outDir = path.join(dir, 'engine-one-shard');
+    await executeMerge(plan, openNodeOutputFolder(outDir), pool);
+    expect(reads).toBeLessThan(20 * n);
+    expect(compareChild(await expectedChild(file), readChild(outDir).tensors)).toEqual([]);
+  });
+});
+
 describe('shards side by side', () => {
   it('each shard computed beside others keeps to its own runner, and the child is byte for byte the one made a shard at a time', async () => {
     const dir = dirs['mixtral-pair']!;
