@@ -21,8 +21,9 @@
 // as the sweep does (time, and bytes read by the process: each parent byte once); one tensor of
 // 2 MB, 200 MB and 2 GB (peak RSS stays flat); DeepSeek-V3's full tensor layout at tiny shapes with
 // 256 experts against 32 (the coordinator's time per tensor stays flat). Every timed run starts
-// with its parents in the page cache. Generated parents are kept in .cache/bench/ and reused; children and the floor's copies
-// are written there too, or under `--out DIR` (another disk, or /dev/shm to leave the disk out).
+// with its parents in the page cache. Generated parents are kept in .cache/bench/ and reused;
+// children and the floor's copies are written there too, or under `--out DIR` (another disk, or
+// /dev/shm to leave the disk out).
 // Free memory at the start is printed: writing gigabytes into a page cache already full of other
 // files (earlier runs' parents) makes the kernel reclaim as it goes, which slows every writer.
 import { spawn, spawnSync } from 'node:child_process';
