@@ -1,5 +1,7 @@
 // The engine in-process: chunk boundaries (tiny chunks across FP8 stripes), cancellation and
-// failures mid-merge (nothing that looks complete is left), and parents that are only ever read.
+// failures mid-merge (nothing that looks complete is left), parents that are only ever read,
+// resume (and an earlier version's journal refused), the coordinator's work per tensor, and the
+// runners' time and memory.
 import { describe, it, expect, beforeAll } from 'vitest';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
