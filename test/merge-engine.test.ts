@@ -41,6 +41,17 @@ async function open(recipeFile: string): Promise<{ parents: Map<string, Model>; 
   return { parents, recipe };
 }
 
+/** A merge into `outDir` cancelled once shard `k` completes (the pause hook), as an interruption leaves it. */
+async function interruptAfterShard(plan: Awaited<ReturnType<typeof planMerge>>, outDir: string, k: number): Promise<void> {
+  const controller = new AbortController();
+  await executeMerge(plan, openNodeOutputFolder(outDir), pool, {
+    signal: controller.signal,
+    pause: async (point) => {
+      if (point === `shard-complete:${plan.shards[k]!.file}`) controller.abort();
+    },
+  }).catch(() => {});
+}
+
 function folderHash(dir: string): string {
   const h = createHash('sha256');
   for (const f of readdirSync(dir).sort()) {
@@ -257,14 +268,7 @@ output: {shard_size: 300KB}
     const { parents, recipe } = await open(file);
     const plan = await planMerge(recipe, parents);
     const outDir = path.join(dir, 'engine-resume');
-    // Interrupt after the second shard completes (the pause hook), then cancel.
-    const controller = new AbortController();
-    await executeMerge(plan, openNodeOutputFolder(outDir), pool, {
-      signal: controller.signal,
-      pause: async (point) => {
-        if (point === `shard-complete:${plan.shards[1]!.file}`) controller.abort();
-      },
-    }).catch(() => {});
+    await interruptAfterShard(plan, outDir, 1);
     expect(filesIn(outDir).filter((f) => f.endsWith('.partial'))).toEqual([`${plan.shards[0]!.file}.partial`, `${plan.shards[1]!.file}.partial`]);
 
     const other = await open(writeRecipe(dir, 'resume-other.yaml', yaml.replace('0.5, r1: 0.5', '0.4, r1: 0.6')));
@@ -296,13 +300,7 @@ output: {shard_size: 300KB}
     const { parents, recipe } = await open(file);
     const plan = await planMerge(recipe, parents);
     const outDir = path.join(dir, 'engine-resume-old');
-    const controller = new AbortController();
-    await executeMerge(plan, openNodeOutputFolder(outDir), pool, {
-      signal: controller.signal,
-      pause: async (point) => {
-        if (point === `shard-complete:${plan.shards[0]!.file}`) controller.abort();
-      },
-    }).catch(() => {});
+    await interruptAfterShard(plan, outDir, 0);
     const journalFile = path.join(outDir, JOURNAL_FILE);
     const journal = JSON.parse(readFileSync(journalFile, 'utf8'));
     expect(journal.format).toBe(JOURNAL_FORMAT);
