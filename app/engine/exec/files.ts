@@ -91,7 +91,12 @@ export class FileTable implements SourceIds {
     // Where the runners read every file themselves (the CLI, the studio's Files), a batch needs
     // nothing here: skip walking its units.
     let needed = false;
-    for (const src of this.sources.values()) if (!pool.reads(src)) needed = true;
+    for (const src of this.sources.values()) {
+      if (!pool.reads(src)) {
+        needed = true;
+        break;
+      }
+    }
     if (!needed) return;
     const byFile = new Map<number, Span[]>();
     const want = (s: Span) => {
