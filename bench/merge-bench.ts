@@ -12,7 +12,10 @@
 // CPU time too (the CLI's own, threads included; the floor's through `times`): a merge cannot take
 // less than its CPU time over the machine's cores, so that share against the floor tells where the
 // cores, not the pipeline, bound merge / floor; and the CLI's line on where its workers' time went
-// (reading, computing, writing, checksums). Whatever is compared is measured in turn, run by run
+// (reading, computing, writing, checksums). The BF16 and FP8 pairs also get the arithmetic alone:
+// their kernel timed in this process on one expert, at that rate for every routed expert value,
+// over the cores; and that with the merge's system CPU (its reads and writes), which leaves what
+// JavaScript, checksums and V8's compilers may take before merge / floor meets a target. Whatever is compared is measured in turn, run by run
 // (floor, 1 worker, 2 workers, floor, ...), so that a slow spell of a shared machine falls on all
 // of it. `--only` runs some scenarios (`--quick`: bf16).
 // Scenarios: a BF16 Mixtral-shaped pair, α = 0.5 on every routed expert; a DeepSeek-V3-shaped FP8
@@ -33,7 +36,9 @@ import { cpus, freemem, totalmem } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { openNodeModelFolder } from '../app/cli/node-io.ts';
+import { dataBytes, stripeScales } from '../app/engine/formats/codec.ts';
 import { buildSafetensorsHeader } from '../app/engine/formats/safetensors.ts';
+import { instantiateKernelsFromBytes, type MixInput } from '../app/engine/kernels/wasm-kernels.ts';
 import { openModel } from '../app/engine/model/open-model.ts';
 import { bf16Pair, CACHE, fp8Pair, generatedPair, ROOT, type Pair } from './pairs.ts';
 
@@ -62,16 +67,18 @@ interface Measure {
   peakRssMB: number;
   /** CPU time, user and system, of the process and its threads (the CLI's `cpu:` line, the floor's `times`). */
   cpuMs: number;
+  /** The system part of it: time in the operating system (for a merge, mostly its reads and writes). */
+  systemMs: number;
   stdout: string;
   stderr: string;
 }
 
-/** CPU milliseconds from a run's stderr: the CLI's own `cpu: user U ms, system S ms`, or the last `times` line (children: 0m1.5s 0m0.3s). */
-function cpuOf(stderr: string): number {
+/** CPU milliseconds, user and system, from a run's stderr: the CLI's own `cpu: user U ms, system S ms`, or the last `times` line (children: 0m1.5s 0m0.3s). */
+function cpuOf(stderr: string): { user: number; system: number } {
   const cli = /^cpu: user (\d+) ms, system (\d+) ms$/m.exec(stderr);
-  if (cli) return Number(cli[1]) + Number(cli[2]);
+  if (cli) return { user: Number(cli[1]), system: Number(cli[2]) };
   const times = [...stderr.matchAll(/^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$/gm)].pop();
-  return times ? (Number(times[1]) * 60 + Number(times[2]) + Number(times[3]) * 60 + Number(times[4])) * 1000 : NaN;
+  return times ? { user: (Number(times[1]) * 60 + Number(times[2])) * 1000, system: (Number(times[3]) * 60 + Number(times[4])) * 1000 } : { user: NaN, system: NaN };
 }
 
 /** Runs a command, sampling its peak resident memory (VmHWM, all threads) until it exits. */
@@ -94,7 +101,10 @@ function measured(cmd: string, args: string[], env: Record<string, string> = {})
       clearInterval(timer);
       const ms = performance.now() - started;
       if (code !== 0) reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}: ${stderr.slice(-2000)}`));
-      else resolve({ ms, peakRssMB: peakKB / 1024, cpuMs: cpuOf(stderr), stdout, stderr });
+      else {
+        const cpu = cpuOf(stderr);
+        resolve({ ms, peakRssMB: peakKB / 1024, cpuMs: cpu.user + cpu.system, systemMs: cpu.system, stdout, stderr });
+      }
     });
   });
 }
@@ -162,6 +172,61 @@ async function fusedCopy(from: string, to: string): Promise<void> {
   delete config.num_experts;
   writeFileSync(path.join(to, 'config.json'), JSON.stringify(config, null, 2));
   writeFileSync(path.join(to, 'done'), '');
+}
+
+/**
+ * The arithmetic alone: one core mixing the first routed expert of each parent with α = 0.5, in
+ * WASM memory, with the kernel the workers use (mix_e4m3 into E4M3 blocks, mix_tiled into a plain
+ * output) and the module the CLI bundles; and how many values the routed experts hold, every one
+ * of which the merge mixes. `rate()` times the kernel for about half a second, best call kept
+ * (values per second); the bench calls it once per round of runs, so a slow spell of the machine
+ * falls on it as on the rest. Nothing read or written is timed.
+ */
+async function arithmetic(pair: Pair): Promise<{ values: number; rate: () => number }> {
+  const wasm = await instantiateKernelsFromBytes(new Uint8Array(readFileSync(path.join(ROOT, 'public/moe_kernels.wasm'))));
+  const folders = [await openNodeModelFolder(pair.base), await openNodeModelFolder(pair.donor)];
+  try {
+    const models = [await openModel(folders[0]!), await openModel(folders[1]!)];
+    const routed = models[0]!.weights.filter((w) => w.role.kind === 'routed_expert');
+    if (routed.length === 0) throw new Error(`${pair.base}: no routed expert`);
+    const values = routed.reduce((n, w) => n + w.view.slabs * w.view.rows * w.view.cols, 0);
+    const first = routed[0]!;
+    const { slabs, rows: r, cols } = first.view;
+    const rows = slabs * r;
+    const inputs: MixInput[] = [];
+    for (const [i, model] of models.entries()) {
+      const w = model.byName.get(first.name);
+      if (!w) throw new Error(`${model.name}: no ${first.name}`);
+      const read = (t: { file: string; offset: number; length: number }) => model.sources.get(t.file)!.read(t.offset, t.length);
+      const scale = w.companions.find((c) => c.role === 'scale');
+      const data = wasm.put(`in${i}`, await read(w.data));
+      inputs.push({ codec: w.codec, data, scales: scale ? wasm.put(`in${i}.scales`, await read(scale.record)) : 0, weight: 0.5 });
+    }
+    // The child keeps the base's codec (the bench's recipes convert nothing).
+    const out = first.codec;
+    const dst = wasm.slot('out', dataBytes(out, rows, cols));
+    const blocked = wasm.mixesE4m3(out, rows, cols);
+    const dstScales = blocked ? wasm.slot('out.scales', Math.max(16, stripeScales(out, rows, cols).bytes)) : 0;
+    const once = () => {
+      const rc = blocked ? wasm.mixE4m3(inputs, rows, cols, out, dst, dstScales) : wasm.mixTiled(inputs, rows, cols, out, dst);
+      if (rc !== 0) throw new Error(`${first.name}: the kernel returned ${rc}`);
+    };
+    // Warm-up: V8 runs a WASM function from its baseline compiler until the optimized code is in.
+    for (let i = 0; i < 5; i++) once();
+    const rate = () => {
+      let bestMs = Infinity;
+      const started = performance.now();
+      while (performance.now() - started < 500) {
+        const t0 = performance.now();
+        once();
+        bestMs = Math.min(bestMs, performance.now() - t0);
+      }
+      return (rows * cols) / (bestMs / 1000);
+    };
+    return { values, rate };
+  } finally {
+    for (const f of folders) await f.close();
+  }
 }
 
 /** A pair holding one BF16 tensor of rows × cols (random finite values), written directly. */
@@ -257,6 +322,11 @@ interface Row {
   childGB: number;
   floorSeconds: number;
   floorCpuSeconds: number;
+  /**
+   * The arithmetic alone (see `arithmetic`): the routed experts' values, mixed at one core's rate,
+   * spread over every core, against the floor; then with the floor's own CPU time added.
+   */
+  arithmetic: { valuesG: number; valuesPerSecondM: number; kernelsOverCoresOverFloor: number; withFloorCpuOverCoresOverFloor: number };
   merges: {
     workers: number;
     seconds: number;
@@ -264,8 +334,15 @@ interface Row {
     overFloor: number;
     overFloorWithoutStartup: number;
     cpuSeconds: number;
+    systemCpuSeconds: number;
     /** The merge's CPU time less start-up's, spread over every core, against the floor: no faster merge / floor with this much work. */
     cpuOverCoresOverFloor: number;
+    /**
+     * The kernels' time (`arithmetic`) and the merge's system CPU less start-up's (its reads and
+     * writes in the operating system), spread over every core, against the floor: what is left
+     * below the merge's own share is everything else (JavaScript, checksums, V8's compilers).
+     */
+    kernelsAndSystemOverCoresOverFloor: number;
     /** The CLI's line on where its workers' time went. */
     runners: string;
   }[];
@@ -275,12 +352,15 @@ const rows: Row[] = [];
 async function scenario(name: string, pair: Pair, rules: string): Promise<Row> {
   process.stderr.write(`${name}...\n`);
   const file = recipe(path.join(CACHE, 'scenario.yaml'), pair, rules);
+  const kernels = await arithmetic(pair);
+  let valuesPerSecond = 0;
   // Run by run, the floor and each worker count in turn, so that a slow spell of a shared machine
   // falls on all of them rather than on one; the best of each is kept.
   let floor: Measure | undefined;
   const bestMerge = new Map<number, Measure>();
   let childBytes = 0;
   for (let r = 0; r < runs; r++) {
+    valuesPerSecond = Math.max(valuesPerSecond, kernels.rate());
     const f = await floorRun(pair);
     if (!floor || f.ms < floor.ms) floor = f;
     for (const w of workerCounts) {
@@ -289,6 +369,7 @@ async function scenario(name: string, pair: Pair, rules: string): Promise<Row> {
       if (!bestMerge.has(w) || m.ms < bestMerge.get(w)!.ms) bestMerge.set(w, m);
     }
   }
+  const kernelMs = (kernels.values / valuesPerSecond) * 1000;
   const merges: Row['merges'] = workerCounts.map((w) => {
     const m = bestMerge.get(w)!;
     return {
@@ -298,7 +379,9 @@ async function scenario(name: string, pair: Pair, rules: string): Promise<Row> {
       overFloor: +(m.ms / floor!.ms).toFixed(2),
       overFloorWithoutStartup: +((m.ms - startup.ms) / floor!.ms).toFixed(2),
       cpuSeconds: s(m.cpuMs),
+      systemCpuSeconds: s(m.systemMs),
       cpuOverCoresOverFloor: +((m.cpuMs - startup.cpuMs) / cores / floor!.ms).toFixed(2),
+      kernelsAndSystemOverCoresOverFloor: +((kernelMs + m.systemMs - startup.systemMs) / cores / floor!.ms).toFixed(2),
       runners: /^\d+ workers? .*$/m.exec(m.stdout)?.[0] ?? '',
     };
   });
@@ -308,6 +391,12 @@ async function scenario(name: string, pair: Pair, rules: string): Promise<Row> {
     childGB: +(childBytes / 1e9).toFixed(2),
     floorSeconds: s(floor!.ms),
     floorCpuSeconds: s(floor!.cpuMs),
+    arithmetic: {
+      valuesG: +(kernels.values / 1e9).toFixed(2),
+      valuesPerSecondM: Math.round(valuesPerSecond / 1e6),
+      kernelsOverCoresOverFloor: +(kernelMs / cores / floor!.ms).toFixed(2),
+      withFloorCpuOverCoresOverFloor: +((kernelMs + floor!.cpuMs) / cores / floor!.ms).toFixed(2),
+    },
     merges,
   };
   rows.push(row);
@@ -409,9 +498,12 @@ if (opts.json) {
   for (const r of rows) {
     out.push(`${r.scenario}: parents ${r.parentsGB} GB, child ${r.childGB} GB`);
     out.push(`  floor (cat donor, cp base, sync): ${r.floorSeconds} s, CPU ${r.floorCpuSeconds} s`);
+    const a = r.arithmetic;
+    out.push(`  arithmetic alone: ${a.valuesG} G values mixed at ${a.valuesPerSecondM} M values/s on one core; over ${cores} cores ${a.kernelsOverCoresOverFloor} × the floor, ${a.withFloorCpuOverCoresOverFloor} × with the floor's own CPU`);
     for (const m of r.merges) {
       out.push(`  merge, ${m.workers} worker${m.workers > 1 ? 's' : ''}: ${m.seconds} s, peak RSS ${m.peakRssMB} MB, merge / floor ${m.overFloor} (${m.overFloorWithoutStartup} without start-up)`);
-      out.push(`    CPU ${m.cpuSeconds} s: over ${cores} cores, without start-up's, ${m.cpuOverCoresOverFloor} × the floor; ${m.runners}`);
+      out.push(`    CPU ${m.cpuSeconds} s (system ${m.systemCpuSeconds} s): over ${cores} cores, without start-up's, ${m.cpuOverCoresOverFloor} × the floor; the kernels and system alone ${m.kernelsAndSystemOverCoresOverFloor} ×`);
+      out.push(`    ${m.runners}`);
     }
     out.push('');
   }
