@@ -15,9 +15,9 @@
 // (reading, computing, writing, checksums). The BF16 and FP8 pairs also get the arithmetic alone:
 // their kernel timed in this process on one expert, at that rate for every routed expert value,
 // over the cores; and that with the merge's system CPU (its reads and writes), which leaves what
-// JavaScript, checksums and V8's compilers may take before merge / floor meets a target. Whatever is compared is measured in turn, run by run
-// (floor, 1 worker, 2 workers, floor, ...), so that a slow spell of a shared machine falls on all
-// of it. `--only` runs some scenarios (`--quick`: bf16).
+// JavaScript, checksums and V8's compilers may take before merge / floor meets a target. Whatever
+// is compared is measured in turn, run by run (floor, 1 worker, 2 workers, floor, ...), so that a
+// slow spell of a shared machine falls on all of it. `--only` runs some scenarios (`--quick`: bf16).
 // Scenarios: a BF16 Mixtral-shaped pair, α = 0.5 on every routed expert; a DeepSeek-V3-shaped FP8
 // pair re-quantizing every routed expert; one expert mixed inside fused tensors against the same
 // merge on the per-expert layout; a 3-child λ sweep against three merges, each keeping its child
