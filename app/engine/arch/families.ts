@@ -4,7 +4,7 @@
 // detectArchitecture picks the family whose `modelTypes` holds config.json's `model_type`.
 // Any other model_type falls back to the `generic` entry when tensor names look like an MoE
 // (`…layers.L…experts.E…`, or fused `…experts.gate_up_proj`); its config keys are candidates.
-import { z } from 'zod';
+import * as z from 'zod';
 import { MoeError } from '../io.ts';
 import { PROJECTIONS, TENSOR_KINDS } from '../model/types.ts';
 import type { ArchitectureSpec, ConfigKeys, TensorPattern } from './types.ts';

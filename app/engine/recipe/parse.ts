@@ -1,6 +1,6 @@
 // Reading and writing recipes: YAML or JSON text in, a checked Recipe out, and back to YAML.
 import { Document, isMap, isSeq, parseDocument } from 'yaml';
-import type { z } from 'zod';
+import type * as z from 'zod';
 import { MoeError, printable } from '../io.ts';
 import { fromMergekit, isMergekitConfig } from './mergekit.ts';
 import { recipeSchema, type Recipe } from './schema.ts';

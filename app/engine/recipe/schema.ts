@@ -1,6 +1,6 @@
 // The recipe: the contract the studio and the CLI share. YAML or JSON, same shape.
 // Shape checks live in the zod schema; checks that need the parents (names, matches) live in validate.ts.
-import { z } from 'zod';
+import * as z from 'zod';
 import { TENSOR_KINDS, PROJECTIONS } from '../model/types.ts';
 
 /** "5", "40-50", "1, 3, 5-7" or "all": what a YAML user writes as a string. */

@@ -2,7 +2,7 @@
 // (scripts/collect_routing.py) writes and the studio and the CLI read. One JSON file holds one or
 // more prompt sets measured on one model; per MoE layer and routed expert, how many tokens had the
 // expert among their top-k. The format is documented in the README ("Routing statistics").
-import { z } from 'zod';
+import * as z from 'zod';
 import { MoeError } from '../io.ts';
 
 export const ROUTING_FORMAT = 'moe-studio.routing/1';
