@@ -23,8 +23,9 @@
 // merge on the per-expert layout; a 3-child λ sweep against three merges, each keeping its child
 // as the sweep does (time, and bytes read by the process: each parent byte once); one tensor of
 // 2 MB, 200 MB and 2 GB (peak RSS stays flat); DeepSeek-V3's full tensor layout at tiny shapes with
-// 256 experts against 32 (the coordinator's time per tensor stays flat). Every timed run starts
-// with its parents in the page cache. Generated parents are kept in .cache/bench/ and reused;
+// 256 experts against 32 (the coordinator's time per tensor stays flat; its peak RSS, which holds
+// every tensor's description and plan, is printed too). Every timed run starts with its parents in
+// the page cache. Generated parents are kept in .cache/bench/ and reused;
 // children and the floor's copies are written there too, or under `--out DIR` (another disk, or
 // /dev/shm to leave the disk out).
 // Free memory at the start is printed: writing gigabytes into a page cache already full of other
@@ -476,7 +477,7 @@ if (only.has('tensors')) {
   // layout (58 MoE layers, 163 and 160 shards) at tiny shapes with 256 experts, about 91,000
   // tensors per parent, against the same with 32. The child is one shard of all of them, α = 0.5
   // on every routed expert; start-up is taken out, and what is left is divided by the tensors.
-  const sizes: { experts: number; tensorsPerParent: number; seconds: number; usPerTensor: number }[] = [];
+  const sizes: { experts: number; tensorsPerParent: number; seconds: number; usPerTensor: number; peakRssMB: number }[] = [];
   for (const experts of [32, 256]) {
     const dir = path.join(CACHE, `full-count-${experts}`);
     const manifest = path.join(dir, 'deepseek-v3-full', 'fixture-manifest.json');
@@ -484,7 +485,7 @@ if (only.has('tensors')) {
     const tensors = (JSON.parse(readFileSync(manifest, 'utf8')) as { parents: { v3: { tensors: number } } }).parents.v3.tensors;
     const pair = { base: path.join(dir, 'deepseek-v3-full', 'v3'), donor: path.join(dir, 'deepseek-v3-full', 'r1') };
     const m = await best(runs, () => mergeRun(pair, [recipe(path.join(CACHE, `tensors-${experts}.yaml`), pair, MIX)], w));
-    sizes.push({ experts, tensorsPerParent: tensors, seconds: s(m.ms), usPerTensor: Math.round((1000 * (m.ms - startup.ms)) / tensors) });
+    sizes.push({ experts, tensorsPerParent: tensors, seconds: s(m.ms), usPerTensor: Math.round((1000 * (m.ms - startup.ms)) / tensors), peakRssMB: Math.round(m.peakRssMB) });
   }
   extra.tensors = { workers: w, sizes, perTensorRatio: +(sizes[1]!.usPerTensor / sizes[0]!.usPerTensor).toFixed(2) };
 }
@@ -516,9 +517,9 @@ if (opts.json) {
     out.push(`3-child λ sweep, ${w.workers} workers: ${w.sweepSeconds} s against ${w.threeMergesSeconds} s for three merges (${w.sweepOverThree}); read ${w.sweepReadGB} GB against ${w.threeMergesReadGB} GB (parents: ${w.parentsGB} GB)`);
   }
   if (extra.tensors) {
-    const t = extra.tensors as { workers: number; sizes: { experts: number; tensorsPerParent: number; seconds: number; usPerTensor: number }[]; perTensorRatio: number };
+    const t = extra.tensors as { workers: number; sizes: { experts: number; tensorsPerParent: number; seconds: number; usPerTensor: number; peakRssMB: number }[]; perTensorRatio: number };
     out.push(`DeepSeek-V3's full layout at tiny shapes, α = 0.5 on every routed expert, ${t.workers} workers (time per tensor must not grow):`);
-    for (const z of t.sizes) out.push(`  ${String(z.experts).padStart(3)} experts, ${z.tensorsPerParent} tensors per parent: ${z.seconds} s, ${z.usPerTensor} µs per tensor without start-up`);
+    for (const z of t.sizes) out.push(`  ${String(z.experts).padStart(3)} experts, ${z.tensorsPerParent} tensors per parent: ${z.seconds} s, ${z.usPerTensor} µs per tensor without start-up, peak RSS ${z.peakRssMB} MB`);
     out.push(`  per tensor, 256 experts / 32: ${t.perTensorRatio}`);
   }
   if (extra.memory) {
