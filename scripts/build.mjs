@@ -10,6 +10,9 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const cliOnly = process.argv.includes('--cli');
 
 mkdirSync(`${root}/dist/cli`, { recursive: true });
+// app/ imports zod as `import * as z from 'zod'`: esbuild can then leave out what is never used,
+// where `import { z }` keeps zod's whole namespace object, its ~45 locales included (the bundle
+// was 1.7 MB against 1.14 MB, and started about 20 ms slower).
 await build({
   entryPoints: { 'moe-studio': `${root}/app/cli/moe-studio.ts`, 'kernel-worker': `${root}/app/cli/kernel-worker.ts` },
   outdir: `${root}/dist/cli`,
