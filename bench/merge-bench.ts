@@ -176,7 +176,7 @@ async function fusedCopy(from: string, to: string): Promise<void> {
 }
 
 /**
- * The arithmetic alone: one core mixing the first routed expert of each parent with α = 0.5, in
+ * The arithmetic alone: one core mixing the first routed expert of each parent by MIX_WEIGHTS, in
  * WASM memory, with the kernel the workers use (mix_e4m3 into E4M3 blocks, mix_tiled into a plain
  * output) and the module the CLI bundles; and how many values the routed experts hold, every one
  * of which the merge mixes. `rate()` times the kernel for about half a second, best call kept
@@ -195,13 +195,14 @@ async function arithmetic(pair: Pair): Promise<{ values: number; rate: () => num
     const { slabs, rows: r, cols } = first.view;
     const rows = slabs * r;
     const inputs: MixInput[] = [];
+    const weights = [MIX_WEIGHTS.base, MIX_WEIGHTS.donor];
     for (const [i, model] of models.entries()) {
       const w = model.byName.get(first.name);
       if (!w) throw new Error(`${model.name}: no ${first.name}`);
       const read = (t: { file: string; offset: number; length: number }) => model.sources.get(t.file)!.read(t.offset, t.length);
       const scale = w.companions.find((c) => c.role === 'scale');
       const data = wasm.put(`in${i}`, await read(w.data));
-      inputs.push({ codec: w.codec, data, scales: scale ? wasm.put(`in${i}.scales`, await read(scale.record)) : 0, weight: 0.5 });
+      inputs.push({ codec: w.codec, data, scales: scale ? wasm.put(`in${i}.scales`, await read(scale.record)) : 0, weight: weights[i]! });
     }
     // The child keeps the base's codec (the bench's recipes convert nothing).
     const out = first.codec;
@@ -302,7 +303,9 @@ async function best(n: number, fn: () => Promise<Measure>): Promise<Measure> {
 
 const ioRead = (m: Measure) => Number(/io: read (\d+) bytes/.exec(m.stderr)?.[1] ?? NaN);
 const s = (ms: number) => +(ms / 1000).toFixed(2);
-const MIX = '  - select: {kind: routed_expert}\n    weights: {base: 0.5, donor: 0.5}\n';
+/** The parents' weights on every routed expert in the scenarios (α = 0.5), and that rule as recipe YAML. */
+const MIX_WEIGHTS = { base: 0.5, donor: 0.5 };
+const MIX = `  - select: {kind: routed_expert}\n    weights: {base: ${MIX_WEIGHTS.base}, donor: ${MIX_WEIGHTS.donor}}\n`;
 
 mkdirSync(CACHE, { recursive: true });
 const machine = `${cores} × ${cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
